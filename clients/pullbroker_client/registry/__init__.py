@@ -1,0 +1,1 @@
+"""OCI/Docker distribution client: references, challenges, token auth, manifests, blobs."""

@@ -1,0 +1,1 @@
+"""pullbroker broker: registry credentials in, short-lived scoped pull tokens out."""

@@ -1,0 +1,1 @@
+"""Use cases: what the API calls, orchestrating domain, secrets, store and minting."""

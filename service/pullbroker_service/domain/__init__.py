@@ -1,0 +1,1 @@
+"""Registry kinds, records, credentials, policy and errors. No I/O here."""

@@ -1,0 +1,144 @@
+"""The broker's error tree. Adapters raise these `from` their vendor's exceptions.
+
+    BrokerError
+    ├── InvalidArgument                   bad input the caller can fix
+    │   ├── InvalidReference              image reference does not parse
+    │   ├── InvalidRegistry               registry fields fail their kind's validation
+    │   └── HostMismatch                  image host is not the credential's host
+    ├── NotFound
+    │   ├── RegistryNotFound
+    │   └── ImageNotFound                 repository, tag or digest unknown (after auth worked)
+    ├── AlreadyExists
+    ├── EtagMismatch                      concurrent update: re-read and retry
+    ├── FailedPrecondition
+    │   ├── StillReferenced               deployments still use the registry
+    │   ├── AmbiguousRegistry             several records serve the image's host
+    │   └── BasicNotAllowed               Basic-only registry without pass-through allowed
+    ├── PermissionDenied
+    │   ├── IdentityNotAllowed            policy denies this identity the method
+    │   └── ScopeNotAllowed               policy denies this identity the registry/repository
+    ├── Unauthenticated                   no usable client identity
+    ├── UpstreamError                     the registry or its token endpoint
+    │   ├── CredentialRejected            the registry refused the stored credential
+    │   ├── PullNotAllowed                credential valid but lacks pull on the repository
+    │   ├── RegistryUnreachable
+    │   ├── RegistryTLSFailure
+    │   ├── RateLimited                   retry_after seconds
+    │   └── UpstreamProtocolError         the registry answered something we cannot use
+    ├── BackendUnavailable                secret or metadata backend unreachable
+    └── SecretMissing                     a reference points at nothing (internal state error)
+"""
+
+from __future__ import annotations
+
+
+class BrokerError(Exception):
+    """Base of every error the broker raises. Messages are for a person and never hold secrets."""
+
+
+class InvalidArgument(BrokerError):
+    pass
+
+
+class InvalidReference(InvalidArgument):
+    pass
+
+
+class InvalidRegistry(InvalidArgument):
+    pass
+
+
+class HostMismatch(InvalidArgument):
+    pass
+
+
+class NotFound(BrokerError):
+    pass
+
+
+class RegistryNotFound(NotFound):
+    pass
+
+
+class ImageNotFound(NotFound):
+    pass
+
+
+class AlreadyExists(BrokerError):
+    pass
+
+
+class EtagMismatch(BrokerError):
+    pass
+
+
+class FailedPrecondition(BrokerError):
+    pass
+
+
+class StillReferenced(FailedPrecondition):
+    pass
+
+
+class AmbiguousRegistry(FailedPrecondition):
+    pass
+
+
+class BasicNotAllowed(FailedPrecondition):
+    pass
+
+
+class PermissionDenied(BrokerError):
+    pass
+
+
+class IdentityNotAllowed(PermissionDenied):
+    pass
+
+
+class ScopeNotAllowed(PermissionDenied):
+    pass
+
+
+class Unauthenticated(BrokerError):
+    pass
+
+
+class UpstreamError(BrokerError):
+    pass
+
+
+class CredentialRejected(UpstreamError):
+    pass
+
+
+class PullNotAllowed(UpstreamError):
+    pass
+
+
+class RegistryUnreachable(UpstreamError):
+    pass
+
+
+class RegistryTLSFailure(UpstreamError):
+    pass
+
+
+class RateLimited(UpstreamError):
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class UpstreamProtocolError(UpstreamError):
+    pass
+
+
+class BackendUnavailable(BrokerError):
+    def __init__(self, message: str, retry_after: float | None = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class SecretMissing(BrokerError):
+    pass

@@ -1,0 +1,1 @@
+"""Turning long-lived credentials into short-lived, repository-scoped tokens."""

@@ -1,0 +1,1 @@
+"""Secret backends behind one port: local (embedded), vault, aws."""

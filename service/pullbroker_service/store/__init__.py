@@ -1,0 +1,1 @@
+"""Metadata stores: registry records (references to secrets, never secrets)."""

@@ -1,0 +1,1 @@
+"""pullbroker sidecar: the node agent that pulls images with short-lived tokens."""

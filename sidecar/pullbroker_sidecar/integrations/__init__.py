@@ -1,0 +1,1 @@
+"""Node integrations: kubelet provider, docker credential helper, pull secrets."""

@@ -1,0 +1,1 @@
+"""Pull engine, content store and exporters."""
