@@ -1,9 +1,9 @@
 """The root of every error pullbroker_client raises.
 
-    ClientError
-    ├── RegistryError                     (registry/errors.py: the OCI client's tree)
-    ├── BrokerCallError                   (broker.py: a broker RPC failed, with its status)
-    └── ConfigurationError                a home folder, certificate or flag is missing or wrong
+ClientError
+├── RegistryError                     (registry/errors.py: the OCI client's tree)
+├── BrokerCallError                   (broker.py: a broker RPC failed, with its status)
+└── ConfigurationError                a home folder, certificate or flag is missing or wrong
 """
 
 from __future__ import annotations

@@ -1,0 +1,196 @@
+"""The registry auth handshake: ping for a challenge, then ask the token endpoint for a token.
+
+This is the Docker token protocol (distribution's docs/spec/auth/token.md) that Docker Hub,
+GHCR, Quay, Harbor and distribution speak: GET /v2/ answers 401 with
+`WWW-Authenticate: Bearer realm=...,service=...`, and GET realm?service=&scope= with Basic
+credentials (or none) answers `{"token": ..., "expires_in": ..., "issued_at": ...}`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from pullbroker_client.registry.challenge import Challenge, parse_www_authenticate
+from pullbroker_client.registry.errors import (
+    CredentialRejected,
+    RateLimited,
+    RegistryProtocolError,
+    UnsupportedAuth,
+    error_for_response,
+)
+from pullbroker_client.registry.transport import Response, Transport, display_host
+from pullbroker_client.secret import Secret
+
+DEFAULT_EXPIRES_IN = 60
+"""Seconds a token lives when the endpoint does not say (the Docker token spec's default)."""
+
+_TOKEN_BODY_LIMIT = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class BearerToken:
+    """A registry token and its lifetime. `scope` is what was asked for, space-separated."""
+
+    token: Secret
+    issued_at: datetime
+    expires_at: datetime
+    scope: str
+
+    @property
+    def authorization(self) -> Secret:
+        """The whole Authorization header value: `Bearer <token>`."""
+        return Secret(f"Bearer {self.token.reveal()}")
+
+    def remaining(self, now: datetime | None = None) -> timedelta:
+        """How long the token is still good for (negative once expired)."""
+        return self.expires_at - (now or datetime.now(UTC))
+
+
+def basic_authorization(username: str, password: Secret) -> Secret:
+    """The Authorization header value for HTTP Basic: `Basic base64(user:password)`."""
+    pair = f"{username}:{password.reveal()}".encode()
+    return Secret(f"Basic {base64.b64encode(pair).decode('ascii')}")
+
+
+async def ping(transport: Transport, base_url: str) -> list[Challenge]:
+    """The registry's challenges from GET /v2/, or [] when it lets anyone in."""
+    response = await transport.request("GET", f"{base_url.rstrip('/')}/v2/", limit=64 * 1024)
+    if response.status_code == 200:
+        return []
+    if response.status_code == 401:
+        headers = response.headers.get_list("www-authenticate")
+        if not headers:
+            raise UnsupportedAuth(
+                f"registry {response.host} answered 401 without a WWW-Authenticate challenge"
+            )
+        return [c for header in headers for c in parse_www_authenticate(header)]
+    if response.status_code == 404:
+        raise RegistryProtocolError(
+            f"{response.host} has no /v2/ endpoint: check that the URL is a Docker v2 registry"
+        )
+    raise error_for_response(
+        response.status_code,
+        response.content,
+        host=response.host,
+        subject="GET /v2/",
+        retry_after=response.retry_after,
+    )
+
+
+async def fetch_token(
+    transport: Transport,
+    challenge: Challenge,
+    scope: str | Sequence[str],
+    username: str | None = None,
+    password: Secret | None = None,
+    *,
+    registry_url: str | None = None,
+) -> BearerToken:
+    """A token for `scope` from the challenge's realm, with Basic credentials or anonymously.
+
+    The realm must be https unless `registry_url` is itself plain http (test registries):
+    a Basic credential must never travel in the clear because a registry said so.
+    """
+    realm = _checked_realm(challenge, registry_url)
+    scopes = [scope] if isinstance(scope, str) else list(scope)
+    params: dict[str, str | Sequence[str]] = {}
+    if challenge.service:
+        params["service"] = challenge.service
+    if any(scopes):
+        params["scope"] = [s for s in scopes if s]
+    credential = None
+    if username is not None and password is not None:
+        credential = basic_authorization(username, password)
+    response = await transport.request(
+        "GET", realm, params=params, authorization=credential, limit=_TOKEN_BODY_LIMIT
+    )
+    _raise_for_token_status(response, anonymous=credential is None)
+    return _parse_token(response, " ".join(s for s in scopes if s))
+
+
+def _checked_realm(challenge: Challenge, registry_url: str | None) -> str:
+    if challenge.scheme != "bearer":
+        raise UnsupportedAuth(
+            f"the registry asks for {challenge.scheme!r} auth; only bearer tokens can be scoped"
+        )
+    realm = challenge.realm
+    if not realm:
+        raise UnsupportedAuth("the registry's bearer challenge names no token realm")
+    try:
+        url = httpx.URL(realm)
+    except httpx.InvalidURL as exc:
+        raise UnsupportedAuth("the registry's token realm is not a valid URL") from exc
+    registry_scheme = httpx.URL(registry_url).scheme if registry_url else "https"
+    if url.scheme == "https" or (url.scheme == "http" and registry_scheme == "http"):
+        return realm
+    raise UnsupportedAuth(
+        f"the registry names token realm {url.scheme}://{display_host(url)}, which is not"
+        " https: refusing to send credentials to it from an https registry"
+    )
+
+
+def _raise_for_token_status(response: Response, *, anonymous: bool) -> None:
+    status = response.status_code
+    if status == 200:
+        return
+    if status in (401, 403):
+        who = "anonymous access" if anonymous else "the credential"
+        raise CredentialRejected(
+            f"token endpoint {response.host} refused {who} ({status}): check the username"
+            " and password/token, and that it may pull the repository"
+        )
+    if status == 429:
+        raise RateLimited(
+            f"token endpoint {response.host} is rate limiting (429): retry later",
+            retry_after=response.retry_after,
+        )
+    raise error_for_response(
+        status,
+        response.content,
+        host=response.host,
+        subject="a token",
+        retry_after=response.retry_after,
+    )
+
+
+def _parse_token(response: Response, scope: str) -> BearerToken:
+    try:
+        document: Any = json.loads(response.content)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        document = None
+    token = None
+    if isinstance(document, dict):
+        token = document.get("token") or document.get("access_token")
+    if not isinstance(token, str) or not token:
+        # Never say more about the body: it may hold a token in a field we did not expect.
+        raise RegistryProtocolError(
+            f"token endpoint {response.host} answered 200 without a token in a JSON object"
+        )
+    assert isinstance(document, dict)
+    issued_at = _issued_at(document.get("issued_at"))
+    expires_in = document.get("expires_in")
+    if isinstance(expires_in, bool) or not isinstance(expires_in, int | float) or expires_in <= 0:
+        expires_in = DEFAULT_EXPIRES_IN
+    return BearerToken(
+        token=Secret(token),
+        issued_at=issued_at,
+        expires_at=issued_at + timedelta(seconds=expires_in),
+        scope=scope,
+    )
+
+
+def _issued_at(value: object) -> datetime:
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return datetime.now(UTC)
+        return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    return datetime.now(UTC)

@@ -1,0 +1,116 @@
+"""Blob-streaming throughput: RegistryClient.stream_blob vs a plain ssl read loop and curl.
+
+    .venv/bin/python -m tests.unit.registry.bench_blob_stream [--mib 256] [--rounds 3]
+
+The server (servers.py) runs in its own process so it does not share our GIL. Prints MB/s;
+not a test, so nothing here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pullbroker_client.registry.client import RegistryClient
+
+DIGEST = "sha256:" + "0" * 64
+
+
+def plain_ssl(port: int, ca_pem: str, size: int) -> float:
+    """MB/s of one GET read with a blocking ssl socket into a 1 MiB buffer."""
+    context = ssl.create_default_context(cadata=ca_pem)
+    with (
+        socket.create_connection(("127.0.0.1", port)) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as sock,
+    ):
+        sock.sendall(b"GET /blob HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        buffer = memoryview(bytearray(1 << 20))
+        received, start = 0, time.perf_counter()
+        while received < size:  # headers are a few hundred bytes: noise at this size
+            count = sock.recv_into(buffer)
+            if not count:
+                break
+            received += count
+        return received / (time.perf_counter() - start) / 1e6
+
+
+def curl(port: int, ca_file: Path) -> float:
+    """MB/s curl reports for the same GET, written to /dev/null."""
+    url = f"https://127.0.0.1:{port}/v2/team/app/blobs/{DIGEST}"
+    out = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "--cacert",
+            str(ca_file),
+            "-w",
+            "%{speed_download}",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return float(out) / 1e6
+
+
+async def client(port: int, ca_pem: str, hash_it: bool) -> tuple[float, int]:
+    """MB/s and chunk count of RegistryClient.stream_blob (optionally hashing as a pull does)."""
+    digest = hashlib.sha256()
+    async with RegistryClient(f"https://127.0.0.1:{port}", ca_pem=ca_pem) as registry:
+        received = chunks = 0
+        start = time.perf_counter()
+        async with registry.stream_blob("team/app", DIGEST) as stream:
+            async for chunk in stream:
+                received += len(chunk)
+                chunks += 1
+                if hash_it:
+                    digest.update(chunk)
+        return received / (time.perf_counter() - start) / 1e6, chunks
+
+
+def main() -> None:
+    options = argparse.ArgumentParser(description=__doc__)
+    options.add_argument("--mib", type=int, default=256)
+    options.add_argument("--rounds", type=int, default=3)
+    args = options.parse_args()
+    size = args.mib * 1024 * 1024
+    folder = Path(tempfile.mkdtemp(prefix="bench-blob-"))
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.unit.registry.servers", str(folder), "--mib", str(args.mib)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        ca_pem = (folder / "ca.crt").read_text()
+        for round_ in range(args.rounds):
+            ours, chunks = asyncio.run(client(port, ca_pem, hash_it=False))
+            hashed, _ = asyncio.run(client(port, ca_pem, hash_it=True))
+            print(
+                f"round {round_}: {args.mib} MiB  plain ssl {plain_ssl(port, ca_pem, size):6.0f}"
+                f"  curl {curl(port, folder / 'ca.crt'):6.0f}  stream_blob {ours:6.0f}"
+                f" ({chunks} chunks)  stream_blob+sha256 {hashed:6.0f}  MB/s"
+            )
+    finally:
+        assert server.stdin is not None
+        server.stdin.close()
+        server.wait(timeout=10)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
