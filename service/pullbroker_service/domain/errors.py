@@ -1,32 +1,35 @@
 """The broker's error tree. Adapters raise these `from` their vendor's exceptions.
 
-    BrokerError
-    ├── InvalidArgument                   bad input the caller can fix
-    │   ├── InvalidReference              image reference does not parse
-    │   ├── InvalidRegistry               registry fields fail their kind's validation
-    │   └── HostMismatch                  image host is not the credential's host
-    ├── NotFound
-    │   ├── RegistryNotFound
-    │   └── ImageNotFound                 repository, tag or digest unknown (after auth worked)
-    ├── AlreadyExists
-    ├── EtagMismatch                      concurrent update: re-read and retry
-    ├── FailedPrecondition
-    │   ├── StillReferenced               deployments still use the registry
-    │   ├── AmbiguousRegistry             several records serve the image's host
-    │   └── BasicNotAllowed               Basic-only registry without pass-through allowed
-    ├── PermissionDenied
-    │   ├── IdentityNotAllowed            policy denies this identity the method
-    │   └── ScopeNotAllowed               policy denies this identity the registry/repository
-    ├── Unauthenticated                   no usable client identity
-    ├── UpstreamError                     the registry or its token endpoint
-    │   ├── CredentialRejected            the registry refused the stored credential
-    │   ├── PullNotAllowed                credential valid but lacks pull on the repository
-    │   ├── RegistryUnreachable
-    │   ├── RegistryTLSFailure
-    │   ├── RateLimited                   retry_after seconds
-    │   └── UpstreamProtocolError         the registry answered something we cannot use
-    ├── BackendUnavailable                secret or metadata backend unreachable
-    └── SecretMissing                     a reference points at nothing (internal state error)
+BrokerError
+├── InvalidArgument                   bad input the caller can fix
+│   ├── InvalidReference              image reference does not parse
+│   ├── InvalidRegistry               registry fields fail their kind's validation
+│   └── HostMismatch                  image host is not the credential's host
+├── NotFound
+│   ├── RegistryNotFound
+│   └── ImageNotFound                 repository, tag or digest unknown (after auth worked)
+├── AlreadyExists
+├── EtagMismatch                      concurrent update: re-read and retry
+├── FailedPrecondition
+│   ├── StillReferenced               deployments still use the registry
+│   ├── AmbiguousRegistry             several records serve the image's host
+│   └── BasicNotAllowed               Basic-only registry without pass-through allowed
+├── PermissionDenied
+│   ├── IdentityNotAllowed            policy denies this identity the method
+│   └── ScopeNotAllowed               policy denies this identity the registry/repository
+├── Unauthenticated                   no usable client identity
+├── UpstreamError                     the registry or its token endpoint
+│   ├── CredentialRejected            the registry refused the stored credential
+│   ├── PullNotAllowed                credential valid but lacks pull on the repository
+│   ├── RegistryUnreachable
+│   ├── RegistryTLSFailure
+│   ├── RateLimited                   retry_after seconds
+│   └── UpstreamProtocolError         the registry answered something we cannot use
+├── BackendUnavailable                secret or metadata backend unreachable
+├── SecretMissing                     a reference points at nothing (internal state error)
+├── SecretCorrupted                   a stored secret fails authentication (tampered,
+│                                     copied to another record, or the wrong KEK)
+└── InvalidPolicy                     policy.yaml does not validate (names the rule)
 """
 
 from __future__ import annotations
@@ -141,4 +144,12 @@ class BackendUnavailable(BrokerError):
 
 
 class SecretMissing(BrokerError):
+    pass
+
+
+class SecretCorrupted(BrokerError):
+    pass
+
+
+class InvalidPolicy(BrokerError):
     pass

@@ -93,7 +93,12 @@ def credential_to_bytes(credential: Credential) -> bytes:
         case BasicCredential(username=u, password=p):
             body = {"kind": "basic", "username": u, "password": p.reveal()}
         case AwsCredential(access_key_id=a, secret_access_key=s, role_arn=r):
-            body = {"kind": "aws", "access_key_id": a, "secret_access_key": s.reveal(), "role_arn": r}
+            body = {
+                "kind": "aws",
+                "access_key_id": a,
+                "secret_access_key": s.reveal(),
+                "role_arn": r,
+            }
         case GoogleServiceAccount(key_json=k):
             body = {"kind": "google", "key_json": k.reveal()}
         case AzureServicePrincipal(tenant_id=t, client_id=c, client_secret=s):

@@ -8,6 +8,11 @@ from typing import Protocol
 from pullbroker_service.domain.model import Credential, MintedToken, RegistryRecord
 
 
+def pull_scope(repository: str) -> str:
+    """The only scope the broker ever asks a registry for ("" when no repository is named)."""
+    return f"repository:{repository}:pull" if repository else ""
+
+
 @dataclass(frozen=True)
 class ProbeResult:
     """What TestConnection reports. outcome: ok | credential_rejected | not_allowed |

@@ -21,7 +21,7 @@ class MetadataStore(Protocol):
         """READY records whose host equals `host` (host[:port], lowercase)."""
         ...
 
-    async def list(self, page_size: int, after_id: str | None) -> list[RegistryRecord]:
+    async def list_page(self, page_size: int, after_id: str | None) -> list[RegistryRecord]:
         """Records ordered by id, starting after `after_id`."""
         ...
 

@@ -1,0 +1,67 @@
+"""What both use cases need: resolving a registry name, reading its credential, new ids."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime
+
+from pullbroker_service.domain.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    SecretCorrupted,
+)
+from pullbroker_service.domain.model import (
+    Credential,
+    RecordState,
+    RegistryRecord,
+    credential_from_bytes,
+)
+from pullbroker_service.secrets.base import SecretBackend
+from pullbroker_service.store.base import MetadataStore
+
+RESOURCE_PREFIX = "registries/"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_registry_id() -> str:
+    """Time-ordered (so lists come out in creation order) plus 40 random bits."""
+    return f"{time.time_ns() // 1_000_000:011x}{os.urandom(5).hex()}"
+
+
+def new_etag() -> str:
+    return os.urandom(8).hex()
+
+
+async def resolve(store: MetadataStore, name: str) -> RegistryRecord:
+    """The record named "registries/<id>" or by its display name; RegistryNotFound if none."""
+    if not name:
+        raise InvalidArgument("a registry name is required: registries/<id> or a display name")
+    if name.startswith(RESOURCE_PREFIX):
+        return await store.get(name.removeprefix(RESOURCE_PREFIX))
+    return await store.get_by_display_name(name)
+
+
+def require_ready(record: RegistryRecord) -> RegistryRecord:
+    if record.state is not RecordState.READY:
+        raise FailedPrecondition(
+            f"registry {record.display_name!r} is still being created: retry in a moment"
+        )
+    return record
+
+
+async def load_credential(secrets: SecretBackend, record: RegistryRecord) -> Credential | None:
+    """The record's current credential from the secret backend (None for anonymous kinds)."""
+    if record.secret_ref is None:
+        return None
+    data = await secrets.get(record.secret_ref)
+    try:
+        return credential_from_bytes(data)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SecretCorrupted(
+            f"the stored credential of registry {record.display_name!r} is not readable: "
+            "rotate it (pullbroker registry update --credential ...)"
+        ) from exc

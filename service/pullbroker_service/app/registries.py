@@ -1,0 +1,323 @@
+"""Registry use cases: create, read, list, update (rename, rotate), delete, test.
+
+Writes that touch both the metadata store and the secret backend are ordered so a failure
+leaves nothing half-done: a new record is written PENDING (no secret reference), then the
+secret is stored, then the record is switched to READY with the reference; any failure
+deletes both. A rotation stores the new version, switches the reference (etag checked), and
+only then deletes the old version.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
+from typing import TypeVar
+
+import structlog
+
+from pullbroker_service.app.lookup import (
+    load_credential,
+    new_etag,
+    new_registry_id,
+    require_ready,
+    resolve,
+    utc_now,
+)
+from pullbroker_service.domain.errors import (
+    BrokerError,
+    EtagMismatch,
+    FailedPrecondition,
+    InvalidArgument,
+)
+from pullbroker_service.domain.identity import Identity
+from pullbroker_service.domain.kinds import (
+    RegistrySpec,
+    ValidRegistry,
+    check_credential,
+    validate_registry,
+    validate_spec,
+)
+from pullbroker_service.domain.model import (
+    Credential,
+    RecordState,
+    RegistryRecord,
+    credential_to_bytes,
+    credential_username,
+)
+from pullbroker_service.minting.base import ProbeResult
+from pullbroker_service.minting.cache import TokenCache
+from pullbroker_service.minting.registry_of_kinds import MinterRegistry
+from pullbroker_service.secrets.base import SecretBackend
+from pullbroker_service.store.base import MetadataStore
+
+T = TypeVar("T")
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+
+log = structlog.get_logger()
+
+
+class Registries:
+    """The RegistryService use cases. Callers have been authorised (role admin) already."""
+
+    def __init__(
+        self,
+        store: MetadataStore,
+        secrets: SecretBackend,
+        minters: MinterRegistry,
+        cache: TokenCache,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        new_id: Callable[[], str] = new_registry_id,
+    ) -> None:
+        self._store = store
+        self._secrets = secrets
+        self._minters = minters
+        self._cache = cache
+        self._clock = clock
+        self._new_id = new_id
+
+    async def create(
+        self, caller: Identity, spec: RegistrySpec, credential: Credential | None, test: bool
+    ) -> RegistryRecord:
+        valid = validate_registry(spec, credential)
+        minter = self._minters.for_kind(valid.spec.kind)
+        if test:
+            result = await minter.probe(self._build(valid, credential), credential, "")
+            if result.outcome != "ok":
+                raise FailedPrecondition(f"the connection test failed: {result.message}")
+        record = self._build(
+            valid,
+            credential,
+            registry_id=self._new_id(),
+            creator=caller.name,
+            etag=new_etag(),
+            state=RecordState.PENDING if credential is not None else RecordState.READY,
+        )
+        await self._store.create(record)
+        if credential is not None:
+            record = await self._attach_secret(record, credential)
+        log.info(
+            "registry_created",
+            registry_id=record.id,
+            display_name=record.display_name,
+            kind=record.kind.value,
+            host=record.host,
+            identity=caller.name,
+            tested=test,
+        )
+        return record
+
+    async def get(self, name: str) -> RegistryRecord:
+        return await resolve(self._store, name)
+
+    async def list(self, page_size: int, page_token: str) -> tuple[list[RegistryRecord], str]:
+        if page_size < 0:
+            raise InvalidArgument("page_size must not be negative")
+        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        after = _decode_page_token(page_token) if page_token else None
+        found = await self._store.list_page(size + 1, after)
+        page = found[:size]
+        more = len(found) > size
+        return page, _encode_page_token(page[-1].id) if more else ""
+
+    async def update(
+        self,
+        caller: Identity,
+        name: str,
+        etag: str,
+        *,
+        display_name: str | None,
+        registry_ca_pem: str | None,
+        allow_basic_passthrough: bool | None,
+        credential: Credential | None,
+    ) -> RegistryRecord:
+        if not etag:
+            raise InvalidArgument("etag is required: read the registry and send back its etag")
+        current = require_ready(await resolve(self._store, name))
+        if current.etag != etag:
+            raise EtagMismatch(
+                f"registry {current.display_name!r} was changed since you read it (etag "
+                "differs): read it again and retry"
+            )
+        valid = validate_spec(
+            RegistrySpec(
+                display_name=_or(display_name, current.display_name),
+                kind=current.kind,
+                url=current.url,
+                registry_ca_pem=_or(registry_ca_pem, current.registry_ca_pem),
+                region=current.region,
+                allow_basic_passthrough=_or(
+                    allow_basic_passthrough, current.allow_basic_passthrough
+                ),
+            )
+        ).spec
+        if credential is not None:
+            check_credential(current.kind, credential)
+        changed = replace(
+            current,
+            display_name=valid.display_name,
+            registry_ca_pem=valid.registry_ca_pem,
+            allow_basic_passthrough=valid.allow_basic_passthrough,
+            update_time=self._clock(),
+            etag=new_etag(),
+        )
+        if credential is None:
+            await self._store.replace(changed, etag)
+        else:
+            changed = await self._rotate(current, changed, credential)
+        # Settings such as the CA or pass-through change what a minted token may be.
+        self._cache.invalidate_registry(current.id)
+        log.info(
+            "registry_updated",
+            registry_id=current.id,
+            display_name=changed.display_name,
+            identity=caller.name,
+            credential_rotated=credential is not None,
+            credential_version=changed.credential_version,
+        )
+        return changed
+
+    async def delete(self, caller: Identity, name: str, etag: str | None) -> None:
+        record = await resolve(self._store, name)
+        await self._store.delete(record.id, etag or None)
+        self._cache.invalidate_registry(record.id)
+        try:
+            await self._secrets.delete(record.id)
+        except BrokerError as exc:
+            # The record is gone, so the secret is an orphan the reconciler removes later;
+            # failing the call now would tell the caller the delete did not happen.
+            log.warning("secret_delete_failed", registry_id=record.id, error=str(exc))
+        log.info(
+            "registry_deleted",
+            registry_id=record.id,
+            display_name=record.display_name,
+            identity=caller.name,
+        )
+
+    async def test(
+        self,
+        name: str | None,
+        spec: RegistrySpec | None,
+        credential: Credential | None,
+        repository: str,
+    ) -> ProbeResult:
+        """Probe a saved registry (optionally with a new credential) or an unsaved one."""
+        if bool(name) == (spec is not None):
+            raise InvalidArgument("test either a saved registry (name) or a new one (registry)")
+        if name:
+            record = require_ready(await resolve(self._store, name))
+            if credential is None:
+                credential = await load_credential(self._secrets, record)
+            else:
+                check_credential(record.kind, credential)
+        else:
+            assert spec is not None  # guaranteed by the check above
+            record = self._build(validate_registry(spec, credential), credential)
+        minter = self._minters.for_kind(record.kind)
+        return await minter.probe(record, credential, repository)
+
+    async def _attach_secret(
+        self, pending: RegistryRecord, credential: Credential
+    ) -> RegistryRecord:
+        try:
+            ref = await self._secrets.put(pending.id, credential_to_bytes(credential))
+            ready = replace(pending, secret_ref=ref, state=RecordState.READY, etag=new_etag())
+            await self._store.replace(ready, pending.etag)
+        except BaseException:
+            await self._undo_create(pending.id)
+            raise
+        return ready
+
+    async def _undo_create(self, registry_id: str) -> None:
+        try:
+            await self._secrets.delete(registry_id)
+        except BrokerError as exc:
+            log.warning(
+                "create_rollback_failed", registry_id=registry_id, step="secret", error=str(exc)
+            )
+        try:
+            await self._store.delete(registry_id, None)
+        except BrokerError as exc:
+            log.warning(
+                "create_rollback_failed", registry_id=registry_id, step="record", error=str(exc)
+            )
+
+    async def _rotate(
+        self, current: RegistryRecord, changed: RegistryRecord, credential: Credential
+    ) -> RegistryRecord:
+        new_ref = await self._secrets.put(current.id, credential_to_bytes(credential))
+        rotated = replace(
+            changed,
+            secret_ref=new_ref,
+            credential_version=current.credential_version + 1,
+            username=credential_username(credential),
+        )
+        try:
+            await self._store.replace(rotated, current.etag)
+        except BaseException:
+            try:
+                await self._secrets.delete_version(new_ref)
+            except BrokerError as exc:
+                log.warning("rotation_rollback_failed", registry_id=current.id, error=str(exc))
+            raise
+        if current.secret_ref is not None:
+            try:
+                await self._secrets.delete_version(current.secret_ref)
+            except BrokerError as exc:
+                log.warning("old_secret_delete_failed", registry_id=current.id, error=str(exc))
+        return rotated
+
+    def _build(
+        self,
+        valid: ValidRegistry,
+        credential: Credential | None,
+        *,
+        registry_id: str = "",
+        creator: str = "",
+        etag: str = "",
+        state: RecordState = RecordState.READY,
+    ) -> RegistryRecord:
+        """A record for a validated spec; with the defaults, an unsaved one for probing."""
+        now = self._clock()
+        spec = valid.spec
+        return RegistryRecord(
+            id=registry_id,
+            display_name=spec.display_name,
+            kind=spec.kind,
+            url=spec.url,
+            host=valid.host,
+            username=credential_username(credential),
+            registry_ca_pem=spec.registry_ca_pem,
+            region=spec.region,
+            allow_basic_passthrough=spec.allow_basic_passthrough,
+            credential_version=1 if credential is not None else 0,
+            secret_ref=None,
+            creator=creator,
+            create_time=now,
+            update_time=now,
+            etag=etag,
+            state=state,
+        )
+
+
+def _or(value: T | None, default: T) -> T:
+    """An update field: None means "leave as it is"."""
+    return default if value is None else value
+
+
+def _encode_page_token(last_id: str) -> str:
+    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
+
+
+def _decode_page_token(token: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidArgument(
+            "page_token is not one this broker issued: start again without it"
+        ) from exc

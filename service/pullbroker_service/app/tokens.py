@@ -1,0 +1,129 @@
+"""The pull-token use case: image reference in, short-lived repository-scoped token out.
+
+Order matters: the reference is parsed, the registry chosen, its host compared with the
+image's, and the policy consulted before anything leaves the broker; only then is a token
+taken from the cache or minted (the credential is read from the secret backend on a miss only).
+"""
+
+from __future__ import annotations
+
+import structlog
+from pullbroker_client.registry.errors import InvalidReference as ClientInvalidReference
+from pullbroker_client.registry.reference import Reference, parse_reference
+
+from pullbroker_service.app.lookup import load_credential, require_ready, resolve
+from pullbroker_service.app.policy_source import PolicyProvider
+from pullbroker_service.domain.errors import (
+    AmbiguousRegistry,
+    HostMismatch,
+    InvalidReference,
+    RegistryNotFound,
+    ScopeNotAllowed,
+)
+from pullbroker_service.domain.identity import Identity
+from pullbroker_service.domain.model import AuthKind, MintedToken, RegistryRecord
+from pullbroker_service.minting.base import pull_scope
+from pullbroker_service.minting.cache import TokenCache
+from pullbroker_service.minting.registry_of_kinds import MinterRegistry
+from pullbroker_service.secrets.base import SecretBackend
+from pullbroker_service.store.base import MetadataStore
+
+log = structlog.get_logger()
+
+
+class TokenIssuer:
+    """The PullService use case. Callers have been authorised (role node) already."""
+
+    def __init__(
+        self,
+        store: MetadataStore,
+        secrets: SecretBackend,
+        minters: MinterRegistry,
+        cache: TokenCache,
+        policy: PolicyProvider,
+    ) -> None:
+        self._store = store
+        self._secrets = secrets
+        self._minters = minters
+        self._cache = cache
+        self._policy = policy
+
+    async def issue(
+        self, caller: Identity, image: str, registry: str | None, force_refresh: bool
+    ) -> tuple[MintedToken, RegistryRecord]:
+        ref = _parse(image)
+        host = _canonical_host(ref.registry_host)
+        record = await self._choose(host, registry)
+        if record.host != host:
+            raise HostMismatch(
+                f"image {ref} is on host {host}, but registry {record.display_name!r} holds a "
+                f"credential for {record.host}: pick the registry for {host}"
+            )
+        repository = ref.repository
+        decision = self._policy.current().explain(caller.name, record, repository)
+        if not decision.allowed:
+            raise ScopeNotAllowed(
+                f"identity {caller.name} may not pull {repository} from registry "
+                f"{record.display_name!r}: {decision.reason} (see policy.yaml)"
+            )
+        scope = pull_scope(repository)
+        token, hit = await self._cache.get(
+            (record.id, record.credential_version, scope),
+            lambda: self._mint(record, repository),
+            force_refresh=force_refresh,
+        )
+        if token.auth_kind is AuthKind.BASIC:
+            # The long-lived credential itself leaves the broker: audit every hand-out.
+            log.warning(
+                "basic_passthrough_used",
+                identity=caller.name,
+                registry_id=record.id,
+                host=record.host,
+                repository=repository,
+                username=token.username,
+            )
+        log.info(
+            "token_issued",
+            identity=caller.name,
+            registry_id=record.id,
+            repository=repository,
+            scope=scope,
+            auth_kind=token.auth_kind.value,
+            expires_at=token.expires_at.isoformat(),
+            cache_hit=hit,
+            force_refresh=force_refresh,
+            rule=decision.rule.number if decision.rule else None,
+        )
+        return token, record
+
+    async def _choose(self, host: str, registry: str | None) -> RegistryRecord:
+        if registry:
+            return require_ready(await resolve(self._store, registry))
+        found = await self._store.find_by_host(host)
+        if not found:
+            raise RegistryNotFound(
+                f"no registry is registered for host {host}: add one with `pullbroker registry add`"
+            )
+        if len(found) > 1:
+            names = ", ".join(repr(r.display_name) for r in found)
+            raise AmbiguousRegistry(
+                f"several registries serve host {host} ({names}): name one in the request"
+            )
+        return found[0]
+
+    async def _mint(self, record: RegistryRecord, repository: str) -> MintedToken:
+        credential = await load_credential(self._secrets, record)
+        minter = self._minters.for_kind(record.kind)
+        return await minter.mint(record, credential, repository)
+
+
+def _parse(image: str) -> Reference:
+    try:
+        return parse_reference(image)
+    except ClientInvalidReference as exc:
+        raise InvalidReference(str(exc)) from exc
+
+
+def _canonical_host(host: str) -> str:
+    """Records keep hosts without the default https port; references may spell it."""
+    return host.removesuffix(":443")

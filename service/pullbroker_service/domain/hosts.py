@@ -1,0 +1,91 @@
+"""Registry URLs and hosts: one canonical spelling, and refusal of hosts the broker must not dial.
+
+A record's host is what image references must name (`host[:port]`, lowercase, no default port)
+and its url is `https://host[:port]` with no path: the broker builds every request URL itself.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from urllib.parse import SplitResult, urlsplit
+
+from pullbroker_service.domain.errors import InvalidRegistry
+
+# Docker Hub answers the v2 API on registry-1.docker.io; "docker.io" is only the name in refs.
+_HOST_ALIASES = {"docker.io": "registry-1.docker.io", "index.docker.io": "registry-1.docker.io"}
+
+# Cloud metadata endpoints by name; their addresses are link-local and refused below.
+_FORBIDDEN_NAMES = frozenset({"metadata.google.internal", "metadata", "instance-data"})
+
+_DNS_NAME = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
+
+
+def normalize_registry_url(url: str, field: str = "url") -> tuple[str, str]:
+    """Return (url, host) for a registry base URL, or raise InvalidRegistry naming `field`.
+
+    A bare `host[:port]` is read as https. `http://` is refused: the broker sends credentials.
+    """
+    text = url.strip()
+    if not text:
+        raise InvalidRegistry(f"{field} is required, e.g. https://registry.example.com")
+    if "://" not in text:
+        text = "https://" + text
+    parts = urlsplit(text)
+    if parts.scheme.lower() == "http":
+        raise InvalidRegistry(
+            f"{field} uses http: use https; registries with a private CA: pass --registry-ca"
+        )
+    if parts.scheme.lower() != "https":
+        raise InvalidRegistry(f"{field} must be an https:// URL, not {parts.scheme}://")
+    if parts.username is not None or parts.password is not None:
+        # Never echo the URL: its user-info may be a password.
+        raise InvalidRegistry(f"{field} must not contain a username or password: send a credential")
+    if parts.query or parts.fragment:
+        raise InvalidRegistry(f"{field} must be https://host[:port] without a query or fragment")
+    if parts.path.rstrip("/") not in ("", "/v2"):
+        raise InvalidRegistry(
+            f"{field} must be https://host[:port] without a path (got path {parts.path!r})"
+        )
+    host = _host_of(parts, field)
+    return f"https://{host}", host
+
+
+def _host_of(parts: SplitResult, field: str) -> str:
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidRegistry(f"{field} has an invalid port: use a number from 1 to 65535") from exc
+    name = (parts.hostname or "").lower()
+    if not name:
+        raise InvalidRegistry(f"{field} has no host, e.g. https://registry.example.com")
+    name = _HOST_ALIASES.get(name, name)
+    check_dialable(name, field)
+    if port is not None and not 1 <= port <= 65535:
+        raise InvalidRegistry(f"{field} has an invalid port: use a number from 1 to 65535")
+    shown = f"[{name}]" if ":" in name else name
+    return shown if port in (None, 443) else f"{shown}:{port}"
+
+
+def check_dialable(name: str, field: str) -> None:
+    """Refuse names the broker must never dial: metadata services, link-local, unspecified."""
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        address = None
+    if address is None:
+        if not _DNS_NAME.match(name):
+            raise InvalidRegistry(f"{field} host {name!r} is not a valid host name")
+        if name in _FORBIDDEN_NAMES:
+            raise InvalidRegistry(f"{field} host {name} is a cloud metadata service: refused")
+    elif address.is_link_local or address.is_unspecified or address.is_multicast:
+        raise InvalidRegistry(
+            f"{field} host {name} is a link-local, unspecified or multicast address: refused"
+        )
+
+
+def host_of_url(url: str) -> str:
+    """The `host[:port]` of an already normalised registry url."""
+    return normalize_registry_url(url)[1]

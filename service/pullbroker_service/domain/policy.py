@@ -1,0 +1,157 @@
+"""The access policy: which identities hold which roles and may pull what. Deny by default.
+
+```yaml
+rules:
+  - identity: "spiffe://pullbroker.local/node/*"   # glob (domain/globs.py); "CN=name" for CNs
+    roles: [node]
+    registries: ["*"]          # display names or ids
+    repositories: ["team/**"]
+```
+
+Roles: the first rule matching the identity that grants roles decides them. Pulls: a pull is
+allowed when some rule matching the identity lists both the registry and the repository.
+(Grants are unioned per rule, never across rules: rule A's registries do not combine with
+rule B's repositories.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from pullbroker_service.domain.errors import InvalidPolicy
+from pullbroker_service.domain.globs import Glob, GlobError
+from pullbroker_service.domain.identity import KNOWN_ROLES
+
+_RULE_KEYS = ("identity", "roles", "registries", "repositories")
+
+
+class RegistryNames(Protocol):
+    """What a rule's `registries` globs are matched against (a RegistryRecord fits)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def display_name(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule of the policy file; `number` counts from 1 in file order."""
+
+    number: int
+    identity: Glob
+    roles: frozenset[str]
+    registries: tuple[Glob, ...]
+    repositories: tuple[Glob, ...]
+
+    def describe(self) -> str:
+        return f"rule {self.number} (identity {self.identity.pattern!r})"
+
+    def grants_pull(self, registry: RegistryNames, repository: str) -> bool:
+        names = (registry.display_name, registry.id)
+        return any(g.matches(n) for g in self.registries for n in names) and any(
+            g.matches(repository) for g in self.repositories
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of a pull check and the rule that decided it (None: nothing matched)."""
+
+    allowed: bool
+    rule: Rule | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class Policy:
+    rules: tuple[Rule, ...] = ()
+
+    @classmethod
+    def from_mapping(cls, data: object) -> Policy:
+        """Build a policy from parsed YAML; InvalidPolicy names the rule and key at fault."""
+        if not isinstance(data, Mapping):
+            raise InvalidPolicy("the policy must be a mapping with a 'rules' list")
+        unknown = sorted(str(k) for k in data if k != "rules")
+        if unknown:
+            raise InvalidPolicy(f"unknown top-level key(s) {unknown}: the policy has only 'rules'")
+        rules = data.get("rules")
+        if not isinstance(rules, list):
+            raise InvalidPolicy("the policy needs a 'rules' list (it may be empty: deny all)")
+        return cls(tuple(_parse_rule(number, raw) for number, raw in enumerate(rules, start=1)))
+
+    def matching(self, identity_name: str) -> list[Rule]:
+        return [rule for rule in self.rules if rule.identity.matches(identity_name)]
+
+    def roles_for(self, identity_name: str) -> frozenset[str]:
+        for rule in self.matching(identity_name):
+            if rule.roles:
+                return rule.roles
+        return frozenset()
+
+    def allows_pull(self, identity_name: str, registry: RegistryNames, repository: str) -> bool:
+        return self.explain(identity_name, registry, repository).allowed
+
+    def explain(self, identity_name: str, registry: RegistryNames, repository: str) -> Decision:
+        """Which rule lets `identity_name` pull `repository` from `registry`, or why none does."""
+        matching = self.matching(identity_name)
+        for rule in matching:
+            if rule.grants_pull(registry, repository):
+                return Decision(True, rule, f"{rule.describe()} grants pull")
+        if not matching:
+            reason = f"no rule matches identity {identity_name!r}"
+        else:
+            reason = (
+                f"no rule for identity {identity_name!r} lists registry "
+                f"{registry.display_name!r} together with repository {repository!r}"
+            )
+        return Decision(False, None, reason)
+
+
+def _parse_rule(number: int, raw: object) -> Rule:
+    where = f"rule {number}"
+    if not isinstance(raw, Mapping):
+        raise InvalidPolicy(f"{where}: must be a mapping with an 'identity' key")
+    identity = raw.get("identity")
+    if not isinstance(identity, str) or not identity:
+        raise InvalidPolicy(f"{where}: 'identity' is required (a glob, e.g. spiffe://x/node/*)")
+    where = f"rule {number} (identity {identity!r})"
+    unknown = sorted(str(k) for k in raw if k not in _RULE_KEYS)
+    if unknown:
+        raise InvalidPolicy(f"{where}: unknown key(s) {unknown}; expected {list(_RULE_KEYS)}")
+    roles = frozenset(_strings(raw.get("roles", []), where, "roles"))
+    bad_roles = sorted(roles - KNOWN_ROLES)
+    if bad_roles:
+        raise InvalidPolicy(
+            f"{where}: unknown role(s) {bad_roles}; roles are {sorted(KNOWN_ROLES)}"
+        )
+    registries = _globs(raw.get("registries", []), where, "registries")
+    repositories = _globs(raw.get("repositories", []), where, "repositories")
+    if bool(registries) != bool(repositories):
+        raise InvalidPolicy(
+            f"{where}: 'registries' and 'repositories' go together: give both or neither"
+        )
+    return Rule(number, _glob(identity, where, "identity"), roles, registries, repositories)
+
+
+def _strings(value: object, where: str, key: str) -> list[str]:
+    if not isinstance(value, Sequence) or isinstance(value, str):
+        raise InvalidPolicy(f"{where}: '{key}' must be a list of strings")
+    items = list(value)
+    if not all(isinstance(item, str) and item for item in items):
+        raise InvalidPolicy(f"{where}: '{key}' must be a list of non-empty strings")
+    return items
+
+
+def _globs(value: object, where: str, key: str) -> tuple[Glob, ...]:
+    return tuple(_glob(text, where, key) for text in _strings(value, where, key))
+
+
+def _glob(text: str, where: str, key: str) -> Glob:
+    try:
+        return Glob(text)
+    except GlobError as exc:
+        raise InvalidPolicy(f"{where}: '{key}': {exc}") from exc

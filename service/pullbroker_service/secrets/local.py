@@ -1,0 +1,230 @@
+"""The embedded secret backend: AES-256-GCM envelopes in a SQLite file.
+
+Every credential version gets a fresh random data key. The credential is encrypted with it
+under AAD "pullbroker/v1/{registry_id}/{version}", so a ciphertext copied to another record or
+version fails to decrypt; the data key is wrapped by a KeyWrapper (a 0600 KEK file, KMS, Vault
+transit) with context {"registry_id": key}. The file holds only envelopes, never plaintext.
+SQLite calls run on one dedicated thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import TypeVar
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from pullbroker_service.domain.errors import BackendUnavailable, SecretCorrupted, SecretMissing
+from pullbroker_service.domain.model import SecretRef
+from pullbroker_service.secrets.kek import NONCE_BYTES, KeyWrapper
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS key_versions (key TEXT PRIMARY KEY, last_version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS envelopes (
+    key TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    kek TEXT NOT NULL,
+    wrapped_key BLOB NOT NULL,
+    nonce BLOB NOT NULL,
+    ciphertext BLOB NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (key, version)
+);
+"""
+
+Envelope = tuple[str, bytes, bytes, bytes]  # kek name, wrapped key, nonce, ciphertext
+
+
+def secret_aad(key: str, version: int) -> bytes:
+    return f"pullbroker/v1/{key}/{version}".encode()
+
+
+class LocalSecretBackend:
+    """SecretBackend on a local SQLite file of envelopes. Versions are "1", "2", ..."""
+
+    name = "local"
+
+    def __init__(self, db_path: Path, wrapper: KeyWrapper) -> None:
+        self._path = db_path
+        self._wrapper = wrapper
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pb-secrets")
+        self._conn: sqlite3.Connection | None = None
+
+    def __repr__(self) -> str:
+        return f"LocalSecretBackend({str(self._path)!r}, kek={self._wrapper.name!r})"
+
+    async def put(self, key: str, value: bytes) -> SecretRef:
+        version = await self._run(lambda c: _next_version(c, key))
+        envelope = await self._seal(key, version, value, self._wrapper)
+        await self._run(lambda c: _insert(c, key, version, envelope))
+        return SecretRef(backend=self.name, key=key, version=str(version))
+
+    async def get(self, ref: SecretRef) -> bytes:
+        version = self._version_of(ref)
+        row = await self._run(lambda c: _select(c, ref.key, version))
+        if row is None:
+            raise SecretMissing(
+                f"version {version} of secret {ref.key} is not in the local secret store"
+            )
+        return await self._open(ref.key, version, row, self._wrapper)
+
+    async def delete(self, key: str) -> None:
+        await self._run(lambda c: _execute(c, "DELETE FROM envelopes WHERE key = ?", (key,)))
+
+    async def delete_version(self, ref: SecretRef) -> None:
+        version = self._version_of(ref)
+        sql = "DELETE FROM envelopes WHERE key = ? AND version = ?"
+        await self._run(lambda c: _execute(c, sql, (ref.key, version)))
+
+    async def list_keys(self) -> list[str]:
+        sql = "SELECT DISTINCT key FROM envelopes ORDER BY key"
+        rows = await self._run(lambda c: c.execute(sql).fetchall())
+        return [str(r[0]) for r in rows]
+
+    async def check(self) -> None:
+        await self._run(lambda c: c.execute("SELECT count(*) FROM envelopes").fetchone())
+
+    async def rewrap(self, new_wrapper: KeyWrapper) -> int:
+        """Re-encrypt every envelope under a fresh data key wrapped by `new_wrapper` (KEK
+        rotation); returns how many changed. Resumable: envelopes already under it are skipped.
+        """
+        sql = "SELECT key, version FROM envelopes WHERE kek != ? ORDER BY key, version"
+        pending = await self._run(lambda c: c.execute(sql, (new_wrapper.name,)).fetchall())
+        for key, version in pending:
+            row = await self._run(partial(_select, key=key, version=version))
+            if row is None:
+                continue  # deleted meanwhile
+            plaintext = await self._open(key, version, row, self._wrapper)
+            envelope = await self._seal(key, version, plaintext, new_wrapper)
+            await self._run(partial(_update, key=key, version=version, envelope=envelope))
+        self._wrapper = new_wrapper
+        return len(pending)
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._close_conn)
+        self._executor.shutdown(wait=True)
+
+    def _version_of(self, ref: SecretRef) -> int:
+        if ref.backend != self.name or not ref.version.isdigit():
+            raise SecretMissing(
+                f"secret reference {ref.backend}:{ref.key}@{ref.version} is not one of the "
+                "local secret store"
+            )
+        return int(ref.version)
+
+    async def _seal(self, key: str, version: int, value: bytes, wrapper: KeyWrapper) -> Envelope:
+        data_key, wrapped = await wrapper.new_data_key({"registry_id": key})
+        nonce = os.urandom(NONCE_BYTES)
+        ciphertext = AESGCM(data_key).encrypt(nonce, value, secret_aad(key, version))
+        return wrapper.name, wrapped, nonce, ciphertext
+
+    async def _open(self, key: str, version: int, row: Envelope, wrapper: KeyWrapper) -> bytes:
+        kek, wrapped, nonce, ciphertext = row
+        if kek != wrapper.name:
+            raise SecretCorrupted(
+                f"version {version} of secret {key} was wrapped by KEK {kek}, but this broker "
+                f"has KEK {wrapper.name}: restore the KEK file it was written with"
+            )
+        data_key = await wrapper.unwrap(wrapped, {"registry_id": key})
+        try:
+            return AESGCM(data_key).decrypt(nonce, ciphertext, secret_aad(key, version))
+        except InvalidTag as exc:
+            raise SecretCorrupted(
+                f"version {version} of secret {key} fails authentication: the stored envelope "
+                "was tampered with or copied from another record or version"
+            ) from exc
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, self._call, fn)
+        except sqlite3.Error as exc:
+            raise BackendUnavailable(
+                f"local secret store {self._path} failed ({type(exc).__name__}: {exc}): "
+                "check the disk and the file's permissions"
+            ) from exc
+
+    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._conn is None:
+            self._conn = _connect(self._path)
+        return fn(self._conn)
+
+    def _close_conn(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    conn = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.executescript(_SCHEMA)
+    row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+    if row[0] is None:
+        conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+    elif row[0] > SCHEMA_VERSION:
+        conn.close()
+        raise BackendUnavailable(
+            f"local secret store {path} has schema {row[0]}, newer than this broker's "
+            f"{SCHEMA_VERSION}: upgrade pullbroker",
+            retry_after=None,
+        )
+    return conn
+
+
+def _next_version(conn: sqlite3.Connection, key: str) -> int:
+    # A counter rather than max(version)+1: a version number is never reused, even after
+    # the newest version was deleted.
+    row = conn.execute(
+        "INSERT INTO key_versions (key, last_version) VALUES (?, 1) "
+        "ON CONFLICT (key) DO UPDATE SET last_version = last_version + 1 "
+        "RETURNING last_version",
+        (key,),
+    ).fetchone()
+    return int(row[0])
+
+
+def _insert(conn: sqlite3.Connection, key: str, version: int, envelope: Envelope) -> None:
+    kek, wrapped, nonce, ciphertext = envelope
+    conn.execute(
+        "INSERT INTO envelopes (key, version, kek, wrapped_key, nonce, ciphertext, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (key, version, kek, wrapped, nonce, ciphertext, datetime.now(UTC).isoformat()),
+    )
+
+
+def _update(conn: sqlite3.Connection, key: str, version: int, envelope: Envelope) -> None:
+    kek, wrapped, nonce, ciphertext = envelope
+    conn.execute(
+        "UPDATE envelopes SET kek = ?, wrapped_key = ?, nonce = ?, ciphertext = ? "
+        "WHERE key = ? AND version = ?",
+        (kek, wrapped, nonce, ciphertext, key, version),
+    )
+
+
+def _select(conn: sqlite3.Connection, key: str, version: int) -> Envelope | None:
+    row = conn.execute(
+        "SELECT kek, wrapped_key, nonce, ciphertext FROM envelopes WHERE key = ? AND version = ?",
+        (key, version),
+    ).fetchone()
+    return None if row is None else (str(row[0]), bytes(row[1]), bytes(row[2]), bytes(row[3]))
+
+
+def _execute(conn: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> None:
+    conn.execute(sql, params)

@@ -1,0 +1,293 @@
+"""MetadataStore on SQLite (WAL). Records hold references to secrets, never secrets.
+
+SQLite runs on one dedicated thread. The token path reads a record on every call, so `get`,
+`get_by_display_name` and `find_by_host` answer from a small in-process cache: this store's
+own writes clear it at once, and entries expire after `cache_ttl` seconds so that, once
+several replicas share a database (PostgreSQL), another replica's write shows within that bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from pullbroker_service.domain.errors import (
+    AlreadyExists,
+    BackendUnavailable,
+    EtagMismatch,
+    RegistryNotFound,
+)
+from pullbroker_service.domain.model import RecordState, RegistryKind, RegistryRecord, SecretRef
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS registries (
+    id TEXT PRIMARY KEY,
+    display_name TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    url TEXT NOT NULL,
+    host TEXT NOT NULL,
+    username TEXT NOT NULL,
+    registry_ca_pem TEXT NOT NULL,
+    region TEXT NOT NULL,
+    allow_basic_passthrough INTEGER NOT NULL,
+    credential_version INTEGER NOT NULL,
+    secret_ref TEXT,
+    creator TEXT NOT NULL,
+    create_time TEXT NOT NULL,
+    update_time TEXT NOT NULL,
+    etag TEXT NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS registries_host ON registries (host, state);
+"""
+_COLUMNS = (
+    "id, display_name, kind, url, host, username, registry_ca_pem, region, "
+    "allow_basic_passthrough, credential_version, secret_ref, creator, create_time, "
+    "update_time, etag, state"
+)
+_SELECT = f"SELECT {_COLUMNS} FROM registries"  # noqa: S608 - constant column list
+
+
+@dataclass
+class _Cached:
+    at: float
+    value: Any
+
+
+class SqliteMetadataStore:
+    """MetadataStore on a SQLite file. `cache_ttl` bounds how stale a cached read may be."""
+
+    def __init__(
+        self,
+        db_path: Path,
+        *,
+        cache_ttl: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._path = db_path
+        self._ttl = cache_ttl
+        self._clock = clock
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pb-metadata")
+        self._conn: sqlite3.Connection | None = None
+        self._cache: dict[tuple[str, str], _Cached] = {}
+        self._generation = 0  # bumped by every write; a read that raced a write is not cached
+
+    def __repr__(self) -> str:
+        return f"SqliteMetadataStore({str(self._path)!r})"
+
+    async def create(self, record: RegistryRecord) -> None:
+        def insert(conn: sqlite3.Connection) -> None:
+            marks = ", ".join("?" * 16)
+            conn.execute(f"INSERT INTO registries ({_COLUMNS}) VALUES ({marks})", _row(record))  # noqa: S608
+
+        await self._write(insert, record)
+
+    async def get(self, registry_id: str) -> RegistryRecord:
+        found: RegistryRecord | None = await self._cached_read(
+            ("id", registry_id), lambda c: _one(c, f"{_SELECT} WHERE id = ?", registry_id)
+        )
+        if found is None:
+            raise RegistryNotFound(f"registry registries/{registry_id} does not exist")
+        return found
+
+    async def get_by_display_name(self, display_name: str) -> RegistryRecord:
+        sql = f"{_SELECT} WHERE display_name = ?"
+        found: RegistryRecord | None = await self._cached_read(
+            ("name", display_name), lambda c: _one(c, sql, display_name)
+        )
+        if found is None:
+            raise RegistryNotFound(f"no registry is named {display_name!r}")
+        return found
+
+    async def find_by_host(self, host: str) -> list[RegistryRecord]:
+        sql = f"{_SELECT} WHERE host = ? AND state = ? ORDER BY id"
+        found: list[RegistryRecord] = await self._cached_read(
+            ("host", host), lambda c: _many(c, sql, host, RecordState.READY.value)
+        )
+        return list(found)
+
+    async def list_page(self, page_size: int, after_id: str | None) -> list[RegistryRecord]:
+        sql = f"{_SELECT} WHERE id > ? ORDER BY id LIMIT ?"
+        return await self._run(lambda c: _many(c, sql, after_id or "", page_size))
+
+    async def list_pending(self) -> list[RegistryRecord]:
+        sql = f"{_SELECT} WHERE state = ? ORDER BY id"
+        return await self._run(lambda c: _many(c, sql, RecordState.PENDING.value))
+
+    async def replace(self, record: RegistryRecord, expected_etag: str) -> None:
+        if record.etag == expected_etag:
+            raise ValueError("a replaced record needs a new etag")
+
+        def update(conn: sqlite3.Connection) -> None:
+            sets = ", ".join(f"{c.strip()} = ?" for c in _COLUMNS.split(",")[1:])
+            cur = conn.execute(
+                f"UPDATE registries SET {sets} WHERE id = ? AND etag = ?",  # noqa: S608
+                (*_row(record)[1:], record.id, expected_etag),
+            )
+            if cur.rowcount == 0:
+                _raise_missing_or_stale(conn, record.id, record.display_name)
+
+        await self._write(update, record)
+
+    async def delete(self, registry_id: str, expected_etag: str | None) -> None:
+        def delete(conn: sqlite3.Connection) -> None:
+            if expected_etag is None:
+                cur = conn.execute("DELETE FROM registries WHERE id = ?", (registry_id,))
+            else:
+                sql = "DELETE FROM registries WHERE id = ? AND etag = ?"
+                cur = conn.execute(sql, (registry_id, expected_etag))
+            if cur.rowcount == 0:
+                _raise_missing_or_stale(conn, registry_id, registry_id)
+
+        await self._write(delete, None)
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._close_conn)
+        self._executor.shutdown(wait=True)
+
+    async def _cached_read(
+        self, key: tuple[str, str], read: Callable[[sqlite3.Connection], T]
+    ) -> T:
+        hit = self._cache.get(key)
+        now = self._clock()
+        if hit is not None and now - hit.at < self._ttl:
+            return cast(T, hit.value)
+        generation = self._generation
+        value = await self._run(read)
+        if generation == self._generation:
+            if len(self._cache) > 4096:  # many distinct misses (e.g. unknown hosts): start over
+                self._cache.clear()
+            self._cache[key] = _Cached(now, value)
+        return value
+
+    async def _write(
+        self, fn: Callable[[sqlite3.Connection], None], record: RegistryRecord | None
+    ) -> None:
+        self._generation += 1
+        self._cache.clear()
+        try:
+            await self._run(lambda c: _transaction(c, fn))
+        except sqlite3.IntegrityError as exc:
+            if record is not None and "display_name" in str(exc):
+                raise AlreadyExists(
+                    f"a registry named {record.display_name!r} already exists: choose another "
+                    "display_name"
+                ) from exc
+            raise AlreadyExists(
+                f"registry id {record.id if record else '?'} is already taken: retry"
+            ) from exc
+        finally:
+            self._generation += 1
+            self._cache.clear()
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, self._call, fn)
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.Error as exc:
+            raise BackendUnavailable(
+                f"metadata store {self._path} failed ({type(exc).__name__}: {exc}): "
+                "check the disk and the file's permissions"
+            ) from exc
+
+    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._conn is None:
+            self._conn = _connect(self._path)
+        return fn(self._conn)
+
+    def _close_conn(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    conn = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.executescript(_SCHEMA)
+    row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+    if row[0] is None:
+        conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+    elif row[0] > SCHEMA_VERSION:
+        conn.close()
+        raise BackendUnavailable(
+            f"metadata store {path} has schema {row[0]}, newer than this broker's "
+            f"{SCHEMA_VERSION}: upgrade pullbroker",
+            retry_after=None,
+        )
+    return conn
+
+
+def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], None]) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        fn(conn)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _raise_missing_or_stale(conn: sqlite3.Connection, registry_id: str, name: str) -> None:
+    if conn.execute("SELECT 1 FROM registries WHERE id = ?", (registry_id,)).fetchone() is None:
+        raise RegistryNotFound(f"registry registries/{registry_id} does not exist")
+    raise EtagMismatch(
+        f"registry {name!r} was changed since you read it (etag differs): read it again and retry"
+    )
+
+
+def _row(r: RegistryRecord) -> tuple[object, ...]:
+    ref = r.secret_ref.to_json() if r.secret_ref is not None else None
+    return (
+        r.id, r.display_name, r.kind.value, r.url, r.host, r.username, r.registry_ca_pem,
+        r.region, int(r.allow_basic_passthrough), r.credential_version, ref, r.creator,
+        r.create_time.isoformat(), r.update_time.isoformat(), r.etag, r.state.value,
+    )  # fmt: skip
+
+
+def _record(row: tuple[Any, ...]) -> RegistryRecord:
+    return RegistryRecord(
+        id=row[0],
+        display_name=row[1],
+        kind=RegistryKind(row[2]),
+        url=row[3],
+        host=row[4],
+        username=row[5],
+        registry_ca_pem=row[6],
+        region=row[7],
+        allow_basic_passthrough=bool(row[8]),
+        credential_version=int(row[9]),
+        secret_ref=SecretRef.from_json(row[10]) if row[10] else None,
+        creator=row[11],
+        create_time=datetime.fromisoformat(row[12]),
+        update_time=datetime.fromisoformat(row[13]),
+        etag=row[14],
+        state=RecordState(row[15]),
+    )
+
+
+def _one(conn: sqlite3.Connection, sql: str, *params: object) -> RegistryRecord | None:
+    row = conn.execute(sql, params).fetchone()
+    return None if row is None else _record(row)
+
+
+def _many(conn: sqlite3.Connection, sql: str, *params: object) -> list[RegistryRecord]:
+    return [_record(row) for row in conn.execute(sql, params).fetchall()]
