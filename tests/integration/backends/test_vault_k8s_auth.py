@@ -1,0 +1,182 @@
+"""Kubernetes service-account login to real OpenBao.
+
+OpenBao's kubernetes auth asks the cluster's TokenReview API whether a service-account JWT is
+valid. No Kubernetes API server runs here, so a small HTTPS TokenReview endpoint stands in for
+it (the only fake in this directory); OpenBao, the auth plugin and our adapter are real.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from pullbroker_client.secret import Secret
+from pullbroker_service.domain.errors import PermissionDenied
+from pullbroker_service.secrets.vault import VaultSecretBackend
+from pullbroker_service.secrets.vault_auth import FileSource, KubernetesAuth, VaultSession
+
+from tests.harness.certs import TestCA
+from tests.harness.jwt_signer import b64url
+from tests.integration.backends.conftest import POLICY_NAME, VaultWorld, write_secret_file
+
+pytestmark = pytest.mark.integration
+
+NAMESPACE, ACCOUNT, ACCOUNT_UID = "pullbroker", "broker", str(uuid.uuid4())
+
+
+def service_account_jwt() -> Secret:
+    """A JWT shaped like a projected service-account token (ES256, throwaway key)."""
+    now = int(time.time())
+    claims = {
+        "iss": "https://kubernetes.default.svc",
+        "sub": f"system:serviceaccount:{NAMESPACE}:{ACCOUNT}",
+        "aud": ["https://kubernetes.default.svc"],
+        "iat": now,
+        "nbf": now,
+        "exp": now + 600,
+        "kubernetes.io": {
+            "namespace": NAMESPACE,
+            "serviceaccount": {"name": ACCOUNT, "uid": ACCOUNT_UID},
+        },
+    }
+    header = b64url(json.dumps({"alg": "ES256", "typ": "JWT"}).encode())
+    body = b64url(json.dumps(claims).encode())
+    key = ec.generate_private_key(ec.SECP256R1())
+    r, s = decode_dss_signature(key.sign(f"{header}.{body}".encode(), ec.ECDSA(hashes.SHA256())))
+    signature = b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+    return Secret(f"{header}.{body}.{signature}")
+
+
+class TokenReviewServer(ThreadingHTTPServer):
+    """POST /apis/authentication.k8s.io/v1/tokenreviews: authenticated iff the token is known."""
+
+    def __init__(self, known: set[str]) -> None:
+        super().__init__(("127.0.0.1", 0), _ReviewHandler)
+        self.known = known
+        self.reviews = 0
+
+
+class _ReviewHandler(BaseHTTPRequestHandler):
+    server: TokenReviewServer
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.reviews += 1
+        spec = body.get("spec", {})
+        ok = spec.get("token") in self.server.known
+        status: dict[str, object] = {"authenticated": ok}
+        if ok:
+            status["audiences"] = spec.get("audiences") or []  # OpenBao checks they intersect
+            status["user"] = {
+                "username": f"system:serviceaccount:{NAMESPACE}:{ACCOUNT}",
+                "uid": ACCOUNT_UID,  # OpenBao checks it against the JWT's claim
+                "groups": ["system:serviceaccounts"],
+            }
+        review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "status": status}
+        data = json.dumps(review).encode()
+        self.send_response(201)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # keep test output quiet
+
+
+@pytest.fixture
+def token_review(backends_ca: TestCA) -> Iterator[TokenReviewServer]:
+    """The TokenReview stand-in over TLS, knowing no token yet."""
+    server = TokenReviewServer(set())
+    cert = backends_ca.issue(f"k8s-api-{uuid.uuid4().hex[:6]}", ips=["127.0.0.1"], client=False)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert.cert_path, cert.key_path)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def kubernetes_mount(
+    vault_dev: VaultWorld, token_review: TokenReviewServer, backends_ca: TestCA
+) -> Iterator[str]:
+    """A kubernetes auth mount pointed at the stand-in, with role `broker` for our account."""
+    mount = f"k8s-{uuid.uuid4().hex[:6]}"
+    root = vault_dev.root()
+    root.sys.enable_auth_method("kubernetes", path=mount)
+    root.auth.kubernetes.configure(
+        kubernetes_host=f"https://127.0.0.1:{token_review.server_address[1]}",
+        kubernetes_ca_cert=backends_ca.pem,
+        disable_local_ca_jwt=True,
+        mount_point=mount,
+    )
+    root.auth.kubernetes.create_role(
+        name="broker",
+        bound_service_account_names=[ACCOUNT],
+        bound_service_account_namespaces=[NAMESPACE],
+        policies=[POLICY_NAME],
+        ttl="1h",
+        mount_point=mount,
+    )
+    yield mount
+    root.sys.disable_auth_method(path=mount)
+
+
+class TestKubernetesAuth:
+    """Login with the pod's service-account token file."""
+
+    async def test_login_with_service_account_token(
+        self,
+        vault_dev: VaultWorld,
+        token_review: TokenReviewServer,
+        kubernetes_mount: str,
+        prefix: str,
+        tmp_path: Path,
+    ) -> None:
+        """A JWT from the token file, accepted by TokenReview, logs in; the backend works."""
+        jwt = service_account_jwt()
+        token_review.known.add(jwt.reveal())
+        auth = KubernetesAuth(
+            "broker", FileSource(write_secret_file(tmp_path / "token", jwt)), kubernetes_mount
+        )
+        backend = VaultSecretBackend(VaultSession(vault_dev.connection(), auth), prefix=prefix)
+        ref = await backend.put("reg1", b"x")
+        assert await backend.get(ref) == b"x"
+        assert token_review.reviews == 1
+        await backend.close()
+
+    async def test_rejected_token_is_denied_clearly(
+        self,
+        vault_dev: VaultWorld,
+        token_review: TokenReviewServer,
+        kubernetes_mount: str,
+        prefix: str,
+        tmp_path: Path,
+    ) -> None:
+        """A JWT the cluster rejects gives PermissionDenied naming the role, without the JWT."""
+        jwt = service_account_jwt()
+        auth = KubernetesAuth(
+            "broker", FileSource(write_secret_file(tmp_path / "token", jwt)), kubernetes_mount
+        )
+        backend = VaultSecretBackend(VaultSession(vault_dev.connection(), auth), prefix=prefix)
+        with pytest.raises(PermissionDenied, match="'broker'") as caught:
+            await backend.check()
+        assert jwt.reveal() not in str(caught.value)
+        assert token_review.reviews == 1
+        await backend.close()
