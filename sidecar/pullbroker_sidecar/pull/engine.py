@@ -1,0 +1,172 @@
+"""The pull engine: broker token -> manifest (via the index, for one platform) -> blobs -> layout.
+
+Manifests go through `RegistryClient` (small; it verifies their digests and answers a 401
+by asking the authorizer for a fresh token once). Blobs go through the threaded fetcher
+with the same rule. The layout only ever receives verified content, and the tag is
+written last, so a failed pull never leaves a tag pointing at missing blobs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pullbroker_client.registry.client import RegistryClient
+from pullbroker_client.registry.mediatypes import INDEX_TYPES
+from pullbroker_client.registry.reference import Reference, parse_reference
+from pullbroker_client.registry.transport import ssl_context
+
+from pullbroker_sidecar.errors import GrantMismatch, PlatformNotFound, UnsupportedManifest
+from pullbroker_sidecar.pull.download import DEFAULT_CONCURRENCY, BlobJob, download_blobs
+from pullbroker_sidecar.pull.fetch import BlobFetcher
+from pullbroker_sidecar.pull.layout import OciLayout
+from pullbroker_sidecar.pull.manifest import (
+    ACCEPT,
+    Descriptor,
+    ImageManifest,
+    effective_media_type,
+    parse_image_manifest,
+    parse_index,
+)
+from pullbroker_sidecar.pull.platform import Platform, choose, host_platform
+from pullbroker_sidecar.pull.progress import NullProgress, Progress
+from pullbroker_sidecar.tokens import BrokerAuthorizer, PullTokenIssuer
+
+_MAX_CONFIG = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class PullResult:
+    """What a pull stored.
+
+    `digest` is the image manifest now under the tag (for an index, the chosen platform's);
+    `bytes` is the image's content (config + layers), whether fetched now or already
+    present, and `fetched` how many blobs this pull downloaded.
+    """
+
+    image: str
+    digest: str
+    platform: Platform | None
+    dest: Path
+    layers: int
+    bytes: int
+    fetched: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The `--output json` document."""
+        return {
+            "image": self.image,
+            "digest": self.digest,
+            "platform": str(self.platform) if self.platform else None,
+            "dest": f"oci:{self.dest}",
+            "layers": self.layers,
+            "bytes": self.bytes,
+        }
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    descriptor: Descriptor
+    data: bytes
+    manifest: ImageManifest
+
+
+class PullEngine:
+    """Pulls images with tokens from the broker into OCI image layouts."""
+
+    def __init__(
+        self,
+        broker: PullTokenIssuer,
+        *,
+        registry: str | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        progress: Progress | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self._broker = broker
+        self._registry = registry
+        self._concurrency = concurrency
+        self._progress = progress or NullProgress()
+        self._timeout = timeout
+
+    async def pull(self, image: str, dest: Path, *, platform: Platform | None = None) -> PullResult:
+        """Pull `image` into the OCI layout at `dest`, tagged with the reference's tag."""
+        ref = parse_reference(image)
+        authorizer = BrokerAuthorizer(self._broker, str(ref), registry=self._registry)
+        grant = await authorizer.grant()
+        layout = OciLayout.open(dest)  # after the broker said yes: a denied pull writes nothing
+        if grant.repository and grant.repository != ref.repository:
+            raise GrantMismatch(
+                f"the broker granted repository {grant.repository!r} for {ref}, not "
+                f"{ref.repository!r}: refusing to pull (check the broker's registry record)"
+            )
+        repository = ref.repository
+        ca_pem = grant.registry_ca_pem or None
+        url = grant.registry_url or f"https://{ref.registry_host}"
+        client = RegistryClient(url, ca_pem=ca_pem, authorizer=authorizer, timeout=self._timeout)
+        fetcher = BlobFetcher(client.base_url, ssl_context(ca_pem), timeout=self._timeout)
+        try:
+            resolved = await self._resolve(client, repository, ref, platform)
+            job = BlobJob(fetcher, authorizer, layout, repository, self._progress)
+            blobs = resolved.manifest.blobs
+            fetched = await download_blobs(job, blobs, concurrency=self._concurrency)
+        finally:
+            fetcher.close()
+            await client.aclose()
+        layout.put_blob(resolved.descriptor, resolved.data)
+        layout.tag(resolved.descriptor, ref.tag)
+        return PullResult(
+            image=str(ref),
+            digest=resolved.descriptor.digest,
+            platform=resolved.descriptor.platform or _config_platform(layout, resolved),
+            dest=dest,
+            layers=len(resolved.manifest.layers),
+            bytes=sum(d.size for d in blobs),
+            fetched=fetched,
+        )
+
+    async def _resolve(
+        self, client: RegistryClient, repository: str, ref: Reference, wanted: Platform | None
+    ) -> _Resolved:
+        image = str(ref)
+        found = await client.get_manifest(repository, ref.identifier, accept=ACCEPT)
+        media_type = effective_media_type(found.media_type, found.data, image)
+        chosen: Platform | None = None
+        if media_type in INDEX_TYPES:
+            entry = _pick(parse_index(found.data, image), wanted or host_platform(), image)
+            self._progress.note(f"{image}: {entry.platform} is {entry.digest}")
+            found = await client.get_manifest(repository, entry.digest, accept=ACCEPT)
+            media_type = effective_media_type(found.media_type, found.data, image)
+            if media_type in INDEX_TYPES:
+                raise UnsupportedManifest(
+                    f"{image}: the {entry.platform} entry is itself an index; "
+                    "nested indexes are not pulled"
+                )
+            chosen = entry.platform
+        descriptor = Descriptor(media_type, found.digest, len(found.data), platform=chosen)
+        return _Resolved(descriptor, found.data, parse_image_manifest(found.data, image))
+
+
+def _pick(entries: list[Descriptor], wanted: Platform, image: str) -> Descriptor:
+    index = choose(wanted, [e.platform for e in entries])
+    if index is None:
+        offered = sorted({str(e.platform) for e in entries if e.platform is not None})
+        raise PlatformNotFound(
+            f"{image} has no manifest for {wanted}; it offers: {', '.join(offered) or 'none'} "
+            "(choose one with --platform OS/ARCH)"
+        )
+    return entries[index]
+
+
+def _config_platform(layout: OciLayout, resolved: _Resolved) -> Platform | None:
+    """The platform an image's config declares (for images pulled without an index)."""
+    config = resolved.manifest.config
+    if config.size > _MAX_CONFIG:
+        return None
+    try:
+        document = json.loads(layout.blob_path(config.digest).read_bytes())
+    except (OSError, ValueError):
+        return None
+    return Platform.from_json(document) if isinstance(document, dict) else None

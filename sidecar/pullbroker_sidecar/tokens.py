@@ -1,0 +1,115 @@
+"""An `Authorizer` backed by the broker: short-lived pull tokens, held in memory only.
+
+The token is asked for over mTLS (IssuePullToken), turned into the header value at once
+and kept as a `Secret`; nothing else of it is kept. A new token is asked for
+shortly before the current one expires, or with `force_refresh` when the registry
+rejected it (`authorization(refresh=True)`). Refreshes asked for by several downloads
+at once (all rejected together) cost one broker call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from pullbroker_client.broker import IssuedPullToken
+from pullbroker_client.secret import Secret
+
+# A token whose expiry the broker did not say is assumed to live this long (the registry
+# token spec's default).
+DEFAULT_LIFETIME = 60.0
+# Renew this long before expiry, at most; never more than a quarter of the token's life.
+RENEW_BEFORE = 30.0
+# A refresh asked for within this window of a forced one reuses its token.
+COALESCE_WINDOW = 2.0
+
+
+class PullTokenIssuer(Protocol):
+    """What the broker client offers the sidecar (`AsyncBrokerClient`)."""
+
+    async def issue_pull_token(
+        self, image: str, registry: str | None = None, force_refresh: bool = False
+    ) -> IssuedPullToken: ...
+
+
+@dataclass(frozen=True)
+class RegistryGrant:
+    """Where and what the broker's token lets this node pull; holds no secret."""
+
+    registry: str
+    registry_host: str
+    registry_url: str
+    repository: str
+    scope: str
+    registry_ca_pem: str
+    expires_at: float
+
+
+class BrokerAuthorizer:
+    """`pullbroker_client.registry.Authorizer` for one image, fed by the broker."""
+
+    def __init__(
+        self,
+        broker: PullTokenIssuer,
+        image: str,
+        *,
+        registry: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._broker = broker
+        self._image = image
+        self._registry = registry
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._header: Secret | None = None
+        self._grant: RegistryGrant | None = None
+        self._renew_at = 0.0
+        self._forced_at: float | None = None
+        self.broker_calls = 0
+
+    async def grant(self) -> RegistryGrant:
+        """The current grant (asking the broker first if there is none yet)."""
+        async with self._lock:
+            if self._grant is None:
+                await self._issue(force=False)
+            assert self._grant is not None
+            return self._grant
+
+    async def authorization(self, refresh: bool) -> Secret | None:
+        """The Authorization header value; `refresh` after the registry rejected it."""
+        async with self._lock:
+            now = self._clock()
+            if refresh and not self._recently_forced(now):
+                await self._issue(force=True)
+                self._forced_at = self._clock()
+            elif self._grant is None or now >= self._renew_at:
+                await self._issue(force=False)
+            return self._header
+
+    def _recently_forced(self, now: float) -> bool:
+        return self._forced_at is not None and now - self._forced_at < COALESCE_WINDOW
+
+    async def _issue(self, *, force: bool) -> None:
+        self.broker_calls += 1
+        token = await self._broker.issue_pull_token(
+            self._image, registry=self._registry, force_refresh=force
+        )
+        now = self._clock()
+        expires_at = token.expires_at.timestamp()
+        if expires_at <= 0:
+            expires_at = now + DEFAULT_LIFETIME  # the broker did not say
+        lifetime = max(0.0, expires_at - now)
+        self._renew_at = expires_at - min(RENEW_BEFORE, lifetime / 4)
+        self._header = token.authorization()
+        self._grant = RegistryGrant(
+            registry=token.registry,
+            registry_host=token.registry_host,
+            registry_url=token.registry_url,
+            repository=token.repository,
+            scope=token.scope,
+            registry_ca_pem=token.registry_ca_pem,
+            expires_at=expires_at,
+        )

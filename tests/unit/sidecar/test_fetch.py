@@ -1,0 +1,167 @@
+"""The threaded blob fetcher: verified writes, redirects without Authorization, error mapping."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pullbroker_client.registry.errors import (
+    AuthenticationRequired,
+    BlobUnknown,
+    RegistryProtocolError,
+    RegistryTLSError,
+)
+from pullbroker_client.registry.transport import ssl_context
+from pullbroker_client.secret import Secret
+from pullbroker_sidecar.errors import DigestMismatch, PullCancelled
+from pullbroker_sidecar.pull.fetch import BlobFetcher
+from pullbroker_sidecar.pull.layout import OciLayout
+from pullbroker_sidecar.pull.manifest import Descriptor
+
+from tests.harness.certs import TestCA
+from tests.unit.sidecar.https_server import Answer, RecordingServer
+
+BLOB = b"layer bytes " * 50_000
+DIGEST = "sha256:" + hashlib.sha256(BLOB).hexdigest()
+DESCRIPTOR = Descriptor("application/vnd.oci.image.layer.v1.tar", DIGEST, len(BLOB))
+PATH = f"/v2/team/app/blobs/{DIGEST}"
+TOKEN = Secret("Bearer sidecar-unit-token")
+
+
+@pytest.fixture
+def server(test_ca: TestCA) -> Iterator[RecordingServer]:
+    srv = RecordingServer(test_ca, "blobs").start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def other(test_ca: TestCA) -> Iterator[RecordingServer]:
+    srv = RecordingServer(test_ca, "storage").start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _fetch(
+    server: RecordingServer, ca: TestCA, layout: OciLayout, read_size: int = 1 << 20
+) -> None:
+    fetcher = BlobFetcher(server.url(), ssl_context(ca.pem), timeout=5, read_size=read_size)
+    try:
+        with layout.blob_writer(DESCRIPTOR) as writer:
+            fetcher.fetch("team/app", DESCRIPTOR, TOKEN, writer, cancel=threading.Event())
+            writer.commit()
+    finally:
+        fetcher.close()
+
+
+def _names(layout: OciLayout) -> list[str]:
+    return sorted(p.name for p in layout.blobs_dir.rglob("*") if p.is_file())
+
+
+class TestFetch:
+    def test_stores_a_verified_blob(
+        self, server: RecordingServer, test_ca: TestCA, tmp_path: Path
+    ) -> None:
+        """A blob whose bytes match its descriptor lands under blobs/sha256/<hex>, token sent."""
+        server.answers[PATH] = Answer(body=BLOB)
+        layout = OciLayout.open(tmp_path / "oci")
+        _fetch(server, test_ca, layout, read_size=4096)
+        assert layout.blob_path(DIGEST).read_bytes() == BLOB
+        assert _names(layout) == [DIGEST.split(":")[1]]
+        assert server.seen[0].headers["authorization"] == TOKEN.reveal()
+
+    def test_wrong_bytes_are_never_committed(
+        self, server: RecordingServer, test_ca: TestCA, tmp_path: Path
+    ) -> None:
+        """Same size, different content: DigestMismatch naming the blob; no file remains."""
+        server.answers[PATH] = Answer(body=BLOB[:-1] + b"X")
+        layout = OciLayout.open(tmp_path / "oci")
+        with pytest.raises(DigestMismatch, match=DIGEST):
+            _fetch(server, test_ca, layout)
+        assert _names(layout) == []
+
+    def test_short_body_is_never_committed(
+        self, server: RecordingServer, test_ca: TestCA, tmp_path: Path
+    ) -> None:
+        """A complete answer shorter than the descriptor's size fails on size; no file remains."""
+        server.answers[PATH] = Answer(body=BLOB[:100])
+        layout = OciLayout.open(tmp_path / "oci")
+        with pytest.raises(DigestMismatch, match="100 bytes"):
+            _fetch(server, test_ca, layout)
+        assert _names(layout) == []
+
+    def test_redirect_to_another_host_drops_authorization(
+        self, server: RecordingServer, other: RecordingServer, test_ca: TestCA, tmp_path: Path
+    ) -> None:
+        """The registry's token goes to the registry only, never to the redirect target."""
+        target = other.url("localhost") + "/storage/blob?sig=abc"
+        server.answers[PATH] = Answer(307, headers={"Location": target})
+        other.answers["/storage/blob?sig=abc"] = Answer(body=BLOB)
+        layout = OciLayout.open(tmp_path / "oci")
+        _fetch(server, test_ca, layout)
+        assert server.seen[0].headers["authorization"] == TOKEN.reveal()
+        assert [s.path for s in other.seen] == ["/storage/blob?sig=abc"]
+        assert "authorization" not in other.seen[0].headers
+        assert layout.has_blob(DESCRIPTOR)
+
+    def test_same_origin_redirect_keeps_authorization(
+        self, server: RecordingServer, test_ca: TestCA, tmp_path: Path
+    ) -> None:
+        """A redirect within the registry's own origin still carries the token."""
+        server.answers[PATH] = Answer(302, headers={"Location": "/elsewhere"})
+        server.answers["/elsewhere"] = Answer(body=BLOB)
+        _fetch(server, test_ca, OciLayout.open(tmp_path / "oci"))
+        assert server.seen[1].headers["authorization"] == TOKEN.reveal()
+
+    def test_redirect_to_plain_http_is_refused(
+        self, server: RecordingServer, test_ca: TestCA, tmp_path: Path
+    ) -> None:
+        """Blobs are only followed over HTTPS."""
+        server.answers[PATH] = Answer(307, headers={"Location": "http://127.0.0.1:1/x"})
+        with pytest.raises(RegistryProtocolError, match="non-HTTPS"):
+            _fetch(server, test_ca, OciLayout.open(tmp_path / "oci"))
+
+    def test_401_is_authentication_required(
+        self, server: RecordingServer, test_ca: TestCA, tmp_path: Path
+    ) -> None:
+        """A 401 surfaces as AuthenticationRequired so the engine can refresh the token."""
+        body = b'{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}'
+        server.answers[PATH] = Answer(401, body)
+        with pytest.raises(AuthenticationRequired):
+            _fetch(server, test_ca, OciLayout.open(tmp_path / "oci"))
+
+    def test_404_is_blob_unknown(
+        self, server: RecordingServer, test_ca: TestCA, tmp_path: Path
+    ) -> None:
+        """A missing blob is BlobUnknown naming the digest."""
+        with pytest.raises(BlobUnknown, match=DIGEST):
+            _fetch(server, test_ca, OciLayout.open(tmp_path / "oci"))
+
+    def test_untrusted_certificate_is_a_tls_error(
+        self, server: RecordingServer, tmp_path: Path
+    ) -> None:
+        """Only the CA given is trusted, whatever the environment says."""
+        stranger = TestCA.create(tmp_path / "other-ca", "stranger")
+        with pytest.raises(RegistryTLSError):
+            _fetch(server, stranger, OciLayout.open(tmp_path / "oci"))
+
+    def test_cancel_stops_and_cleans_up(
+        self, server: RecordingServer, test_ca: TestCA, tmp_path: Path
+    ) -> None:
+        """A cancelled download raises PullCancelled and leaves no temp file."""
+        server.answers[PATH] = Answer(body=BLOB)
+        layout = OciLayout.open(tmp_path / "oci")
+        fetcher = BlobFetcher(server.url(), ssl_context(test_ca.pem), timeout=5)
+        cancel = threading.Event()
+        cancel.set()
+        with pytest.raises(PullCancelled), layout.blob_writer(DESCRIPTOR) as writer:
+            fetcher.fetch("team/app", DESCRIPTOR, TOKEN, writer, cancel=cancel)
+        fetcher.close()
+        assert _names(layout) == []
