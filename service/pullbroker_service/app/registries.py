@@ -34,6 +34,8 @@ from pullbroker_service.domain.errors import (
 )
 from pullbroker_service.domain.identity import Identity
 from pullbroker_service.domain.kinds import (
+    DEFAULT_SETTINGS,
+    KindSettings,
     RegistrySpec,
     ValidRegistry,
     check_credential,
@@ -73,6 +75,7 @@ class Registries:
         *,
         clock: Callable[[], datetime] = utc_now,
         new_id: Callable[[], str] = new_registry_id,
+        kind_settings: KindSettings = DEFAULT_SETTINGS,
     ) -> None:
         self._store = store
         self._secrets = secrets
@@ -80,11 +83,12 @@ class Registries:
         self._cache = cache
         self._clock = clock
         self._new_id = new_id
+        self._settings = kind_settings
 
     async def create(
         self, caller: Identity, spec: RegistrySpec, credential: Credential | None, test: bool
     ) -> RegistryRecord:
-        valid = validate_registry(spec, credential)
+        valid = validate_registry(spec, credential, self._settings)
         minter = self._minters.for_kind(valid.spec.kind)
         if test:
             result = await minter.probe(self._build(valid, credential), credential, "")
@@ -154,10 +158,11 @@ class Registries:
                 allow_basic_passthrough=_or(
                     allow_basic_passthrough, current.allow_basic_passthrough
                 ),
-            )
+            ),
+            self._settings,
         ).spec
         if credential is not None:
-            check_credential(current.kind, credential)
+            check_credential(current.kind, credential, url=current.url, settings=self._settings)
         changed = replace(
             current,
             display_name=valid.display_name,
@@ -214,10 +219,10 @@ class Registries:
             if credential is None:
                 credential = await load_credential(self._secrets, record)
             else:
-                check_credential(record.kind, credential)
+                check_credential(record.kind, credential, url=record.url, settings=self._settings)
         else:
             assert spec is not None  # guaranteed by the check above
-            record = self._build(validate_registry(spec, credential), credential)
+            record = self._build(validate_registry(spec, credential, self._settings), credential)
         minter = self._minters.for_kind(record.kind)
         return await minter.probe(record, credential, repository)
 

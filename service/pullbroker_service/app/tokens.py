@@ -20,11 +20,13 @@ from pullbroker_service.domain.errors import (
     RegistryNotFound,
     ScopeNotAllowed,
 )
+from pullbroker_service.domain.hosts import canonical_image_host
 from pullbroker_service.domain.identity import Identity
 from pullbroker_service.domain.model import AuthKind, MintedToken, RegistryRecord
 from pullbroker_service.minting.base import pull_scope
+from pullbroker_service.minting.bearer import is_basic_passthrough
 from pullbroker_service.minting.cache import TokenCache
-from pullbroker_service.minting.registry_of_kinds import MinterRegistry
+from pullbroker_service.minting.registry_of_kinds import BEARER_KINDS, MinterRegistry
 from pullbroker_service.secrets.base import SecretBackend
 from pullbroker_service.store.base import MetadataStore
 
@@ -52,9 +54,9 @@ class TokenIssuer:
         self, caller: Identity, image: str, registry: str | None, force_refresh: bool
     ) -> tuple[MintedToken, RegistryRecord]:
         ref = _parse(image)
-        host = _canonical_host(ref.registry_host)
+        host = canonical_image_host(ref.registry_host)
         record = await self._choose(host, registry)
-        if record.host != host:
+        if canonical_image_host(record.host) != host:
             raise HostMismatch(
                 f"image {ref} is on host {host}, but registry {record.display_name!r} holds a "
                 f"credential for {record.host}: pick the registry for {host}"
@@ -72,7 +74,7 @@ class TokenIssuer:
             lambda: self._mint(record, repository),
             force_refresh=force_refresh,
         )
-        if token.auth_kind is AuthKind.BASIC:
+        if _hands_out_credential(token, record):
             # The long-lived credential itself leaves the broker: audit every hand-out.
             log.warning(
                 "basic_passthrough_used",
@@ -124,6 +126,12 @@ def _parse(image: str) -> Reference:
         raise InvalidReference(str(exc)) from exc
 
 
-def _canonical_host(host: str) -> str:
-    """Records keep hosts without the default https port; references may spell it."""
-    return host.removesuffix(":443")
+def _hands_out_credential(token: MintedToken, record: RegistryRecord) -> bool:
+    """Whether `token` is the stored long-lived credential (Basic pass-through).
+
+    A BASIC token from a token-endpoint kind can only be pass-through; the cloud kinds' BASIC
+    tokens (ECR's) are short-lived ones their minters obtained, and are not.
+    """
+    if is_basic_passthrough(token):
+        return True
+    return token.auth_kind is AuthKind.BASIC and record.kind in BEARER_KINDS

@@ -12,8 +12,19 @@ from urllib.parse import SplitResult, urlsplit
 
 from pullbroker_service.domain.errors import InvalidRegistry
 
-# Docker Hub answers the v2 API on registry-1.docker.io; "docker.io" is only the name in refs.
-_HOST_ALIASES = {"docker.io": "registry-1.docker.io", "index.docker.io": "registry-1.docker.io"}
+DOCKER_HUB_HOST = "registry-1.docker.io"
+"""Where Docker Hub answers the v2 API; `docker.io` is only the name image references use."""
+
+_HOST_ALIASES = {"docker.io": DOCKER_HUB_HOST, "index.docker.io": DOCKER_HUB_HOST}
+
+# The token realms the well-known registries name in their challenges. A registry at one of
+# these hosts that names any other realm is refused: the credential goes only where the
+# registry's operator sends it, not wherever an on-path answer or a DNS mix-up says.
+_KNOWN_REALMS: dict[str, frozenset[str]] = {
+    DOCKER_HUB_HOST: frozenset({"auth.docker.io"}),
+    "ghcr.io": frozenset({"ghcr.io"}),
+    "quay.io": frozenset({"quay.io"}),
+}
 
 # Cloud metadata endpoints by name; their addresses are link-local and refused below.
 _FORBIDDEN_NAMES = frozenset({"metadata.google.internal", "metadata", "instance-data"})
@@ -89,3 +100,18 @@ def check_dialable(name: str, field: str) -> None:
 def host_of_url(url: str) -> str:
     """The `host[:port]` of an already normalised registry url."""
     return normalize_registry_url(url)[1]
+
+
+def canonical_image_host(host: str) -> str:
+    """The record host an image reference's host must equal.
+
+    Lowercase, no default https port, Docker Hub's names (`docker.io`, `index.docker.io`)
+    as `registry-1.docker.io`: `docker.io/library/nginx` matches a Docker Hub record.
+    """
+    name = host.lower().removesuffix(":443")
+    return _HOST_ALIASES.get(name, name)
+
+
+def expected_realm_hosts(registry_host: str) -> frozenset[str] | None:
+    """The only hosts a well-known registry's token realm may be on; None when not pinned."""
+    return _KNOWN_REALMS.get(registry_host)

@@ -1,11 +1,20 @@
-"""Minting for registries that speak the Docker token protocol (generic, public, ...).
+"""Minting for registries that speak the Docker token protocol (every non-cloud kind).
 
 ping GET /v2/ -> the registry's own challenge -> GET realm?service=&scope=repository:NAME:pull
 with the stored credential (or anonymously). The realm and service always come from the
-registry's answer, never from a caller. Registries that let anyone in (200 on /v2/) get an
-ANONYMOUS token; Basic-only registries are refused unless the record allows pass-through, in
-which case the credential itself is handed out as a BASIC token (and audited by the issuer).
+registry's answer, never from a caller, and a well-known registry's realm must be on its
+known token host. Registries that let anyone in (200 on /v2/) get an ANONYMOUS token;
+Basic-only registries are refused unless the record allows pass-through, in which case the
+credential itself is handed out as a BASIC token (marked, and audited by the issuer).
 TLS trust is the record's registry_ca_pem or the system store, never the environment.
+
+Telling failures apart: a token endpoint that refuses a scoped request is asked once more
+without a scope; if it then accepts the credential, the credential is fine and only the
+repository is off limits (GHCR answers 403 for both). A JWT token whose `access` claim grants
+no pull is "not allowed" at once (token_claims.py). A 429, or an exhausted pull quota, starts
+a back-off during which nothing is sent upstream (ratelimit.py).
+
+Kinds (docker_hub.py, ghcr.py, ...) add advice and conventions through `for_kind`.
 """
 
 from __future__ import annotations
@@ -17,9 +26,8 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 from pullbroker_client.registry import errors as client
-from pullbroker_client.registry.auth import basic_authorization, fetch_token, ping
+from pullbroker_client.registry.auth import BearerToken, fetch_token, ping
 from pullbroker_client.registry.challenge import Challenge
-from pullbroker_client.registry.errors import error_for_response
 from pullbroker_client.registry.reference import check_repository
 from pullbroker_client.registry.transport import Transport
 from pullbroker_client.secret import Secret
@@ -30,9 +38,10 @@ from pullbroker_service.domain.errors import (
     CredentialRejected,
     InvalidArgument,
     InvalidRegistry,
+    RateLimited,
     UpstreamProtocolError,
 )
-from pullbroker_service.domain.hosts import check_dialable
+from pullbroker_service.domain.hosts import check_dialable, expected_realm_hosts
 from pullbroker_service.domain.model import (
     AuthKind,
     BasicCredential,
@@ -42,16 +51,28 @@ from pullbroker_service.domain.model import (
     RegistryRecord,
 )
 from pullbroker_service.minting.base import ProbeResult, pull_scope
+from pullbroker_service.minting.generic import GENERIC
+from pullbroker_service.minting.probe_check import verify_token
+from pullbroker_service.minting.ratelimit import BackoffKey, UpstreamBackoff
+from pullbroker_service.minting.token_claims import grants_pull
+from pullbroker_service.minting.token_kind import TokenKind
 from pullbroker_service.minting.upstream import domain_error, probe_outcome, record_label
 
 ANONYMOUS_TTL = timedelta(minutes=5)
 """How long an ANONYMOUS or BASIC answer is reused: short, so a registry that starts asking
 for auth, or a rotated pass-through credential, is noticed soon."""
 BASIC_TTL = timedelta(minutes=5)
+PASSTHROUGH_MARK = "basic_passthrough"
+"""`MintedToken.extra` key set on a BASIC token that is the stored credential itself."""
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def is_basic_passthrough(token: MintedToken) -> bool:
+    """True when `token` is a long-lived credential handed out as is (audit every use)."""
+    return token.auth_kind is AuthKind.BASIC and token.extra.get(PASSTHROUGH_MARK) == "true"
 
 
 @dataclass
@@ -70,44 +91,68 @@ class BearerMinter:
         challenge_ttl: float = 300.0,
         monotonic: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = utc_now,
+        backoff: UpstreamBackoff | None = None,
     ) -> None:
         self._timeout = timeout
         self._challenge_ttl = challenge_ttl
         self._monotonic = monotonic
         self._now = now
+        self._backoff = backoff or UpstreamBackoff(monotonic=monotonic)
         self._transports: dict[str, Transport] = {}  # by CA bundle: connections are reused
         self._seen: dict[tuple[str, str, str], _Seen] = {}
 
+    def for_kind(self, kind: TokenKind) -> KindMinter:
+        """This minter speaking for one kind (its advice and conventions)."""
+        return KindMinter(self, kind)
+
     async def mint(
-        self, registry: RegistryRecord, credential: Credential | None, repository: str
+        self,
+        registry: RegistryRecord,
+        credential: Credential | None,
+        repository: str,
+        *,
+        kind: TokenKind = GENERIC,
     ) -> MintedToken:
-        anonymous = _basic_pair(registry, credential)[0] is None
+        key = _backoff_key(registry, credential)  # also refuses a non-basic credential
         try:
+            self._backoff.check(key, record_label(registry))
             transport = self._transport(registry)
             challenges = await self._challenges(registry, transport)
-            return await self._token(registry, credential, repository, transport, challenges)
+            token = await self._token(registry, credential, repository, transport, challenges)
         except client.RegistryError as exc:
             self._forget(registry)
-            raise domain_error(exc, registry, repository, anonymous=anonymous) from exc
+            raise self._failure(exc, registry, repository, key, kind) from exc
         except BrokerError:
             self._forget(registry)
             raise
+        _check_grant(token, registry, repository, key, kind)
+        return token
 
     async def probe(
-        self, registry: RegistryRecord, credential: Credential | None, repository: str
+        self,
+        registry: RegistryRecord,
+        credential: Credential | None,
+        repository: str,
+        *,
+        kind: TokenKind = GENERIC,
     ) -> ProbeResult:
         started = self._monotonic()
         scheme = "none"
-        anonymous = _basic_pair(registry, credential)[0] is None
+        repository = kind.repository(repository)
+        key = _backoff_key(registry, credential)
         try:
             try:
+                self._backoff.check(key, record_label(registry))
                 transport = self._transport(registry)
                 challenges = await ping(transport, registry.url)  # fresh: never the cached one
                 scheme = _scheme_of(challenges)
                 token = await self._token(registry, credential, repository, transport, challenges)
-                message = await self._verify(registry, transport, token, repository)
+                _check_grant(token, registry, repository, key, kind)
+                message = await verify_token(
+                    registry, transport, token, repository, lambda h: self._backoff.observe(key, h)
+                )
             except client.RegistryError as exc:
-                raise domain_error(exc, registry, repository, anonymous=anonymous) from exc
+                raise self._failure(exc, registry, repository, key, kind) from exc
         except InvalidArgument:
             raise
         except BrokerError as exc:
@@ -141,6 +186,25 @@ class BearerMinter:
     def _forget(self, record: RegistryRecord) -> None:
         self._seen.pop((record.id, record.url, record.registry_ca_pem), None)
 
+    def _failure(
+        self,
+        exc: client.RegistryError,
+        record: RegistryRecord,
+        repository: str,
+        key: BackoffKey,
+        kind: TokenKind,
+    ) -> BrokerError:
+        if isinstance(exc, client.RateLimited):
+            wait = self._backoff.rate_limited(key, exc.retry_after)
+            return RateLimited(
+                f"registry {record.host} is rate limiting requests for registry "
+                f"{record_label(record)} (429): pullbroker will not call it for {wait} s; "
+                "retry after that",
+                retry_after=wait,
+            )
+        anonymous = key[1] == ""
+        return domain_error(exc, record, repository, anonymous=anonymous, hints=kind.hints)
+
     async def _token(
         self,
         record: RegistryRecord,
@@ -159,11 +223,9 @@ class BearerMinter:
             )
         bearer = _find(challenges, "bearer")
         if bearer is not None:
-            _check_realm(bearer, record)
+            check_realm(bearer, record)
             username, password = _basic_pair(record, credential)
-            token = await fetch_token(
-                transport, bearer, scope, username, password, registry_url=record.url
-            )
+            token = await _fetch(transport, bearer, scope, username, password, record.url)
             issued, expires = token.issued_at.astimezone(UTC), token.expires_at.astimezone(UTC)
             return MintedToken(AuthKind.BEARER, "", token.token, scope, issued, expires, repository)
         if _find(challenges, "basic") is not None:
@@ -174,35 +236,65 @@ class BearerMinter:
             f"tokens for (registry {record_label(record)})"
         )
 
-    async def _verify(
-        self, record: RegistryRecord, transport: Transport, token: MintedToken, repository: str
-    ) -> str:
-        """Use the token once, so a probe reports what a pull would meet."""
-        authorization = _authorization(token)
-        if not repository:
-            if token.auth_kind is AuthKind.BASIC:
-                await _expect_ok(transport, f"{record.url}/v2/", authorization, "GET /v2/")
-            return f"registry {record.host} accepted the credential ({token.auth_kind.value})"
-        url = f"{record.url}/v2/{repository}/tags/list"
-        response = await transport.request(
-            "GET", url, params={"n": "1"}, authorization=authorization, limit=1024 * 1024
+
+class KindMinter:
+    """The shared BearerMinter with one kind's conventions (a `Minter`)."""
+
+    def __init__(self, bearer: BearerMinter, kind: TokenKind) -> None:
+        self.bearer = bearer
+        self.kind = kind
+
+    async def mint(
+        self, registry: RegistryRecord, credential: Credential | None, repository: str
+    ) -> MintedToken:
+        return await self.bearer.mint(registry, credential, repository, kind=self.kind)
+
+    async def probe(
+        self, registry: RegistryRecord, credential: Credential | None, repository: str
+    ) -> ProbeResult:
+        return await self.bearer.probe(registry, credential, repository, kind=self.kind)
+
+
+async def _fetch(
+    transport: Transport,
+    challenge: Challenge,
+    scope: str,
+    username: str | None,
+    password: Secret | None,
+    registry_url: str,
+) -> BearerToken:
+    try:
+        return await fetch_token(
+            transport, challenge, scope, username, password, registry_url=registry_url
         )
-        if response.status_code == 200:
-            return f"registry {record.host} accepted the credential and allows pull on {repository}"
-        if response.status_code == 404:
-            return (
-                f"registry {record.host} accepted the credential; repository {repository} "
-                "does not exist yet or has no tags"
+    except client.CredentialRejected as rejected:
+        if not scope:
+            raise
+        try:
+            await fetch_token(
+                transport, challenge, "", username, password, registry_url=registry_url
             )
-        if response.status_code in (401, 403) and token.auth_kind is AuthKind.BEARER:
-            raise client.NotAllowed(f"registry {record.host} refused pull on {repository}")
-        raise error_for_response(
-            response.status_code,
-            response.content,
-            host=response.host,
-            subject=f"the tags of {repository}",
-            retry_after=response.retry_after,
-        )
+        except client.CredentialRejected:
+            raise rejected from None
+        raise client.NotAllowed(
+            "the token endpoint accepts the credential but refuses a pull token for the repository"
+        ) from rejected
+
+
+def _backoff_key(record: RegistryRecord, credential: Credential | None) -> BackoffKey:
+    username, _ = _basic_pair(record, credential)
+    return record.host, username or ""
+
+
+def _check_grant(
+    token: MintedToken, record: RegistryRecord, repository: str, key: BackoffKey, kind: TokenKind
+) -> None:
+    """A token that says it grants no pull is refused here, not at the node's pull."""
+    if token.auth_kind is not AuthKind.BEARER or not repository:
+        return
+    if grants_pull(token.token.reveal(), repository) is False:
+        refused = client.NotAllowed(f"the token grants no pull on {repository}")
+        raise domain_error(refused, record, repository, anonymous=key[1] == "", hints=kind.hints)
 
 
 def _find(challenges: list[Challenge], scheme: str) -> Challenge | None:
@@ -229,16 +321,24 @@ def _basic_pair(
     )
 
 
-def _check_realm(challenge: Challenge, record: RegistryRecord) -> None:
+def check_realm(challenge: Challenge, record: RegistryRecord) -> None:
+    """Refuse a token realm the broker must not send the credential to."""
     host = urlsplit(challenge.realm or "").hostname
     if not host:
         return  # fetch_token refuses a missing or malformed realm with a clear message
+    host = host.lower()
     try:
-        check_dialable(host.lower(), "token realm")
+        check_dialable(host, "token realm")
     except InvalidRegistry as exc:
         raise UpstreamProtocolError(
             f"registry {record.host} names a token realm the broker must not dial: {exc}"
         ) from exc
+    expected = expected_realm_hosts(record.host)
+    if expected is not None and host not in expected:
+        raise UpstreamProtocolError(
+            f"registry {record.host} names token realm host {host}, but its token service "
+            f"is {', '.join(sorted(expected))}: refusing to send the credential elsewhere"
+        )
 
 
 def _basic_passthrough(
@@ -267,22 +367,5 @@ def _basic_passthrough(
         now,
         now + BASIC_TTL,
         repository,
+        extra={PASSTHROUGH_MARK: "true"},
     )
-
-
-def _authorization(token: MintedToken) -> Secret | None:
-    if token.auth_kind is AuthKind.BEARER:
-        return Secret(f"Bearer {token.token.reveal()}")
-    if token.auth_kind is AuthKind.BASIC:
-        return basic_authorization(token.username, token.token)
-    return None
-
-
-async def _expect_ok(
-    transport: Transport, url: str, authorization: Secret | None, what: str
-) -> None:
-    response = await transport.request("GET", url, authorization=authorization, limit=64 * 1024)
-    if response.status_code != 200:
-        raise error_for_response(
-            response.status_code, response.content, host=response.host, subject=what
-        )

@@ -1,34 +1,73 @@
 """Which minter serves which registry kind.
 
-Adding a kind is one new minter module (e.g. `minting/ecr.py`) and one row where main wires
-this table. Kinds without a minter are refused at creation with a message saying so, rather
-than accepted and failing at the first pull.
+Token-endpoint kinds share one BearerMinter, each seen through its own conventions
+(`TokenKind`, one module per kind: docker_hub.py, ghcr.py, quay.py, harbor.py, generic.py,
+public.py); a new one is a module plus a row in TOKEN_KINDS. The cloud kinds have minters of
+their own (ecr.py, google.py, azure.py). A table built without some kind refuses records of
+that kind at creation, rather than accepting them and failing at the first pull.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from pullbroker_service.domain.errors import InvalidRegistry
 from pullbroker_service.domain.model import RegistryKind
 from pullbroker_service.minting.base import Minter
+from pullbroker_service.minting.bearer import BearerMinter
+from pullbroker_service.minting.docker_hub import DOCKER_HUB
+from pullbroker_service.minting.generic import GENERIC
+from pullbroker_service.minting.ghcr import GHCR
+from pullbroker_service.minting.harbor import HARBOR
+from pullbroker_service.minting.public import PUBLIC
+from pullbroker_service.minting.quay import QUAY
+from pullbroker_service.minting.token_kind import TokenKind
 
-# Kinds whose registries speak the Docker token protocol (ping -> Bearer challenge -> token
-# endpoint). Docker Hub, GHCR, Quay and Harbor do too, but get their own checks in a later
-# issue before they are switched on here.
-BEARER_KINDS = frozenset({RegistryKind.GENERIC, RegistryKind.PUBLIC})
+TOKEN_KINDS: tuple[TokenKind, ...] = (GENERIC, PUBLIC, DOCKER_HUB, GHCR, QUAY, HARBOR)
+"""The kinds whose registries speak the Docker token protocol (ping -> challenge -> token)."""
+
+BEARER_KINDS = frozenset(k.kind for k in TOKEN_KINDS)
+
+CLOUD_KINDS = frozenset({RegistryKind.ECR, RegistryKind.GCR, RegistryKind.GAR, RegistryKind.ACR})
 
 
 class MinterRegistry:
     """A kind -> Minter table."""
 
-    def __init__(self, minters: Mapping[RegistryKind, Minter]) -> None:
+    def __init__(
+        self, minters: Mapping[RegistryKind, Minter], *, shared: Sequence[object] = ()
+    ) -> None:
+        """`shared`: objects the minters use that need closing too (a KindMinter's base)."""
         self._minters = dict(minters)
+        self._shared = list(shared)
 
     @classmethod
     def with_bearer(cls, bearer: Minter) -> MinterRegistry:
-        """The default table: the token-endpoint minter for every bearer kind."""
-        return cls(dict.fromkeys(BEARER_KINDS, bearer))
+        """`bearer` (any Minter, e.g. a test double) for generic and public only."""
+        return cls(dict.fromkeys((RegistryKind.GENERIC, RegistryKind.PUBLIC), bearer))
+
+    @classmethod
+    def default(
+        cls,
+        bearer: BearerMinter,
+        *,
+        ecr: Minter | None = None,
+        google: Minter | None = None,
+        azure: Minter | None = None,
+    ) -> MinterRegistry:
+        """Every token-endpoint kind on `bearer`, and the cloud minters that are given.
+
+        `google` serves gcr and gar. A cloud minter left out leaves its kinds unsupported.
+        """
+        minters: dict[RegistryKind, Minter] = {k.kind: bearer.for_kind(k) for k in TOKEN_KINDS}
+        if ecr is not None:
+            minters[RegistryKind.ECR] = ecr
+        if google is not None:
+            minters[RegistryKind.GCR] = google
+            minters[RegistryKind.GAR] = google
+        if azure is not None:
+            minters[RegistryKind.ACR] = azure
+        return cls(minters, shared=[bearer])
 
     def supports(self, kind: RegistryKind) -> bool:
         return kind in self._minters
@@ -46,9 +85,9 @@ class MinterRegistry:
             ) from None
 
     async def aclose(self) -> None:
-        """Close every distinct minter that holds connections."""
+        """Close every distinct minter (and shared base) that holds connections."""
         seen: set[int] = set()
-        for minter in self._minters.values():
+        for minter in [*self._minters.values(), *self._shared]:
             close = getattr(minter, "aclose", None)
             if close is not None and id(minter) not in seen:
                 seen.add(id(minter))

@@ -1,10 +1,18 @@
 """The registry client's errors as broker errors, and broker errors as probe outcomes.
 
 Messages name the registry record and host and say what to check; the client's own message
-(already free of secrets and raw bodies) is kept where it carries the useful detail.
+(already free of secrets and raw bodies) is kept where it carries the useful detail. A kind
+may add its own advice (`Hints`): what a GHCR PAT needs, how a Harbor robot is spelled.
+
+The same mapping serves minting, TestConnection and pull failures, so a person can tell
+"authentication required" (the registry refused the credential or the token) from "not
+allowed" (authenticated, but no pull on that repository) from "image not found after
+successful authentication" (host, namespace case, tag).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from pullbroker_client.registry import errors as client
 
@@ -23,39 +31,52 @@ from pullbroker_service.domain.errors import (
 from pullbroker_service.domain.model import RegistryRecord
 
 
+@dataclass(frozen=True)
+class Hints:
+    """What a person should check, per failure, for one registry kind."""
+
+    rejected: str = "check the username and password/token"
+    not_allowed: str = "grant it pull access"
+    not_found: str = "check the host, the repository's namespace and its case, and the tag"
+
+
+DEFAULT_HINTS = Hints()
+
+
 def record_label(record: RegistryRecord) -> str:
     return repr(record.display_name) if record.display_name else "(unsaved)"
 
 
 def domain_error(
-    exc: client.RegistryError, record: RegistryRecord, repository: str, *, anonymous: bool
+    exc: client.RegistryError,
+    record: RegistryRecord,
+    repository: str,
+    *,
+    anonymous: bool,
+    hints: Hints = DEFAULT_HINTS,
 ) -> BrokerError:
     """The broker error for a registry client error met while serving `record`."""
     host, name = record.host, record_label(record)
+    subject = repository or "this repository"
     if isinstance(exc, client.CredentialRejected | client.AuthenticationRequired):
-        if anonymous:
-            return CredentialRejected(
-                f"registry {host} refused anonymous access for registry {name}: the "
-                "repository may be private; register a credential for it"
-            )
-        return CredentialRejected(
-            f"registry {host} rejected the credential of registry {name}: check the username "
-            "and password/token"
-        )
+        return _rejected(exc, host, name, anonymous, hints)
     if isinstance(exc, client.InvalidReference):
         return InvalidReference(str(exc))
     if isinstance(exc, client.NotAllowed) and anonymous:
         return PullNotAllowed(
-            f"anonymous pulls of {repository or 'this repository'} from {host} are not "
-            f"allowed (registry {name}): the repository may be private; register a credential"
+            f"anonymous pulls of {subject} from {host} are not allowed (registry {name}): "
+            "the repository may be private, or may not exist; register a credential"
         )
     if isinstance(exc, client.NotAllowed):
         return PullNotAllowed(
-            f"the credential of registry {name} may not pull {repository or 'this repository'} "
-            f"from {host}: grant it pull access"
+            f"the credential of registry {name} may not pull {subject} from {host}: "
+            f"{hints.not_allowed}"
         )
     if isinstance(exc, client.NotFoundError):
-        return ImageNotFound(f"registry {name}: {exc}")
+        return ImageNotFound(
+            f"image not found after successful authentication (registry {name}): {exc}; "
+            f"{hints.not_found}"
+        )
     if isinstance(exc, client.RateLimited):
         return RateLimited(
             f"registry {host} is rate limiting requests for registry {name}: retry later",
@@ -66,6 +87,27 @@ def domain_error(
     if isinstance(exc, client.RegistryTLSError):
         return RegistryTLSFailure(f"registry {name}: {exc}")
     return UpstreamProtocolError(f"registry {name}: {exc}")
+
+
+def _rejected(
+    exc: client.RegistryError, host: str, name: str, anonymous: bool, hints: Hints
+) -> CredentialRejected:
+    if anonymous:
+        return CredentialRejected(
+            f"registry {host} refused anonymous access for registry {name}: the "
+            "repository may be private; register a credential for it"
+        )
+    if isinstance(exc, client.AuthenticationRequired):
+        # 401 at the registry itself while presenting a token it issued: the token, not
+        # necessarily the stored credential, is what it refused.
+        return CredentialRejected(
+            f"registry {host} requires authentication and refused the token of registry "
+            f"{name} (expired or revoked): ask for a fresh token; if that fails too, "
+            f"{hints.rejected}"
+        )
+    return CredentialRejected(
+        f"registry {host} rejected the credential of registry {name}: {hints.rejected}"
+    )
 
 
 _OUTCOMES: dict[type[BrokerError], str] = {
@@ -82,3 +124,22 @@ _OUTCOMES: dict[type[BrokerError], str] = {
 def probe_outcome(exc: BrokerError) -> str:
     """The ProbeResult outcome for an error (most specific class wins)."""
     return next((_OUTCOMES[c] for c in type(exc).__mro__ if c in _OUTCOMES), "unsupported_auth")
+
+
+def classify_pull_failure(
+    exc: client.RegistryError,
+    record: RegistryRecord,
+    repository: str,
+    *,
+    anonymous: bool = False,
+    hints: Hints = DEFAULT_HINTS,
+) -> tuple[str, BrokerError]:
+    """(outcome, error) for a failure met while pulling with a minted token.
+
+    outcome is a probe outcome, or "not_found" when authentication worked but the image
+    (repository, tag or digest) is not there.
+    """
+    error = domain_error(exc, record, repository, anonymous=anonymous, hints=hints)
+    if isinstance(error, ImageNotFound):
+        return "not_found", error
+    return probe_outcome(error), error
