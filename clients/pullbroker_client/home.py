@@ -1,0 +1,108 @@
+"""The pullbroker home folder and the paths inside it.
+
+The folder is, in order: an explicit `--home`, `$PULLBROKER_HOME`, `~/.pullbroker`. The broker
+writes it (`pullbroker serve`); every client reads the broker address and certificates from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from pullbroker_client.errors import ConfigurationError
+
+HOME_ENV = "PULLBROKER_HOME"
+DEFAULT_HOME = "~/.pullbroker"
+
+
+@dataclass(frozen=True)
+class Home:
+    """A home folder; the properties name the files `docs/ARCHITECTURE.md` lists."""
+
+    root: Path
+
+    @classmethod
+    def resolve(
+        cls, explicit: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+    ) -> Home:
+        """`explicit`, else $PULLBROKER_HOME, else ~/.pullbroker (made absolute, not created)."""
+        environ = os.environ if env is None else env
+        chosen = explicit if explicit else (environ.get(HOME_ENV) or DEFAULT_HOME)
+        return cls(Path(chosen).expanduser().absolute())
+
+    @property
+    def broker_json(self) -> Path:
+        return self.root / "broker.json"
+
+    @property
+    def policy_yaml(self) -> Path:
+        return self.root / "policy.yaml"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.root / "tls"
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.tls_dir / "ca.crt"
+
+    @property
+    def ca_key(self) -> Path:
+        return self.tls_dir / "ca.key"
+
+    def cert(self, name: str) -> Path:
+        """`tls/<name>.crt` for name in server, admin, node."""
+        return self.tls_dir / f"{name}.crt"
+
+    def key(self, name: str) -> Path:
+        """`tls/<name>.key` for name in server, admin, node."""
+        return self.tls_dir / f"{name}.key"
+
+    @property
+    def metadata_db(self) -> Path:
+        return self.root / "metadata.db"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.root / "secrets"
+
+    @property
+    def kek_key(self) -> Path:
+        return self.secrets_dir / "kek.key"
+
+    @property
+    def secrets_db(self) -> Path:
+        return self.secrets_dir / "secrets.db"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def broker_log(self) -> Path:
+        return self.logs_dir / "broker.log"
+
+    def read_address(self) -> str:
+        """The address `pullbroker serve` wrote to broker.json."""
+        try:
+            data = json.loads(self.broker_json.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigurationError(
+                f"no broker address in {self.broker_json}: start the broker with "
+                f"`pullbroker serve --home {self.root}` or pass --broker HOST:PORT"
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(
+                f"cannot read {self.broker_json} ({type(exc).__name__}): "
+                "restart `pullbroker serve` to rewrite it, or pass --broker HOST:PORT"
+            ) from None
+        address = data.get("address") if isinstance(data, dict) else None
+        if not isinstance(address, str) or not address:
+            raise ConfigurationError(
+                f"{self.broker_json} has no address: restart `pullbroker serve` "
+                "or pass --broker HOST:PORT"
+            )
+        return address

@@ -1,0 +1,172 @@
+"""Proto messages <-> domain values. No I/O; errors are InvalidArgument with field names.
+
+Credentials become `Secret`s the moment they leave the proto, and their values are registered
+with the log scrubber so no later log line can carry them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from google.protobuf import duration_pb2, timestamp_pb2
+from pullbroker.v1 import pull_pb2, registry_pb2
+from pullbroker_client.secret import Secret
+
+from pullbroker_service.domain.errors import InvalidArgument
+from pullbroker_service.domain.kinds import RegistrySpec
+from pullbroker_service.domain.model import (
+    AuthKind,
+    AwsCredential,
+    AzureServicePrincipal,
+    BasicCredential,
+    Credential,
+    GoogleServiceAccount,
+    MintedToken,
+    RegistryKind,
+    RegistryRecord,
+)
+from pullbroker_service.logging import register_secret_value
+from pullbroker_service.minting.base import ProbeResult
+
+_KIND_TO_TYPE: dict[RegistryKind, registry_pb2.RegistryType.ValueType] = {
+    RegistryKind.GENERIC: registry_pb2.REGISTRY_TYPE_GENERIC,
+    RegistryKind.DOCKER_HUB: registry_pb2.REGISTRY_TYPE_DOCKER_HUB,
+    RegistryKind.GHCR: registry_pb2.REGISTRY_TYPE_GHCR,
+    RegistryKind.QUAY: registry_pb2.REGISTRY_TYPE_QUAY,
+    RegistryKind.HARBOR: registry_pb2.REGISTRY_TYPE_HARBOR,
+    RegistryKind.ECR: registry_pb2.REGISTRY_TYPE_ECR,
+    RegistryKind.GCR: registry_pb2.REGISTRY_TYPE_GCR,
+    RegistryKind.GAR: registry_pb2.REGISTRY_TYPE_GAR,
+    RegistryKind.ACR: registry_pb2.REGISTRY_TYPE_ACR,
+    RegistryKind.PUBLIC: registry_pb2.REGISTRY_TYPE_PUBLIC,
+}
+_TYPE_TO_KIND: dict[int, RegistryKind] = {v: k for k, v in _KIND_TO_TYPE.items()}
+_TYPE_NAMES = ", ".join(f"REGISTRY_TYPE_{k.name}" for k in _KIND_TO_TYPE)
+
+_AUTH_KIND = {
+    AuthKind.BEARER: pull_pb2.AUTH_KIND_BEARER,
+    AuthKind.BASIC: pull_pb2.AUTH_KIND_BASIC,
+    AuthKind.ANONYMOUS: pull_pb2.AUTH_KIND_ANONYMOUS,
+}
+
+_OUTCOMES = {
+    "ok": registry_pb2.CONNECTION_OUTCOME_OK,
+    "credential_rejected": registry_pb2.CONNECTION_OUTCOME_CREDENTIAL_REJECTED,
+    "not_allowed": registry_pb2.CONNECTION_OUTCOME_NOT_ALLOWED,
+    "unreachable": registry_pb2.CONNECTION_OUTCOME_UNREACHABLE,
+    "tls_failure": registry_pb2.CONNECTION_OUTCOME_TLS_FAILURE,
+    "rate_limited": registry_pb2.CONNECTION_OUTCOME_RATE_LIMITED,
+    "unsupported_auth": registry_pb2.CONNECTION_OUTCOME_UNSUPPORTED_AUTH,
+}
+
+
+def kind_from_type(value: int) -> RegistryKind:
+    """The domain kind of a RegistryType; INVALID_ARGUMENT for unspecified or unknown."""
+    kind = _TYPE_TO_KIND.get(value)
+    if kind is None:
+        raise InvalidArgument(f"registry.type is required: one of {_TYPE_NAMES}")
+    return kind
+
+
+def type_from_kind(kind: RegistryKind) -> registry_pb2.RegistryType.ValueType:
+    return _KIND_TO_TYPE[RegistryKind(kind)]
+
+
+def spec_from_proto(registry: Any) -> RegistrySpec:
+    """A RegistrySpec from a Registry message (validation proper happens in the domain)."""
+    if not registry.display_name:
+        raise InvalidArgument("registry.display_name is required, e.g. team-ghcr")
+    return RegistrySpec(
+        display_name=registry.display_name,
+        kind=kind_from_type(registry.type),
+        url=registry.url,
+        registry_ca_pem=registry.registry_ca_pem,
+        region=registry.region,
+        allow_basic_passthrough=registry.allow_basic_passthrough,
+    )
+
+
+def credential_from_proto(message: Any, present: bool = True) -> Credential | None:
+    """The domain credential of a Credential message; None when absent or empty."""
+    which = message.WhichOneof("kind") if present else None
+    credential: Credential
+    if which == "basic":
+        credential = BasicCredential(message.basic.username, _secret(message.basic.password))
+    elif which == "aws":
+        aws = message.aws
+        credential = AwsCredential(aws.access_key_id, _secret(aws.secret_access_key), aws.role_arn)
+    elif which == "google":
+        credential = GoogleServiceAccount(_secret(message.google.key_json))
+    elif which == "azure":
+        azure = message.azure
+        credential = AzureServicePrincipal(
+            azure.tenant_id, azure.client_id, _secret(azure.client_secret)
+        )
+    else:
+        return None
+    return credential
+
+
+def _secret(value: str) -> Secret:
+    register_secret_value(value)
+    return Secret(value)
+
+
+def record_to_proto(record: RegistryRecord) -> Any:
+    """The Registry message for a record; credential fields do not exist on it."""
+    return registry_pb2.Registry(
+        name=record.resource_name,
+        display_name=record.display_name,
+        type=type_from_kind(record.kind),
+        url=record.url,
+        host=record.host,
+        username=record.username,
+        registry_ca_pem=record.registry_ca_pem,
+        region=record.region,
+        allow_basic_passthrough=record.allow_basic_passthrough,
+        credential_version=record.credential_version,
+        creator=record.creator,
+        create_time=timestamp(record.create_time),
+        update_time=timestamp(record.update_time),
+        etag=record.etag,
+    )
+
+
+def probe_to_proto(result: ProbeResult) -> Any:
+    return registry_pb2.TestConnectionResponse(
+        outcome=_OUTCOMES.get(result.outcome, registry_pb2.CONNECTION_OUTCOME_UNSPECIFIED),
+        message=result.message,
+        latency=duration(result.latency_seconds),
+        auth_scheme=result.auth_scheme,
+    )
+
+
+def token_to_proto(token: MintedToken, record: RegistryRecord) -> Any:
+    """The PullToken message; the token is revealed here, at its point of use."""
+    value = token.token.reveal()
+    register_secret_value(value)
+    return pull_pb2.PullToken(
+        registry=record.resource_name,
+        registry_host=record.host,
+        registry_url=record.url,
+        auth_kind=_AUTH_KIND.get(token.auth_kind, pull_pb2.AUTH_KIND_UNSPECIFIED),
+        username=token.username,
+        token=value,
+        scope=token.scope,
+        expire_time=timestamp(token.expires_at),
+        repository=token.repository,
+        registry_ca_pem=record.registry_ca_pem,
+    )
+
+
+def timestamp(value: dt.datetime) -> Any:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value if value.tzinfo else value.replace(tzinfo=dt.UTC))
+    return ts
+
+
+def duration(seconds: float) -> Any:
+    d = duration_pb2.Duration()
+    d.FromNanoseconds(round(max(0.0, seconds) * 1e9))
+    return d

@@ -1,0 +1,150 @@
+"""RegistryService: thin proto <-> domain glue over the Registries use cases (role: admin)."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from pullbroker.v1 import registry_pb2, registry_pb2_grpc
+
+from pullbroker_service.api import convert
+from pullbroker_service.api.interceptors import current_caller
+from pullbroker_service.domain.errors import InvalidArgument
+from pullbroker_service.domain.identity import Identity
+from pullbroker_service.domain.kinds import RegistrySpec
+from pullbroker_service.domain.model import Credential, RegistryRecord
+from pullbroker_service.minting.base import ProbeResult
+
+UPDATABLE_PATHS = ("display_name", "registry_ca_pem", "allow_basic_passthrough")
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+
+
+class RegistriesUseCases(Protocol):
+    """What the servicer needs of `pullbroker_service.app.registries.Registries`."""
+
+    async def create(
+        self, caller: Identity, spec: RegistrySpec, credential: Credential | None, test: bool
+    ) -> RegistryRecord: ...
+
+    async def get(self, name: str) -> RegistryRecord: ...
+
+    async def list(self, page_size: int, page_token: str) -> tuple[list[RegistryRecord], str]: ...
+
+    async def update(
+        self,
+        caller: Identity,
+        name: str,
+        etag: str,
+        *,
+        display_name: str | None,
+        registry_ca_pem: str | None,
+        allow_basic_passthrough: bool | None,
+        credential: Credential | None,
+    ) -> RegistryRecord: ...
+
+    async def delete(self, caller: Identity, name: str, etag: str | None) -> None: ...
+
+    async def test(
+        self,
+        name: str | None,
+        spec: RegistrySpec | None,
+        credential: Credential | None,
+        repository: str,
+    ) -> ProbeResult: ...
+
+
+class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
+    """Each method converts, calls one use case, converts back; errors map in the interceptor."""
+
+    def __init__(self, registries: RegistriesUseCases) -> None:
+        self._registries = registries
+
+    async def CreateRegistry(self, request: Any, context: Any) -> Any:  # noqa: N802
+        if not request.HasField("registry"):
+            raise InvalidArgument("registry is required (display_name, type and url)")
+        spec = convert.spec_from_proto(request.registry)
+        credential = convert.credential_from_proto(
+            request.credential, request.HasField("credential")
+        )
+        record = await self._registries.create(current_caller(), spec, credential, request.test)
+        return convert.record_to_proto(record)
+
+    async def GetRegistry(self, request: Any, context: Any) -> Any:  # noqa: N802
+        record = await self._registries.get(_required_name(request.name, "name"))
+        return convert.record_to_proto(record)
+
+    async def ListRegistries(self, request: Any, context: Any) -> Any:  # noqa: N802
+        if request.page_size < 0:
+            raise InvalidArgument("page_size must not be negative (0 means 50, at most 1000)")
+        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        records, next_token = await self._registries.list(size, request.page_token)
+        return registry_pb2.ListRegistriesResponse(
+            registries=[convert.record_to_proto(r) for r in records],
+            next_page_token=next_token,
+        )
+
+    async def UpdateRegistry(self, request: Any, context: Any) -> Any:  # noqa: N802
+        registry = request.registry
+        name = _required_name(registry.name, "registry.name")
+        if not registry.etag:
+            raise InvalidArgument("registry.etag is required: get the registry and send its etag")
+        paths = _mask_paths(request)
+        credential = convert.credential_from_proto(
+            request.credential, request.HasField("credential")
+        )
+        if not paths and credential is None:
+            raise InvalidArgument(
+                "nothing to update: name fields in update_mask "
+                f"({', '.join(UPDATABLE_PATHS)}) or send a credential to rotate"
+            )
+        record = await self._registries.update(
+            current_caller(),
+            name,
+            registry.etag,
+            display_name=registry.display_name if "display_name" in paths else None,
+            registry_ca_pem=registry.registry_ca_pem if "registry_ca_pem" in paths else None,
+            allow_basic_passthrough=(
+                registry.allow_basic_passthrough if "allow_basic_passthrough" in paths else None
+            ),
+            credential=credential,
+        )
+        return convert.record_to_proto(record)
+
+    async def DeleteRegistry(self, request: Any, context: Any) -> Any:  # noqa: N802
+        name = _required_name(request.name, "name")
+        await self._registries.delete(current_caller(), name, request.etag or None)
+        return registry_pb2.DeleteRegistryResponse()
+
+    async def TestConnection(self, request: Any, context: Any) -> Any:  # noqa: N802
+        credential = convert.credential_from_proto(
+            request.credential, request.HasField("credential")
+        )
+        target = request.WhichOneof("target")
+        if target == "name":
+            name = _required_name(request.name, "name")
+            result = await self._registries.test(name, None, credential, request.repository)
+        elif target == "registry":
+            spec = convert.spec_from_proto(request.registry)
+            result = await self._registries.test(None, spec, credential, request.repository)
+        else:
+            raise InvalidArgument(
+                "name a saved registry (name) or describe an unsaved one (registry)"
+            )
+        return convert.probe_to_proto(result)
+
+
+def _required_name(value: str, field: str) -> str:
+    if not value.strip():
+        raise InvalidArgument(f"{field} is required: registries/<id> or a display name")
+    return value.strip()
+
+
+def _mask_paths(request: Any) -> set[str]:
+    paths = set(request.update_mask.paths) if request.HasField("update_mask") else set()
+    unknown = sorted(paths - set(UPDATABLE_PATHS))
+    if unknown:
+        raise InvalidArgument(
+            f"update_mask path(s) {unknown} cannot be updated; "
+            f"allowed: {', '.join(UPDATABLE_PATHS)}"
+        )
+    return paths

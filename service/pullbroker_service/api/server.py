@@ -1,0 +1,132 @@
+"""The grpc.aio server: mTLS only, health and reflection always on, bounded requests.
+
+A plaintext port exists only when the developer passes `--insecure-dev-port`; it binds to
+127.0.0.1 and its callers get the identity "CN=insecure-dev", which the policy denies unless
+a rule names it.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+# grpc_health re-exports its asyncio servicer as health.aio without declaring it.
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+from pullbroker.v1 import pull_pb2, pull_pb2_grpc, registry_pb2, registry_pb2_grpc
+
+from pullbroker_service.api.interceptors import CallGuard, GuardedRegistrar, RolesFor
+from pullbroker_service.api.pull_servicer import PullServicer, TokenIssuing
+from pullbroker_service.api.registry_servicer import RegistriesUseCases, RegistryServicer
+from pullbroker_service.config import ServerLimits
+from pullbroker_service.logging import get_logger
+
+REGISTRY_SERVICE = registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name
+PULL_SERVICE = pull_pb2.DESCRIPTOR.services_by_name["PullService"].full_name
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+_log = get_logger("pullbroker_service.api.server")
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """PEM bytes: the broker's certificate chain and key; the CA bundle clients chain to."""
+
+    certificate_chain: bytes
+    private_key: bytes = field(repr=False)
+    client_ca: bytes
+
+
+@dataclass
+class BuiltServer:
+    """A started server, the addresses it listens on, and its health servicer."""
+
+    server: grpc.aio.Server
+    address: str
+    health: Any
+    insecure_address: str | None = None
+
+    async def stop(self, grace: float) -> None:
+        """Report NOT_SERVING, then give in-flight calls `grace` seconds."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+def server_options(limits: ServerLimits) -> list[tuple[str, int]]:
+    """Channel arguments for the limits (names from grpc's channel_arg_names.h)."""
+    return [
+        ("grpc.max_receive_message_length", limits.max_receive_message_bytes),
+        ("grpc.max_send_message_length", limits.max_send_message_bytes),
+        ("grpc.max_concurrent_streams", limits.max_concurrent_streams),
+        ("grpc.keepalive_time_ms", limits.keepalive_time_seconds * 1000),
+        ("grpc.keepalive_timeout_ms", limits.keepalive_timeout_seconds * 1000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        (
+            "grpc.http2.min_recv_ping_interval_without_data_ms",
+            limits.min_client_ping_interval_seconds * 1000,
+        ),
+        ("grpc.http2.max_ping_strikes", 2),
+        ("grpc.max_connection_idle_ms", limits.max_connection_idle_seconds * 1000 or 2**31 - 1),
+        # One process per broker: a second one on the same port would split traffic silently.
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+async def start_server(
+    *,
+    registries: RegistriesUseCases,
+    issuer: TokenIssuing,
+    roles_for: RolesFor,
+    tls: ServerTls,
+    listen: str,
+    limits: ServerLimits,
+    insecure_dev_port: int | None = None,
+) -> BuiltServer:
+    """Build, bind and start the server; the returned address has the real port."""
+    server = grpc.aio.server(options=server_options(limits))
+    guard = CallGuard(roles_for, allow_insecure=insecure_dev_port is not None)
+    guarded: Any = GuardedRegistrar(server, guard)  # quacks like the server for add_*()
+    registry_pb2_grpc.add_RegistryServiceServicer_to_server(RegistryServicer(registries), guarded)
+    pull_pb2_grpc.add_PullServiceServicer_to_server(PullServicer(issuer), guarded)
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, guarded)
+    names = (REGISTRY_SERVICE, PULL_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME)
+    # Not enable_server_reflection(): it picks the sync servicer for anything but a real aio server.
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+        reflection.aio.ReflectionServicer(names),  # type: ignore[attr-defined] # in __all__, untyped
+        guarded,
+    )
+    credentials = grpc.ssl_server_credentials(
+        [(tls.private_key, tls.certificate_chain)],
+        root_certificates=tls.client_ca,
+        require_client_auth=True,
+    )
+    port = server.add_secure_port(listen, credentials)
+    address = f"{listen.rpartition(':')[0]}:{port}"
+    insecure_address = None
+    if insecure_dev_port is not None:
+        insecure_port = server.add_insecure_port(f"127.0.0.1:{insecure_dev_port}")
+        insecure_address = f"127.0.0.1:{insecure_port}"
+        _warn_insecure(insecure_address)
+    await server.start()
+    for service in ("", REGISTRY_SERVICE, PULL_SERVICE):
+        await health.set(service, health_pb2.HealthCheckResponse.SERVING)
+    _log.info("server_started", address=address)
+    return BuiltServer(server, address, health, insecure_address)
+
+
+def _warn_insecure(address: str) -> None:
+    banner = (
+        "\n" + "!" * 78 + "\n"
+        f"!! INSECURE DEVELOPMENT PORT OPEN on {address}: no TLS, no client certificate.\n"
+        "!! Anything on this machine can reach it. Callers there are 'CN=insecure-dev',\n"
+        "!! denied unless policy.yaml names them. Never use --insecure-dev-port in production.\n"
+        + "!"
+        * 78
+    )
+    print(banner, file=sys.stderr, flush=True)
+    _log.warning("insecure_port_opened", address=address)

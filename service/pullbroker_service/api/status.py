@@ -1,0 +1,73 @@
+"""The one table from the broker's errors to gRPC status codes, and retry hints.
+
+The most specific class in an error's MRO that the table names wins; anything else is
+INTERNAL. Errors that are worth retrying (RateLimited, BackendUnavailable) carry a
+`retry-after` trailing metadata entry, in seconds, like HTTP's header.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+
+from pullbroker_service.domain import errors as e
+from pullbroker_service.logging import scrub
+
+RETRY_AFTER_KEY = "retry-after"
+
+_STATUS: dict[type[e.BrokerError], grpc.StatusCode] = {
+    e.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    e.NotFound: grpc.StatusCode.NOT_FOUND,
+    e.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    e.EtagMismatch: grpc.StatusCode.ABORTED,
+    e.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    e.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    e.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    e.UpstreamError: grpc.StatusCode.UNAVAILABLE,
+    # The stored credential is wrong: an admin must fix it, and retrying will not help.
+    # (UNAUTHENTICATED would tell the caller its own certificate was refused.)
+    e.CredentialRejected: grpc.StatusCode.FAILED_PRECONDITION,
+    e.PullNotAllowed: grpc.StatusCode.PERMISSION_DENIED,
+    e.RegistryUnreachable: grpc.StatusCode.UNAVAILABLE,
+    e.RegistryTLSFailure: grpc.StatusCode.FAILED_PRECONDITION,
+    e.RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    e.UpstreamProtocolError: grpc.StatusCode.UNKNOWN,
+    e.BackendUnavailable: grpc.StatusCode.UNAVAILABLE,
+    e.SecretMissing: grpc.StatusCode.INTERNAL,
+}
+
+
+@dataclass(frozen=True)
+class RpcStatus:
+    """What an RPC fails with: code, a message for a person, and trailing metadata."""
+
+    code: grpc.StatusCode
+    message: str
+    trailing_metadata: tuple[tuple[str, str], ...] = ()
+
+
+def status_for(exc: e.BrokerError) -> grpc.StatusCode:
+    """The code for `exc`: the most specific class the table names, else INTERNAL."""
+    return next((_STATUS[c] for c in type(exc).__mro__ if c in _STATUS), grpc.StatusCode.INTERNAL)
+
+
+def retry_after(exc: e.BrokerError) -> float | None:
+    """Seconds the caller should wait before retrying, when the error says."""
+    value = getattr(exc, "retry_after", None)
+    if isinstance(exc, e.RateLimited | e.BackendUnavailable) and isinstance(value, int | float):
+        return max(0.0, float(value))
+    return None
+
+
+def rpc_status(exc: e.BrokerError) -> RpcStatus:
+    """The full failure for `exc`; the message is scrubbed of any known secret value."""
+    code = status_for(exc)
+    message = scrub(str(exc)) or _fallback_message(code)
+    wait = retry_after(exc)
+    metadata = ((RETRY_AFTER_KEY, f"{wait:g}"),) if wait is not None else ()
+    return RpcStatus(code, message, metadata)
+
+
+def _fallback_message(code: grpc.StatusCode) -> str:
+    return f"the broker refused the call ({code.name.lower()})"

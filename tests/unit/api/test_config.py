@@ -1,0 +1,54 @@
+"""Broker configuration: defaults, file, flags, and errors that say what to fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pullbroker_client.home import Home
+from pullbroker_service.config import DEFAULT_LISTEN, ConfigError, load_config
+
+
+class TestLoadConfig:
+    def test_defaults(self, tmp_path: Path) -> None:
+        """Without a file or flags: 127.0.0.1:50051, 1 MiB requests, no insecure port."""
+        config = load_config(home=Home(tmp_path))
+        assert config.listen == DEFAULT_LISTEN
+        assert config.limits.max_receive_message_bytes == 1024 * 1024
+        assert config.insecure_dev_port is None
+        assert config.policy_file == tmp_path / "policy.yaml"
+
+    def test_file_then_flags(self, tmp_path: Path) -> None:
+        """The file overrides defaults and flags override the file."""
+        path = tmp_path / "broker.yaml"
+        path.write_text(
+            "listen: 127.0.0.1:6000\nlog_level: debug\nlimits:\n  max_concurrent_streams: 8\n"
+        )
+        config = load_config(home=Home(tmp_path), config_file=path, listen="127.0.0.1:7000")
+        assert config.listen == "127.0.0.1:7000"
+        assert config.log_level == "debug"
+        assert config.limits.max_concurrent_streams == 8
+
+    def test_file_cannot_open_insecure_port(self, tmp_path: Path) -> None:
+        """insecure_dev_port is a flag only: in a file it is an unknown setting."""
+        path = tmp_path / "broker.yaml"
+        path.write_text("insecure_dev_port: 1234\n")
+        with pytest.raises(ConfigError, match="unknown setting 'insecure_dev_port'"):
+            load_config(home=Home(tmp_path), config_file=path)
+
+    @pytest.mark.parametrize(
+        ("text", "match"),
+        [
+            ("listen: nope\n", "HOST:PORT"),
+            ("log_level: loud\n", "log_level"),
+            ("limits:\n  max_receive_message_bytes: -1\n", "non-negative"),
+            ("- a list\n", "mapping"),
+            ("secret_backend: s3\n", "secret_backend"),
+        ],
+    )
+    def test_bad_values_are_named(self, tmp_path: Path, text: str, match: str) -> None:
+        """Each bad setting fails with a message naming it."""
+        path = tmp_path / "broker.yaml"
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=match):
+            load_config(home=Home(tmp_path), config_file=path)

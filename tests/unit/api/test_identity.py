@@ -1,0 +1,51 @@
+"""Reading the caller's identity from the TLS auth context gRPC hands a servicer."""
+
+from __future__ import annotations
+
+import pytest
+from pullbroker_service.api.interceptors import INSECURE_IDENTITY, peer_identity_name
+from pullbroker_service.domain.errors import Unauthenticated
+
+
+class AuthContext:
+    """Just the one method of a grpc.aio ServicerContext that the function reads."""
+
+    def __init__(self, **properties: list[bytes]) -> None:
+        self._properties = properties
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return self._properties
+
+
+def tls(**properties: list[bytes]) -> AuthContext:
+    return AuthContext(transport_security_type=[b"ssl"], **properties)
+
+
+class TestPeerIdentityName:
+    def test_spiffe_id_wins_over_cn(self) -> None:
+        """A certificate with a SPIFFE ID is known by it, not by its CN."""
+        context = tls(peer_uri=[b"spiffe://td/node/a"], x509_common_name=[b"node-a"])
+        assert peer_identity_name(context, False) == "spiffe://td/node/a"
+
+    def test_cn_without_spiffe(self) -> None:
+        """Without a spiffe:// URI the name is CN=<cn> (other URIs are ignored)."""
+        context = tls(peer_uri=[b"https://example.com"], x509_common_name=[b"ops"])
+        assert peer_identity_name(context, False) == "CN=ops"
+
+    def test_several_spiffe_ids_are_refused(self) -> None:
+        """A certificate with two SPIFFE IDs is not a valid SVID: unauthenticated."""
+        context = tls(peer_uri=[b"spiffe://td/admin", b"spiffe://td/node/a"])
+        with pytest.raises(Unauthenticated, match="several SPIFFE IDs"):
+            peer_identity_name(context, False)
+
+    def test_plaintext_is_refused_unless_dev_port(self) -> None:
+        """A plaintext peer is refused, or is insecure-dev when the dev port is on."""
+        plaintext = AuthContext(transport_security_type=[b"insecure"])
+        with pytest.raises(Unauthenticated, match="mutual TLS"):
+            peer_identity_name(plaintext, False)
+        assert peer_identity_name(plaintext, True) == INSECURE_IDENTITY
+
+    def test_no_name_at_all_is_refused(self) -> None:
+        """A certificate with neither SPIFFE ID nor CN is unauthenticated."""
+        with pytest.raises(Unauthenticated):
+            peer_identity_name(tls(), False)
