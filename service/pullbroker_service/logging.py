@@ -25,6 +25,8 @@ from typing import Any, TextIO
 import structlog
 from pullbroker_client.secret import Secret
 
+from pullbroker_service.request_context import merge_call_context
+
 REDACTED = "[redacted]"
 SECRET_KEY_NAMES = frozenset(
     {
@@ -192,6 +194,7 @@ def configure_logging(
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            merge_call_context,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.ExceptionRenderer(
@@ -216,7 +219,15 @@ class _StdlibToStructlog(logging.Handler):
         logger.log(record.levelno, "library_logged", message=record.getMessage())
 
 
+# HTTP and cloud SDK libraries log request bodies, URLs and headers at DEBUG/INFO (botocore
+# logs whole API parameters, hvac/urllib3 URLs with paths, httpx/httpcore headers): records
+# below WARNING are never even created for them, whatever the broker's own level.
+QUIET_LIBRARIES = ("botocore", "boto3", "urllib3", "hvac", "httpx", "httpcore", "s3transfer")
+
+
 def _route_stdlib(_tee: _TeeLogger) -> None:
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)
     root = logging.getLogger()
     for handler in list(root.handlers):
         if isinstance(handler, _StdlibToStructlog):

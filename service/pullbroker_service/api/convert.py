@@ -143,9 +143,13 @@ def probe_to_proto(result: ProbeResult) -> Any:
 
 
 def token_to_proto(token: MintedToken, record: RegistryRecord) -> Any:
-    """The PullToken message; the token is revealed here, at its point of use."""
+    """The PullToken message; the token is revealed here, at its point of use.
+
+    Short-lived tokens are not registered for value scrubbing: they are never logged (key-name
+    redaction covers fields called token), and registering each one would grow the scrubber
+    with every token ever issued. Long-lived credentials are registered where they are read.
+    """
     value = token.token.reveal()
-    register_secret_value(value)
     return pull_pb2.PullToken(
         registry=record.resource_name,
         registry_host=record.host,

@@ -2,23 +2,21 @@
 
 Every handler is wrapped when it is registered: the wrapper reads the identity from the TLS
 auth context (SPIFFE ID from the URI SAN, else "CN=<cn>"), asks the policy for its roles,
-checks the role the service needs, binds the request id (x-request-id, or a new one) into
-structlog's contextvars and the trailing metadata, maps BrokerError to a status, and logs
+checks the role the service needs, records the call (method, caller, request id: the
+caller's x-request-id, else one made when first needed) in one context variable that log
+lines read (request_context.py), maps BrokerError to a status, and logs
 the call (`rpc_failed` at warning, `rpc_completed` at debug).
 """
 
 from __future__ import annotations
 
-import contextvars
 import inspect
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import grpc
-import structlog
 
 from pullbroker_service.api.status import RpcStatus, rpc_status
 from pullbroker_service.domain.errors import (
@@ -28,6 +26,7 @@ from pullbroker_service.domain.errors import (
 )
 from pullbroker_service.domain.identity import ADMIN, NODE, Identity, identity_name
 from pullbroker_service.logging import debug_enabled, get_logger
+from pullbroker_service.request_context import CallInfo, begin_call, current_call
 
 REQUEST_ID_KEY = "x-request-id"
 INSECURE_IDENTITY = "CN=insecure-dev"
@@ -40,24 +39,34 @@ SERVICE_ROLES: dict[str, str | None] = {
     "grpc.reflection.v1.ServerReflection": None,
 }
 _MAX_REQUEST_ID = 128
+_SAN_KEY = "x509_subject_alternative_name"
 
 RolesFor = Callable[[str], frozenset[str]]
 
-_caller: contextvars.ContextVar[Identity] = contextvars.ContextVar("pullbroker_caller")
 _log = get_logger("pullbroker_service.api")
 
 
 def current_caller() -> Identity:
-    """The identity of the call being served (set by the interceptor before the servicer)."""
-    try:
-        return _caller.get()
-    except LookupError:
-        raise Unauthenticated("no authenticated caller for this call") from None
+    """The identity of the call being served (set by the guard before the servicer runs)."""
+    info = current_call()
+    if info is None or info.identity is None:
+        raise Unauthenticated("no authenticated caller for this call")
+    return info.identity
 
 
 def peer_identity_name(context: Any, allow_insecure: bool) -> str:
     """The policy name of the peer: SPIFFE ID, else "CN=<cn>"; a plaintext peer is insecure-dev."""
-    auth = context.auth_context()
+    # Fast path: the verified peer's SANs alone (no dict of every TLS property per call).
+    # gRPC returns None here for a peer that did not authenticate with a certificate.
+    sans = context.peer_identities()
+    if sans and context.peer_identity_key() == _SAN_KEY:
+        spiffe = [san for san in sans if san.startswith(b"spiffe://")]
+        if len(spiffe) == 1:
+            return identity_name(spiffe[0].decode("utf-8", "replace"), None)
+    return _identity_from_auth_context(context.auth_context(), allow_insecure)
+
+
+def _identity_from_auth_context(auth: dict[str, list[bytes]], allow_insecure: bool) -> str:
     security = _first(auth, "transport_security_type")
     if security != "ssl":
         if allow_insecure:
@@ -85,13 +94,13 @@ def _first(auth: dict[str, list[bytes]], key: str) -> str | None:
     return values[0].decode("utf-8", "replace") if values else None
 
 
-def _request_id(metadata: Any) -> str:
+def _given_request_id(metadata: Any) -> str | None:
     for key, value in metadata or ():
         if key == REQUEST_ID_KEY and isinstance(value, str):
             clean = "".join(c for c in value if c.isalnum() or c in "-_.:")[:_MAX_REQUEST_ID]
             if clean:
                 return clean
-    return uuid.uuid4().hex
+    return None
 
 
 if TYPE_CHECKING:
@@ -128,7 +137,6 @@ class CallGuard:
     def authorize(self, service: str, context: Any) -> Identity:
         """Identity of the peer with its roles, if it may call `service`."""
         name = peer_identity_name(context, self._allow_insecure)
-        structlog.contextvars.bind_contextvars(caller=name)
         if service not in SERVICE_ROLES:
             raise IdentityNotAllowed(f"{service} is not served to clients")
         roles = self._roles_for(name)
@@ -168,16 +176,20 @@ class GuardedRegistrar:
         self._server.add_registered_method_handlers(service, wrapped)
 
 
-def _begin(call: _Method, request_id: str, context: Any, guard: CallGuard) -> None:
-    # grpc.aio serves each call in a task of its own, whose context starts without these
-    # keys: binding is enough (clear_contextvars would copy the whole context every call).
-    structlog.contextvars.bind_contextvars(request_id=request_id, method=call.method)
-    context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
-    _caller.set(guard.authorize(call.service, context))
+def _begin(call: _Method, context: Any, guard: CallGuard) -> CallInfo:
+    info = begin_call(call.method, _given_request_id(context.invocation_metadata()))
+    if info.given_request_id is not None:
+        # Echo a caller's own id; a generated one only goes back with errors (see _fail), since
+        # trailing metadata on every successful call is measurable on the token hot path.
+        context.set_trailing_metadata(((REQUEST_ID_KEY, info.given_request_id),))
+    info.identity = guard.authorize(call.service, context)
+    return info
 
 
-async def _fail(context: Any, request_id: str, exc: Exception, started: float) -> None:
+async def _fail(context: Any, exc: Exception, started: float) -> None:
     """End the call with the status for `exc` (raises grpc's AbortError, as abort does)."""
+    info = current_call()
+    request_id = info.request_id if info is not None else "unknown"
     if isinstance(exc, BrokerError):
         status = rpc_status(exc)
     else:
@@ -226,15 +238,14 @@ def _wrap(handler: _Handler, call: _Method, guard: CallGuard) -> Any:
 def _unary(inner: Any, call: _Method, guard: CallGuard) -> Any:
     async def behavior(request: Any, context: Any) -> Any:
         started = time.perf_counter()
-        request_id = _request_id(context.invocation_metadata())
         try:
-            _begin(call, request_id, context, guard)
+            _begin(call, context, guard)
             response = await inner(request, context)
         except grpc.aio.AbortError:
             _done(context.code() or grpc.StatusCode.UNKNOWN, started, context.details() or "")
             raise
         except Exception as exc:
-            await _fail(context, request_id, exc, started)
+            await _fail(context, exc, started)
             raise  # unreachable: _fail aborts the call
         _done(grpc.StatusCode.OK, started)
         return response
@@ -248,16 +259,15 @@ def _streaming(inner: Any, call: _Method, guard: CallGuard) -> Any:
 
     async def generator(request: Any, context: Any) -> AsyncIterator[Any]:
         started = time.perf_counter()
-        request_id = _request_id(context.invocation_metadata())
         try:
-            _begin(call, request_id, context, guard)
+            _begin(call, context, guard)
             async for item in inner(request, context):
                 yield item
         except grpc.aio.AbortError:
             _done(context.code() or grpc.StatusCode.UNKNOWN, started, context.details() or "")
             raise
         except Exception as exc:
-            await _fail(context, request_id, exc, started)
+            await _fail(context, exc, started)
             raise  # unreachable: _fail aborts the call
         _done(grpc.StatusCode.OK, started)
 

@@ -23,9 +23,15 @@ class TokenIssuing(Protocol):
     ) -> tuple[MintedToken, RegistryRecord]: ...
 
 
+# The PullToken messages of recently served (token, record) pairs. On a cache hit the issuer
+# returns the very same objects, so the message is built once per minted token, not per call.
+_MAX_MESSAGES = 4096
+
+
 class PullServicer(pull_pb2_grpc.PullServiceServicer):
     def __init__(self, issuer: TokenIssuing) -> None:
         self._issuer = issuer
+        self._messages: dict[tuple[int, int], tuple[MintedToken, RegistryRecord, Any]] = {}
 
     async def IssuePullToken(self, request: Any, context: Any) -> Any:  # noqa: N802
         image = request.image.strip()
@@ -36,4 +42,17 @@ class PullServicer(pull_pb2_grpc.PullServiceServicer):
         token, record = await self._issuer.issue(
             current_caller(), image, request.registry.strip() or None, request.force_refresh
         )
-        return convert.token_to_proto(token, record)
+        return self._message(token, record)
+
+    def _message(self, token: MintedToken, record: RegistryRecord) -> Any:
+        key = (id(token), id(record))
+        built = self._messages.get(key)
+        # Identity, not equality, and both objects are held by the entry, so an id cannot be
+        # reused by another object while its entry exists.
+        if built is not None and built[0] is token and built[1] is record:
+            return built[2]
+        if len(self._messages) >= _MAX_MESSAGES:
+            self._messages.clear()
+        message = convert.token_to_proto(token, record)
+        self._messages[key] = (token, record, message)
+        return message

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from datetime import UTC, datetime
+
+from pullbroker_client.secret import Secret
 
 from pullbroker_service.domain.errors import (
     FailedPrecondition,
@@ -17,6 +20,7 @@ from pullbroker_service.domain.model import (
     RegistryRecord,
     credential_from_bytes,
 )
+from pullbroker_service.logging import register_secret_value
 from pullbroker_service.secrets.base import SecretBackend
 from pullbroker_service.store.base import MetadataStore
 
@@ -59,9 +63,15 @@ async def load_credential(secrets: SecretBackend, record: RegistryRecord) -> Cre
         return None
     data = await secrets.get(record.secret_ref)
     try:
-        return credential_from_bytes(data)
+        credential = credential_from_bytes(data)
     except (ValueError, KeyError, TypeError) as exc:
         raise SecretCorrupted(
             f"the stored credential of registry {record.display_name!r} is not readable: "
             "rotate it (pullbroker registry update --credential ...)"
         ) from exc
+    # The credential is plaintext in memory from here on: no log line may carry it.
+    for field in dataclasses.fields(credential):
+        value = getattr(credential, field.name)
+        if isinstance(value, Secret):
+            register_secret_value(value)
+    return credential

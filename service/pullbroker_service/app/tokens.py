@@ -7,11 +7,14 @@ taken from the cache or minted (the credential is read from the secret backend o
 
 from __future__ import annotations
 
+import functools
+
 import structlog
 from pullbroker_client.registry.errors import InvalidReference as ClientInvalidReference
 from pullbroker_client.registry.reference import Reference, parse_reference
 
 from pullbroker_service.app.lookup import load_credential, require_ready, resolve
+from pullbroker_service.app.policy_memo import PolicyMemo
 from pullbroker_service.app.policy_source import PolicyProvider
 from pullbroker_service.domain.errors import (
     AmbiguousRegistry,
@@ -23,6 +26,7 @@ from pullbroker_service.domain.errors import (
 from pullbroker_service.domain.hosts import canonical_image_host
 from pullbroker_service.domain.identity import Identity
 from pullbroker_service.domain.model import AuthKind, MintedToken, RegistryRecord
+from pullbroker_service.logging import debug_enabled as log_debug_enabled
 from pullbroker_service.minting.base import pull_scope
 from pullbroker_service.minting.bearer import is_basic_passthrough
 from pullbroker_service.minting.cache import TokenCache
@@ -48,7 +52,7 @@ class TokenIssuer:
         self._secrets = secrets
         self._minters = minters
         self._cache = cache
-        self._policy = policy
+        self._policy = policy if isinstance(policy, PolicyMemo) else PolicyMemo(policy)
 
     async def issue(
         self, caller: Identity, image: str, registry: str | None, force_refresh: bool
@@ -62,7 +66,7 @@ class TokenIssuer:
                 f"credential for {record.host}: pick the registry for {host}"
             )
         repository = ref.repository
-        decision = self._policy.current().explain(caller.name, record, repository)
+        decision = self._policy.explain(caller.name, record, repository)
         if not decision.allowed:
             raise ScopeNotAllowed(
                 f"identity {caller.name} may not pull {repository} from registry "
@@ -84,7 +88,9 @@ class TokenIssuer:
                 repository=repository,
                 username=token.username,
             )
-        log.info(
+        if hit and not log_debug_enabled():
+            return token, record
+        (log.debug if hit else log.info)(
             "token_issued",
             identity=caller.name,
             registry_id=record.id,
@@ -119,6 +125,8 @@ class TokenIssuer:
         return await minter.mint(record, credential, repository)
 
 
+# Nodes ask for the same few images over and over; parsing is pure, so remember it.
+@functools.lru_cache(maxsize=4096)
 def _parse(image: str) -> Reference:
     try:
         return parse_reference(image)

@@ -121,4 +121,3 @@ class TestOutgoing:
         assert message.registry == "registries/abc"
         assert message.registry_host == "ghcr.io"
         assert message.expire_time.ToDatetime(tzinfo=dt.UTC) == NOW + dt.timedelta(minutes=5)
-        assert "tok-abcdef-123" not in scrub("token tok-abcdef-123")

@@ -8,7 +8,11 @@ from pullbroker_service.domain.errors import Unauthenticated
 
 
 class AuthContext:
-    """Just the one method of a grpc.aio ServicerContext that the function reads."""
+    """The identity methods of a grpc.aio ServicerContext, answering as gRPC does.
+
+    gRPC names an authenticated TLS peer by its subject alternative names when it has any,
+    else by its CN; a peer that did not authenticate has no peer identities.
+    """
 
     def __init__(self, **properties: list[bytes]) -> None:
         self._properties = properties
@@ -16,8 +20,22 @@ class AuthContext:
     def auth_context(self) -> dict[str, list[bytes]]:
         return self._properties
 
+    def peer_identity_key(self) -> str | None:
+        if self._properties.get("transport_security_type") != [b"ssl"]:
+            return None
+        if "x509_subject_alternative_name" in self._properties:
+            return "x509_subject_alternative_name"
+        return "x509_common_name" if "x509_common_name" in self._properties else None
+
+    def peer_identities(self) -> list[bytes] | None:
+        key = self.peer_identity_key()
+        return self._properties[key] if key else None
+
 
 def tls(**properties: list[bytes]) -> AuthContext:
+    sans = [*properties.get("peer_dns", []), *properties.get("peer_uri", [])]
+    if sans:
+        properties["x509_subject_alternative_name"] = sans
     return AuthContext(transport_security_type=[b"ssl"], **properties)
 
 
@@ -25,6 +43,11 @@ class TestPeerIdentityName:
     def test_spiffe_id_wins_over_cn(self) -> None:
         """A certificate with a SPIFFE ID is known by it, not by its CN."""
         context = tls(peer_uri=[b"spiffe://td/node/a"], x509_common_name=[b"node-a"])
+        assert peer_identity_name(context, False) == "spiffe://td/node/a"
+
+    def test_spiffe_id_among_other_sans(self) -> None:
+        """DNS SANs beside the one SPIFFE ID do not change the name."""
+        context = tls(peer_dns=[b"node-a.example"], peer_uri=[b"spiffe://td/node/a"])
         assert peer_identity_name(context, False) == "spiffe://td/node/a"
 
     def test_cn_without_spiffe(self) -> None:
