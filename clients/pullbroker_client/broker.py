@@ -10,14 +10,24 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import grpc
 from google.protobuf import field_mask_pb2
-from pullbroker.v1 import pull_pb2, pull_pb2_grpc, registry_pb2, registry_pb2_grpc
+from pullbroker.v1 import (
+    deployment_pb2,
+    deployment_pb2_grpc,
+    policy_pb2,
+    policy_pb2_grpc,
+    pull_pb2,
+    pull_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+)
 
 from pullbroker_client.errors import ClientError
 from pullbroker_client.home import Home
@@ -163,6 +173,17 @@ def _issued(message: Any) -> IssuedPullToken:
     )
 
 
+def _create_deployment_request(
+    deployment_id: str, deployment: Any, inline_registry: Any | None, credential: Any | None
+) -> Any:
+    request = deployment_pb2.CreateDeploymentRequest(
+        deployment_id=deployment_id, deployment=deployment, credential=credential
+    )
+    if inline_registry is not None:
+        request.inline_registry.CopyFrom(inline_registry)
+    return request
+
+
 @dataclass(frozen=True)
 class BrokerTarget:
     """Where the broker is and which certificate to present."""
@@ -288,6 +309,102 @@ class BrokerClient:
         )
         return _issued(self._call(self._pull.IssuePullToken, request, request_id))
 
+    # Deployments, status reports and policy checks (DeploymentService, PolicyService).
+
+    @cached_property
+    def _deployments(self) -> Any:
+        return deployment_pb2_grpc.DeploymentServiceStub(self._channel)
+
+    @cached_property
+    def _reporting(self) -> Any:
+        return deployment_pb2_grpc.DeploymentReportingServiceStub(self._channel)
+
+    @cached_property
+    def _policy(self) -> Any:
+        return policy_pb2_grpc.PolicyServiceStub(self._channel)
+
+    def create_deployment(
+        self,
+        deployment_id: str,
+        deployment: Any,
+        inline_registry: Any | None = None,
+        credential: Any | None = None,
+        *,
+        request_id: str | None = None,
+    ) -> Any:
+        """Create a deployment; an inline registry and credential serve it alone."""
+        request = _create_deployment_request(deployment_id, deployment, inline_registry, credential)
+        return self._call(self._deployments.CreateDeployment, request, request_id)
+
+    def get_deployment(self, name: str, *, request_id: str | None = None) -> Any:
+        request = deployment_pb2.GetDeploymentRequest(name=name)
+        return self._call(self._deployments.GetDeployment, request, request_id)
+
+    def list_deployments(
+        self,
+        page_size: int = 0,
+        page_token: str = "",
+        *,
+        registry: str = "",
+        show_terminated: bool = False,
+        request_id: str | None = None,
+    ) -> Any:
+        request = deployment_pb2.ListDeploymentsRequest(
+            page_size=page_size,
+            page_token=page_token,
+            registry=registry,
+            show_terminated=show_terminated,
+        )
+        return self._call(self._deployments.ListDeployments, request, request_id)
+
+    def terminate_deployment(
+        self, name: str, etag: str = "", *, request_id: str | None = None
+    ) -> Any:
+        request = deployment_pb2.TerminateDeploymentRequest(name=name, etag=etag)
+        return self._call(self._deployments.TerminateDeployment, request, request_id)
+
+    def watch_deployment(
+        self, name: str, *, timeout: float | None = None, request_id: str | None = None
+    ) -> Iterator[Any]:
+        """The deployment now and on every change until it is terminated (or `timeout`)."""
+        request = deployment_pb2.WatchDeploymentRequest(name=name)
+        stream = self._deployments.WatchDeployment(
+            request, timeout=timeout, metadata=_metadata(request_id)
+        )
+        try:
+            yield from stream
+        except grpc.RpcError as exc:
+            raise to_call_error(exc, self._address) from None
+        finally:
+            stream.cancel()
+
+    def report_deployment_status(
+        self,
+        name: str,
+        state: int,
+        *,
+        digest: str = "",
+        failure_category: int = 0,
+        message: str = "",
+        request_id: str | None = None,
+    ) -> Any:
+        """Report a status transition (role node): DEPLOYING, DEPLOYED (digest) or FAILED."""
+        request = deployment_pb2.ReportDeploymentStatusRequest(
+            name=name,
+            state=state,  # type: ignore[arg-type]
+            digest=digest,
+            failure_category=failure_category,  # type: ignore[arg-type]
+            message=message,
+        )
+        return self._call(self._reporting.ReportDeploymentStatus, request, request_id)
+
+    def check_access(
+        self, identity: str, image: str, registry: str = "", *, request_id: str | None = None
+    ) -> Any:
+        """Why the broker's policy allows or denies `identity` pulling `image`."""
+        request = policy_pb2.CheckAccessRequest(identity=identity, image=image, registry=registry)
+        return self._call(self._policy.CheckAccess, request, request_id)
+
 
 class AsyncBrokerClient:
     """grpc.aio client with the same methods as BrokerClient; `async with` or `await close()`."""
@@ -382,3 +499,99 @@ class AsyncBrokerClient:
             image=image, registry=registry or "", force_refresh=force_refresh
         )
         return _issued(await self._call(self._pull.IssuePullToken, request, request_id))
+
+    # Deployments, status reports and policy checks (DeploymentService, PolicyService).
+
+    @cached_property
+    def _deployments(self) -> Any:
+        return deployment_pb2_grpc.DeploymentServiceStub(self._channel)
+
+    @cached_property
+    def _reporting(self) -> Any:
+        return deployment_pb2_grpc.DeploymentReportingServiceStub(self._channel)
+
+    @cached_property
+    def _policy(self) -> Any:
+        return policy_pb2_grpc.PolicyServiceStub(self._channel)
+
+    async def create_deployment(
+        self,
+        deployment_id: str,
+        deployment: Any,
+        inline_registry: Any | None = None,
+        credential: Any | None = None,
+        *,
+        request_id: str | None = None,
+    ) -> Any:
+        """Create a deployment; an inline registry and credential serve it alone."""
+        request = _create_deployment_request(deployment_id, deployment, inline_registry, credential)
+        return await self._call(self._deployments.CreateDeployment, request, request_id)
+
+    async def get_deployment(self, name: str, *, request_id: str | None = None) -> Any:
+        request = deployment_pb2.GetDeploymentRequest(name=name)
+        return await self._call(self._deployments.GetDeployment, request, request_id)
+
+    async def list_deployments(
+        self,
+        page_size: int = 0,
+        page_token: str = "",
+        *,
+        registry: str = "",
+        show_terminated: bool = False,
+        request_id: str | None = None,
+    ) -> Any:
+        request = deployment_pb2.ListDeploymentsRequest(
+            page_size=page_size,
+            page_token=page_token,
+            registry=registry,
+            show_terminated=show_terminated,
+        )
+        return await self._call(self._deployments.ListDeployments, request, request_id)
+
+    async def terminate_deployment(
+        self, name: str, etag: str = "", *, request_id: str | None = None
+    ) -> Any:
+        request = deployment_pb2.TerminateDeploymentRequest(name=name, etag=etag)
+        return await self._call(self._deployments.TerminateDeployment, request, request_id)
+
+    async def watch_deployment(
+        self, name: str, *, request_id: str | None = None
+    ) -> AsyncIterator[Any]:
+        """The deployment now and on every change until it is terminated (bound it with
+        asyncio.timeout)."""
+        request = deployment_pb2.WatchDeploymentRequest(name=name)
+        stream = self._deployments.WatchDeployment(request, metadata=_metadata(request_id))
+        try:
+            async for item in stream:
+                yield item
+        except grpc.RpcError as exc:
+            raise to_call_error(exc, self._address) from None
+        finally:
+            stream.cancel()
+
+    async def report_deployment_status(
+        self,
+        name: str,
+        state: int,
+        *,
+        digest: str = "",
+        failure_category: int = 0,
+        message: str = "",
+        request_id: str | None = None,
+    ) -> Any:
+        """Report a status transition (role node): DEPLOYING, DEPLOYED (digest) or FAILED."""
+        request = deployment_pb2.ReportDeploymentStatusRequest(
+            name=name,
+            state=state,  # type: ignore[arg-type]
+            digest=digest,
+            failure_category=failure_category,  # type: ignore[arg-type]
+            message=message,
+        )
+        return await self._call(self._reporting.ReportDeploymentStatus, request, request_id)
+
+    async def check_access(
+        self, identity: str, image: str, registry: str = "", *, request_id: str | None = None
+    ) -> Any:
+        """Why the broker's policy allows or denies `identity` pulling `image`."""
+        request = policy_pb2.CheckAccessRequest(identity=identity, image=image, registry=registry)
+        return await self._call(self._policy.CheckAccess, request, request_id)

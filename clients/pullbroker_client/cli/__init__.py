@@ -9,8 +9,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from pullbroker_client.cli.audit import add_audit_commands
 from pullbroker_client.cli.common import Command, run_command
+from pullbroker_client.cli.deployment import add_deployment_commands
 from pullbroker_client.cli.parser import EXIT_USAGE, Parser, add_common_options
+from pullbroker_client.cli.policy import add_policy_commands
 from pullbroker_client.cli.registry import add_registry_commands
 
 __all__ = ["Command", "build_parser", "main", "run"]
@@ -25,6 +28,9 @@ def build_parser(prog: str = "pullbroker") -> tuple[argparse.ArgumentParser, Any
     add_common_options(parser, top_level=True)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_registry_commands(subparsers)
+    add_deployment_commands(subparsers)
+    add_policy_commands(subparsers)
+    add_audit_commands(subparsers)
     return parser, subparsers
 
 

@@ -17,9 +17,24 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 # grpc_health re-exports its asyncio servicer as health.aio without declaring it.
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
-from pullbroker.v1 import pull_pb2, pull_pb2_grpc, registry_pb2, registry_pb2_grpc
+from pullbroker.v1 import (
+    deployment_pb2,
+    deployment_pb2_grpc,
+    policy_pb2,
+    policy_pb2_grpc,
+    pull_pb2,
+    pull_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+)
 
+from pullbroker_service.api.deployment_servicer import (
+    DeploymentReportingServicer,
+    DeploymentServicer,
+    DeploymentUseCases,
+)
 from pullbroker_service.api.interceptors import CallGuard, GuardedRegistrar, RolesFor
+from pullbroker_service.api.policy_servicer import AccessChecking, PolicyServicer
 from pullbroker_service.api.pull_servicer import PullServicer, TokenIssuing
 from pullbroker_service.api.registry_servicer import RegistriesUseCases, RegistryServicer
 from pullbroker_service.config import ServerLimits
@@ -28,6 +43,15 @@ from pullbroker_service.logging import get_logger
 REGISTRY_SERVICE = registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name
 PULL_SERVICE = pull_pb2.DESCRIPTOR.services_by_name["PullService"].full_name
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+DEPLOYMENT_SERVICE = deployment_pb2.DESCRIPTOR.services_by_name["DeploymentService"].full_name
+DEPLOYMENT_REPORTING_SERVICE = deployment_pb2.DESCRIPTOR.services_by_name[
+    "DeploymentReportingService"
+].full_name
+POLICY_SERVICE = policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name
+# Not an RPC service: the health name of the secret backend. NOT_SERVING (and so is the
+# overall "") while the backend does not answer; PullService stays SERVING, since tokens
+# already cached are still handed out.
+SECRETS_HEALTH = "pullbroker.secrets"
 
 _log = get_logger("pullbroker_service.api.server")
 
@@ -55,6 +79,17 @@ class BuiltServer:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
 
+    async def set_secrets_serving(self, serving: bool) -> None:
+        """Health of the secret backend: "pullbroker.secrets" and the overall "" follow it
+        (ignored once shutting down)."""
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in ("", SECRETS_HEALTH):
+            await self.health.set(service, status)
+
 
 def server_options(limits: ServerLimits) -> list[tuple[str, int]]:
     """Channel arguments for the limits (names from grpc's channel_arg_names.h)."""
@@ -80,6 +115,8 @@ async def start_server(
     *,
     registries: RegistriesUseCases,
     issuer: TokenIssuing,
+    deployments: DeploymentUseCases | None = None,
+    access: AccessChecking | None = None,
     roles_for: RolesFor,
     tls: ServerTls,
     listen: str,
@@ -94,7 +131,8 @@ async def start_server(
     pull_pb2_grpc.add_PullServiceServicer_to_server(PullServicer(issuer), guarded)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, guarded)
-    names = (REGISTRY_SERVICE, PULL_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME)
+    extra = _add_governance(guarded, deployments, access)
+    names = (REGISTRY_SERVICE, PULL_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME, *extra)
     # Not enable_server_reflection(): it picks the sync servicer for anything but a real aio server.
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
         reflection.aio.ReflectionServicer(names),  # type: ignore[attr-defined] # in __all__, untyped
@@ -113,10 +151,30 @@ async def start_server(
         insecure_address = f"127.0.0.1:{insecure_port}"
         _warn_insecure(insecure_address)
     await server.start()
-    for service in ("", REGISTRY_SERVICE, PULL_SERVICE):
+    for service in ("", REGISTRY_SERVICE, PULL_SERVICE, SECRETS_HEALTH):
         await health.set(service, health_pb2.HealthCheckResponse.SERVING)
     _log.info("server_started", address=address)
     return BuiltServer(server, address, health, insecure_address)
+
+
+def _add_governance(
+    guarded: Any, deployments: DeploymentUseCases | None, access: AccessChecking | None
+) -> tuple[str, ...]:
+    """Register DeploymentService, DeploymentReportingService and PolicyService when wired;
+    the names added, for reflection."""
+    added: list[str] = []
+    if deployments is not None:
+        deployment_pb2_grpc.add_DeploymentServiceServicer_to_server(
+            DeploymentServicer(deployments), guarded
+        )
+        deployment_pb2_grpc.add_DeploymentReportingServiceServicer_to_server(
+            DeploymentReportingServicer(deployments), guarded
+        )
+        added += [DEPLOYMENT_SERVICE, DEPLOYMENT_REPORTING_SERVICE]
+    if access is not None:
+        policy_pb2_grpc.add_PolicyServiceServicer_to_server(PolicyServicer(access), guarded)
+        added.append(POLICY_SERVICE)
+    return tuple(added)
 
 
 def _warn_insecure(address: str) -> None:

@@ -1,7 +1,7 @@
 """The one table from the broker's errors to gRPC status codes, and retry hints.
 
 The most specific class in an error's MRO that the table names wins; anything else is
-INTERNAL. Errors that are worth retrying (RateLimited, BackendUnavailable) carry a
+INTERNAL. Errors that are worth retrying (RateLimited, BackendUnavailable, QuotaExceeded) carry a
 `retry-after` trailing metadata entry, in seconds, like HTTP's header.
 """
 
@@ -23,7 +23,12 @@ _STATUS: dict[type[e.BrokerError], grpc.StatusCode] = {
     e.EtagMismatch: grpc.StatusCode.ABORTED,
     e.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     e.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    # The secret backend refused the broker's own identity: the caller cannot fix that and
+    # retrying will not help until an operator grants the broker's policy/role.
+    e.BackendPermissionDenied: grpc.StatusCode.FAILED_PRECONDITION,
     e.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    # The caller's own per-identity rate limit (the registry's is RateLimited, below).
+    e.QuotaExceeded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     e.UpstreamError: grpc.StatusCode.UNAVAILABLE,
     # The stored credential is wrong: an admin must fix it, and retrying will not help.
     # (UNAUTHENTICATED would tell the caller its own certificate was refused.)
@@ -55,7 +60,8 @@ def status_for(exc: e.BrokerError) -> grpc.StatusCode:
 def retry_after(exc: e.BrokerError) -> float | None:
     """Seconds the caller should wait before retrying, when the error says."""
     value = getattr(exc, "retry_after", None)
-    if isinstance(exc, e.RateLimited | e.BackendUnavailable) and isinstance(value, int | float):
+    retryable = e.RateLimited | e.BackendUnavailable | e.QuotaExceeded
+    if isinstance(exc, retryable) and isinstance(value, int | float):
         return max(0.0, float(value))
     return None
 

@@ -5,19 +5,25 @@ leaves nothing half-done: a new record is written PENDING (no secret reference),
 secret is stored, then the record is switched to READY with the reference; any failure
 deletes both. A rotation stores the new version, switches the reference (etag checked), and
 only then deletes the old version.
+
+Lifecycle: only the record's creator, or a member of an owner group the policy names for it,
+may delete it, and only while no deployment uses it (StillReferenced names them). Every
+operation, allowed or not, is an audit event when an AuditSink is given.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime
 from typing import TypeVar
 
 import structlog
 
+from pullbroker_service.app.audit import AuditSink, audited
+from pullbroker_service.app.lifecycle import DeletionRules
 from pullbroker_service.app.lookup import (
     load_credential,
     new_etag,
@@ -26,6 +32,8 @@ from pullbroker_service.app.lookup import (
     resolve,
     utc_now,
 )
+from pullbroker_service.app.ratelimit import LimitKind, RateLimiter
+from pullbroker_service.domain.audit import Action, Outcome
 from pullbroker_service.domain.errors import (
     BrokerError,
     EtagMismatch,
@@ -76,7 +84,13 @@ class Registries:
         clock: Callable[[], datetime] = utc_now,
         new_id: Callable[[], str] = new_registry_id,
         kind_settings: KindSettings = DEFAULT_SETTINGS,
+        deletion: DeletionRules | None = None,
+        audit: AuditSink | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
+        self._deletion = deletion or DeletionRules()
+        self._audit = audit
+        self._limiter = limiter
         self._store = store
         self._secrets = secrets
         self._minters = minters
@@ -86,6 +100,12 @@ class Registries:
         self._settings = kind_settings
 
     async def create(
+        self, caller: Identity, spec: RegistrySpec, credential: Credential | None, test: bool
+    ) -> RegistryRecord:
+        work = self._create(caller, spec, credential, test)
+        return await self._audited(Action.REGISTRY_CREATE, caller, spec.display_name, work)
+
+    async def _create(
         self, caller: Identity, spec: RegistrySpec, credential: Credential | None, test: bool
     ) -> RegistryRecord:
         valid = validate_registry(spec, credential, self._settings)
@@ -130,6 +150,29 @@ class Registries:
         return page, _encode_page_token(page[-1].id) if more else ""
 
     async def update(
+        self,
+        caller: Identity,
+        name: str,
+        etag: str,
+        *,
+        display_name: str | None,
+        registry_ca_pem: str | None,
+        allow_basic_passthrough: bool | None,
+        credential: Credential | None,
+    ) -> RegistryRecord:
+        action = Action.REGISTRY_UPDATE if credential is None else Action.CREDENTIAL_ROTATE
+        work = self._update(
+            caller,
+            name,
+            etag,
+            display_name=display_name,
+            registry_ca_pem=registry_ca_pem,
+            allow_basic_passthrough=allow_basic_passthrough,
+            credential=credential,
+        )
+        return await self._audited(action, caller, name, work)
+
+    async def _update(
         self,
         caller: Identity,
         name: str,
@@ -188,15 +231,40 @@ class Registries:
         return changed
 
     async def delete(self, caller: Identity, name: str, etag: str | None) -> None:
+        await self._audited(Action.REGISTRY_DELETE, caller, name, self._delete(caller, name, etag))
+
+    async def _delete(self, caller: Identity, name: str, etag: str | None) -> RegistryRecord:
         record = await resolve(self._store, name)
+        await self._deletion.check(caller, record)
+        await self._remove(record, etag, caller)
+        return record
+
+    async def release(self, caller: Identity, registry_id: str) -> None:
+        """Delete a deployment's own (inline) registry and its secret when the deployment
+        ends: no owner or reference check, since the deployment was its only user."""
+        label = f"registries/{registry_id}"
+        work = self._release(caller, registry_id)
+        await self._audited(Action.CREDENTIAL_DELETE, caller, label, work)
+
+    async def _release(self, caller: Identity, registry_id: str) -> RegistryRecord:
+        record = await self._store.get(registry_id)
+        await self._remove(record, None, caller, strict=True)
+        return record
+
+    async def _remove(
+        self, record: RegistryRecord, etag: str | None, caller: Identity, *, strict: bool = False
+    ) -> None:
         await self._store.delete(record.id, etag or None)
         self._cache.invalidate_registry(record.id)
         try:
             await self._secrets.delete(record.id)
         except BrokerError as exc:
             # The record is gone, so the secret is an orphan the reconciler removes later;
-            # failing the call now would tell the caller the delete did not happen.
+            # failing a delete now would tell the caller the delete did not happen. A
+            # release (strict) must say so: its whole point is that the secret is gone.
             log.warning("secret_delete_failed", registry_id=record.id, error=str(exc))
+            if strict:
+                raise
         log.info(
             "registry_deleted",
             registry_id=record.id,
@@ -210,8 +278,28 @@ class Registries:
         spec: RegistrySpec | None,
         credential: Credential | None,
         repository: str,
+        *,
+        caller: Identity | None = None,
     ) -> ProbeResult:
-        """Probe a saved registry (optionally with a new credential) or an unsaved one."""
+        """Probe a saved registry (optionally with a new credential) or an unsaved one.
+
+        With a `caller`, the per-identity TestConnection limit applies and the test is audited.
+        """
+        label = name or (spec.display_name if spec is not None else "")
+        work = self._test(name, spec, credential, repository, caller)
+        result = await self._audited(Action.CONNECTION_TEST, caller, label, work, repository)
+        return result
+
+    async def _test(
+        self,
+        name: str | None,
+        spec: RegistrySpec | None,
+        credential: Credential | None,
+        repository: str,
+        caller: Identity | None,
+    ) -> ProbeResult:
+        if caller is not None and self._limiter is not None:
+            self._limiter.check(caller.name, LimitKind.TEST_CONNECTION)
         if bool(name) == (spec is not None):
             raise InvalidArgument("test either a saved registry (name) or a new one (registry)")
         if name:
@@ -225,6 +313,18 @@ class Registries:
             record = self._build(validate_registry(spec, credential, self._settings), credential)
         minter = self._minters.for_kind(record.kind)
         return await minter.probe(record, credential, repository)
+
+    async def _audited(
+        self,
+        action: Action,
+        caller: Identity | None,
+        label: str,
+        work: Awaitable[T],
+        repository: str = "",
+    ) -> T:
+        return await audited(
+            self._audit, action, caller, label, work, repository=repository, judge=_judge
+        )
 
     async def _attach_secret(
         self, pending: RegistryRecord, credential: Credential
@@ -308,6 +408,13 @@ class Registries:
             etag=etag,
             state=state,
         )
+
+
+def _judge(result: object) -> tuple[Outcome, str]:
+    """A connection test that ran but did not pass is a FAILED audit event."""
+    if isinstance(result, ProbeResult) and result.outcome != "ok":
+        return Outcome.FAILED, f"{result.outcome}: {result.message}"
+    return Outcome.ALLOWED, ""
 
 
 def _or(value: T | None, default: T) -> T:

@@ -7,17 +7,28 @@ BrokerError
 │   └── HostMismatch                  image host is not the credential's host
 ├── NotFound
 │   ├── RegistryNotFound
+│   ├── DeploymentNotFound
 │   └── ImageNotFound                 repository, tag or digest unknown (after auth worked)
 ├── AlreadyExists
 ├── EtagMismatch                      concurrent update: re-read and retry
 ├── FailedPrecondition
 │   ├── StillReferenced               deployments still use the registry
 │   ├── AmbiguousRegistry             several records serve the image's host
-│   └── BasicNotAllowed               Basic-only registry without pass-through allowed
+│   ├── BasicNotAllowed               Basic-only registry without pass-through allowed
+│   ├── InvalidTransition             a deployment status change that cannot happen now
+│   ├── BackendMismatch               records reference a secret backend other than the
+│   │                                 configured one (an unfinished migration)
+│   └── HomeInUse                     a broker or a migration already holds the home folder
 ├── PermissionDenied
 │   ├── IdentityNotAllowed            policy denies this identity the method
-│   └── ScopeNotAllowed               policy denies this identity the registry/repository
+│   ├── ScopeNotAllowed               policy denies this identity the registry/repository
+│   ├── TargetNotAllowed              policy denies this identity the deployment target
+│   ├── NotOwner                      only the creator or an owner group may delete it
+│   └── BackendPermissionDenied       the secret backend refused the BROKER's own identity
+│                                     (its Vault policy / IAM role): an operator must fix
+│                                     that, so the API answers FAILED_PRECONDITION
 ├── Unauthenticated                   no usable client identity
+├── QuotaExceeded                     a per-identity rate limit: retry after retry_after seconds
 ├── UpstreamError                     the registry or its token endpoint
 │   ├── CredentialRejected            the registry refused the stored credential
 │   ├── PullNotAllowed                credential valid but lacks pull on the repository
@@ -63,6 +74,10 @@ class RegistryNotFound(NotFound):
     pass
 
 
+class DeploymentNotFound(NotFound):
+    pass
+
+
 class ImageNotFound(NotFound):
     pass
 
@@ -91,6 +106,18 @@ class BasicNotAllowed(FailedPrecondition):
     pass
 
 
+class InvalidTransition(FailedPrecondition):
+    pass
+
+
+class BackendMismatch(FailedPrecondition):
+    pass
+
+
+class HomeInUse(FailedPrecondition):
+    pass
+
+
 class PermissionDenied(BrokerError):
     pass
 
@@ -101,6 +128,27 @@ class IdentityNotAllowed(PermissionDenied):
 
 class ScopeNotAllowed(PermissionDenied):
     pass
+
+
+class TargetNotAllowed(PermissionDenied):
+    pass
+
+
+class NotOwner(PermissionDenied):
+    pass
+
+
+class QuotaExceeded(BrokerError):
+    """A caller went over its per-identity rate limit; `retry_after` says when it may retry."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class BackendPermissionDenied(PermissionDenied):
+    """Vault or AWS refused the broker itself. Not the caller's fault, and PERMISSION_DENIED
+    would tell the caller its own identity lacks rights, so the API maps it elsewhere."""
 
 
 class Unauthenticated(BrokerError):

@@ -7,6 +7,8 @@ known token host. Registries that let anyone in (200 on /v2/) get an ANONYMOUS t
 Basic-only registries are refused unless the record allows pass-through, in which case the
 credential itself is handed out as a BASIC token (marked, and audited by the issuer).
 TLS trust is the record's registry_ca_pem or the system store, never the environment.
+Right before the registry or its token realm is dialled, the dial guard (dial_guard.py) checks
+every address the host resolves to against the broker's dial policy (SSRF).
 
 Telling failures apart: a token endpoint that refuses a scoped request is asked once more
 without a scope; if it then accepts the credential, the credential is fine and only the
@@ -41,7 +43,7 @@ from pullbroker_service.domain.errors import (
     RateLimited,
     UpstreamProtocolError,
 )
-from pullbroker_service.domain.hosts import check_dialable, expected_realm_hosts
+from pullbroker_service.domain.hosts import DialPolicy, check_dialable, expected_realm_hosts
 from pullbroker_service.domain.model import (
     AuthKind,
     BasicCredential,
@@ -51,6 +53,7 @@ from pullbroker_service.domain.model import (
     RegistryRecord,
 )
 from pullbroker_service.minting.base import ProbeResult, pull_scope
+from pullbroker_service.minting.dial_guard import DialGuard
 from pullbroker_service.minting.generic import GENERIC
 from pullbroker_service.minting.probe_check import verify_token
 from pullbroker_service.minting.ratelimit import BackoffKey, UpstreamBackoff
@@ -62,6 +65,9 @@ ANONYMOUS_TTL = timedelta(minutes=5)
 """How long an ANONYMOUS or BASIC answer is reused: short, so a registry that starts asking
 for auth, or a rotated pass-through credential, is noticed soon."""
 BASIC_TTL = timedelta(minutes=5)
+LOCAL_DIAL_POLICY = DialPolicy(allow_loopback=True)
+"""What a minter built without a policy may dial: loopback too (tests, one-host setups).
+main.py passes the configured policy, which refuses loopback and private addresses."""
 PASSTHROUGH_MARK = "basic_passthrough"
 """`MintedToken.extra` key set on a BASIC token that is the stored credential itself."""
 
@@ -92,7 +98,9 @@ class BearerMinter:
         monotonic: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = utc_now,
         backoff: UpstreamBackoff | None = None,
+        dial_policy: DialPolicy | None = None,
     ) -> None:
+        self._guard = DialGuard(dial_policy or LOCAL_DIAL_POLICY, monotonic=monotonic)
         self._timeout = timeout
         self._challenge_ttl = challenge_ttl
         self._monotonic = monotonic
@@ -116,6 +124,7 @@ class BearerMinter:
         key = _backoff_key(registry, credential)  # also refuses a non-basic credential
         try:
             self._backoff.check(key, record_label(registry))
+            await self._guard.check(_url_host(registry.url), "registry url")
             transport = self._transport(registry)
             challenges = await self._challenges(registry, transport)
             token = await self._token(registry, credential, repository, transport, challenges)
@@ -143,6 +152,7 @@ class BearerMinter:
         try:
             try:
                 self._backoff.check(key, record_label(registry))
+                await self._guard.check(_url_host(registry.url), "registry url")
                 transport = self._transport(registry)
                 challenges = await ping(transport, registry.url)  # fresh: never the cached one
                 scheme = _scheme_of(challenges)
@@ -182,6 +192,18 @@ class BearerMinter:
         if record.id and challenges:
             self._seen[key] = _Seen(self._monotonic(), challenges)
         return challenges
+
+    async def _check_realm_address(self, challenge: Challenge, record: RegistryRecord) -> None:
+        """The realm's host must resolve only to addresses the dial policy allows."""
+        host = urlsplit(challenge.realm or "").hostname
+        if not host:
+            return
+        try:
+            await self._guard.check(host, "token realm")
+        except InvalidRegistry as exc:
+            raise UpstreamProtocolError(
+                f"registry {record.host} names a token realm the broker must not dial: {exc}"
+            ) from exc
 
     def _forget(self, record: RegistryRecord) -> None:
         self._seen.pop((record.id, record.url, record.registry_ca_pem), None)
@@ -224,6 +246,7 @@ class BearerMinter:
         bearer = _find(challenges, "bearer")
         if bearer is not None:
             check_realm(bearer, record)
+            await self._check_realm_address(bearer, record)
             username, password = _basic_pair(record, credential)
             token = await _fetch(transport, bearer, scope, username, password, record.url)
             issued, expires = token.issued_at.astimezone(UTC), token.expires_at.astimezone(UTC)
@@ -295,6 +318,10 @@ def _check_grant(
     if grants_pull(token.token.reveal(), repository) is False:
         refused = client.NotAllowed(f"the token grants no pull on {repository}")
         raise domain_error(refused, record, repository, anonymous=key[1] == "", hints=kind.hints)
+
+
+def _url_host(url: str) -> str:
+    return urlsplit(url).hostname or ""
 
 
 def _find(challenges: list[Challenge], scheme: str) -> Challenge | None:

@@ -1,0 +1,245 @@
+"""DeploymentStore on SQLite: its own table in the registries' metadata.db file.
+
+One file keeps a single-host broker to one database to back up. The table is independent of
+the registries table (no foreign key: the use cases keep the two consistent, as they will
+across PostgreSQL replicas) and carries its own schema version, as the row
+('deployments', N) of `component_schema`: the registries' `schema_version` table has no
+component column and its reader takes max(version), so a row there would be misread. SQLite
+serialises the two stores' writers on the file lock (WAL, busy timeout 5 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pullbroker_service.domain.deployment import (
+    DeploymentRecord,
+    DeploymentState,
+    FailureCategory,
+    Target,
+)
+from pullbroker_service.domain.errors import (
+    AlreadyExists,
+    BackendUnavailable,
+    DeploymentNotFound,
+    EtagMismatch,
+)
+
+T = TypeVar("T")
+
+COMPONENT = "deployments"
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS component_schema (
+    component TEXT PRIMARY KEY,
+    version INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deployments (
+    id TEXT PRIMARY KEY,
+    image TEXT NOT NULL,
+    registry_id TEXT NOT NULL,
+    inline_credential INTEGER NOT NULL,
+    target TEXT NOT NULL,
+    state TEXT NOT NULL,
+    failure_category TEXT NOT NULL,
+    message TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    creator TEXT NOT NULL,
+    reported_by TEXT NOT NULL,
+    create_time TEXT NOT NULL,
+    update_time TEXT NOT NULL,
+    etag TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deployments_registry ON deployments (registry_id, state);
+"""
+_COLUMNS = (
+    "id, image, registry_id, inline_credential, target, state, failure_category, message, "
+    "digest, creator, reported_by, create_time, update_time, etag"
+)
+_SELECT = f"SELECT {_COLUMNS} FROM deployments"  # noqa: S608 - constant column list
+_TERMINATED = DeploymentState.TERMINATED.value
+
+
+class SqliteDeploymentStore:
+    """DeploymentStore on `db_path` (usually the broker's metadata.db)."""
+
+    def __init__(self, db_path: Path) -> None:
+        self._path = db_path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pb-deployments")
+        self._conn: sqlite3.Connection | None = None
+
+    def __repr__(self) -> str:
+        return f"SqliteDeploymentStore({str(self._path)!r})"
+
+    async def create(self, record: DeploymentRecord) -> None:
+        def insert(conn: sqlite3.Connection) -> None:
+            row = conn.execute("SELECT state FROM deployments WHERE id = ?", (record.id,))
+            found = row.fetchone()
+            if found is not None and found[0] != _TERMINATED:
+                raise AlreadyExists(
+                    f"deployment {record.id!r} already exists: terminate it first or choose "
+                    "another id"
+                )
+            conn.execute("DELETE FROM deployments WHERE id = ?", (record.id,))
+            marks = ", ".join("?" * 14)
+            conn.execute(f"INSERT INTO deployments ({_COLUMNS}) VALUES ({marks})", _row(record))  # noqa: S608
+
+        await self._run(lambda c: _transaction(c, insert))
+
+    async def get(self, deployment_id: str) -> DeploymentRecord:
+        found = await self._run(lambda c: _one(c, f"{_SELECT} WHERE id = ?", deployment_id))
+        if found is None:
+            raise DeploymentNotFound(f"deployment deployments/{deployment_id} does not exist")
+        return found
+
+    async def list_page(
+        self,
+        page_size: int,
+        after_id: str | None,
+        *,
+        registry_id: str | None = None,
+        include_terminated: bool = False,
+    ) -> list[DeploymentRecord]:
+        where = ["id > ?"]
+        params: list[object] = [after_id or ""]
+        if registry_id is not None:
+            where.append("registry_id = ?")
+            params.append(registry_id)
+        if not include_terminated:
+            where.append("state != ?")
+            params.append(_TERMINATED)
+        sql = f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY id LIMIT ?"
+        return await self._run(lambda c: _many(c, sql, *params, page_size))
+
+    async def referencing(self, registry_id: str) -> list[DeploymentRecord]:
+        sql = f"{_SELECT} WHERE registry_id = ? AND state != ? ORDER BY id"
+        return await self._run(lambda c: _many(c, sql, registry_id, _TERMINATED))
+
+    async def replace(self, record: DeploymentRecord, expected_etag: str) -> None:
+        if record.etag == expected_etag:
+            raise ValueError("a replaced record needs a new etag")
+
+        def update(conn: sqlite3.Connection) -> None:
+            sets = ", ".join(f"{c.strip()} = ?" for c in _COLUMNS.split(",")[1:])
+            cur = conn.execute(
+                f"UPDATE deployments SET {sets} WHERE id = ? AND etag = ?",  # noqa: S608
+                (*_row(record)[1:], record.id, expected_etag),
+            )
+            if cur.rowcount == 0:
+                exists = conn.execute("SELECT 1 FROM deployments WHERE id = ?", (record.id,))
+                if exists.fetchone() is None:
+                    raise DeploymentNotFound(f"deployment deployments/{record.id} does not exist")
+                raise EtagMismatch(
+                    f"deployment {record.id!r} was changed since it was read (etag differs): "
+                    "read it again and retry"
+                )
+
+        await self._run(lambda c: _transaction(c, update))
+
+    async def delete(self, deployment_id: str) -> None:
+        def delete(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM deployments WHERE id = ?", (deployment_id,))
+
+        await self._run(lambda c: _transaction(c, delete))
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._close_conn)
+        self._executor.shutdown(wait=True)
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, self._call, fn)
+        except sqlite3.Error as exc:
+            raise BackendUnavailable(
+                f"deployment store {self._path} failed ({type(exc).__name__}: {exc}): "
+                "check the disk and the file's permissions"
+            ) from exc
+
+    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._conn is None:
+            self._conn = _connect(self._path)
+        return fn(self._conn)
+
+    def _close_conn(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    conn = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.executescript(_SCHEMA)
+    conn.execute(
+        "INSERT OR IGNORE INTO component_schema (component, version) VALUES (?, ?)",
+        (COMPONENT, SCHEMA_VERSION),
+    )
+    row = conn.execute(
+        "SELECT version FROM component_schema WHERE component = ?", (COMPONENT,)
+    ).fetchone()
+    if row[0] > SCHEMA_VERSION:
+        conn.close()
+        raise BackendUnavailable(
+            f"deployment store {path} has schema {row[0]}, newer than this broker's "
+            f"{SCHEMA_VERSION}: upgrade pullbroker",
+            retry_after=None,
+        )
+    return conn
+
+
+def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any]) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        fn(conn)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _row(r: DeploymentRecord) -> tuple[object, ...]:
+    return (
+        r.id, r.image, r.registry_id, int(r.inline_credential), r.target.policy_name,
+        r.state.value, r.failure_category.value, r.message, r.digest, r.creator,
+        r.reported_by, r.create_time.isoformat(), r.update_time.isoformat(), r.etag,
+    )  # fmt: skip
+
+
+def _record(row: tuple[Any, ...]) -> DeploymentRecord:
+    return DeploymentRecord(
+        id=row[0],
+        image=row[1],
+        registry_id=row[2],
+        inline_credential=bool(row[3]),
+        target=Target.parse(row[4]),
+        state=DeploymentState(row[5]),
+        failure_category=FailureCategory(row[6]),
+        message=row[7],
+        digest=row[8],
+        creator=row[9],
+        reported_by=row[10],
+        create_time=datetime.fromisoformat(row[11]),
+        update_time=datetime.fromisoformat(row[12]),
+        etag=row[13],
+    )
+
+
+def _one(conn: sqlite3.Connection, sql: str, *params: object) -> DeploymentRecord | None:
+    row = conn.execute(sql, params).fetchone()
+    return None if row is None else _record(row)
+
+
+def _many(conn: sqlite3.Connection, sql: str, *params: object) -> list[DeploymentRecord]:
+    return [_record(row) for row in conn.execute(sql, params).fetchall()]
