@@ -1,14 +1,19 @@
 """`pullbroker-sidecar`: the node agent's command line.
 
-    pullbroker-sidecar pull IMAGE --dest oci:DIR [--platform OS/ARCH[/VARIANT]]
-        [--registry NAME] [--concurrency N] [--quiet] [--output table|json]
-        [--home DIR] [--broker HOST:PORT] [--ca PEM] [--cert PEM] [--key PEM]
+    pullbroker-sidecar pull IMAGE --dest DEST [--platform OS/ARCH[/VARIANT]]
+        [--registry NAME] [--concurrency N] [--store DIR | --no-store] [--quiet]
+        DEST: oci:DIR | docker-archive:FILE | docker-daemon[:SOCKET] | containerd[:NAMESPACE]
+    pullbroker-sidecar run [--socket PATH] [--image REF ...]        (the node daemon)
+    pullbroker-sidecar pull-secret --namespace NS --name NAME IMAGE... [--watch]
+    pullbroker-sidecar install-helpers DIR      (standalone helpers for the host)
+    common: [--output table|json] [--home DIR] [--broker HOST:PORT] [--ca/--cert/--key PEM]
 
 The node certificate (`tls/node.crt|key` in the home folder) proves who this node is; the
 broker answers with a short-lived token for that one repository, which lives in memory
-only. Progress goes to stderr (redrawn on a terminal, plain lines otherwise); the result
-to stdout. A failure is one line on stderr and exit status 1 (2 for usage, 130 when
-interrupted).
+only. Blobs go through the node store (`HOME/store`, shared by every pull, interrupted
+downloads resumed); an `oci:` layout is its own store unless `--store` is given. Progress
+goes to stderr (redrawn on a terminal, plain lines otherwise); the result to stdout. A
+failure is one line on stderr and exit status 1 (2 for usage, 130 when interrupted).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +31,15 @@ from pullbroker_client.cli.parser import EXIT_FAILURE, Parser, add_common_option
 from pullbroker_client.errors import ClientError
 from pullbroker_client.home import Home
 
+from pullbroker_sidecar.daemon import run
 from pullbroker_sidecar.errors import PullError
+from pullbroker_sidecar.integrations import install, pull_secret
+from pullbroker_sidecar.pull.destinations import (
+    DEST_FORMS,
+    Destination,
+    OciDestination,
+    parse_destination,
+)
 from pullbroker_sidecar.pull.download import DEFAULT_CONCURRENCY
 from pullbroker_sidecar.pull.engine import PullEngine, PullResult
 from pullbroker_sidecar.pull.platform import Platform
@@ -35,7 +49,6 @@ PROG = "pullbroker-sidecar"
 NODE_ROLE = "node"
 EXIT_INTERRUPTED = 130
 MAX_CONCURRENCY = 16
-_OCI = "oci:"
 
 
 def build_parser() -> Parser:
@@ -46,12 +59,12 @@ def build_parser() -> Parser:
     pull = commands.add_parser(
         "pull",
         help="pull an image with a short-lived token from the broker",
-        description="Pull IMAGE into an OCI image layout, tagged with the image's tag. "
-        "Every blob is verified against its digest before it is stored.",
+        description="Pull IMAGE into an OCI layout, a docker-archive file, dockerd or "
+        "containerd. Every blob is verified against its digest before it is stored.",
     )
     add_common_options(pull)
     pull.add_argument("image", metavar="IMAGE", help="e.g. registry.example.com/team/app:1.2")
-    pull.add_argument("--dest", required=True, metavar="oci:DIR", help="OCI layout to write")
+    pull.add_argument("--dest", required=True, metavar="DEST", help=f"where to: {DEST_FORMS}")
     pull.add_argument(
         "--platform",
         metavar="OS/ARCH[/VARIANT]",
@@ -68,6 +81,19 @@ def build_parser() -> Parser:
         help=f"blobs downloaded at once (1-{MAX_CONCURRENCY}, default {DEFAULT_CONCURRENCY})",
     )
     pull.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+    store = pull.add_mutually_exclusive_group()
+    store.add_argument(
+        "--store",
+        metavar="DIR",
+        help="node content store: shared blobs, resumable downloads (default HOME/store; "
+        "an oci: layout is its own store unless this is given)",
+    )
+    store.add_argument(
+        "--no-store", action="store_true", help="oci: only - download straight into the layout"
+    )
+    for add in (run.add_parser, pull_secret.add_parser):
+        add_common_options(add(commands))
+    install.add_parser(commands)
     return parser
 
 
@@ -75,26 +101,55 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "run":
+        return _other(run.run_command, args, "run")
+    if args.command == "pull-secret":
+        return _other(pull_secret.run_command, args, "pull-secret")
+    if args.command == "install-helpers":
+        return _other(install.run_command, args, "install-helpers")
+    store: Path | None = None
     try:
-        dest = _parse_dest(args.dest)
+        dest = parse_destination(args.dest)
+        store = _store(args, dest)
         platform = Platform.parse(args.platform) if args.platform else None
         if not 1 <= args.concurrency <= MAX_CONCURRENCY:
             parser.error(f"--concurrency must be between 1 and {MAX_CONCURRENCY}")
-        result = asyncio.run(_pull(args, dest, platform))
+        result = asyncio.run(_pull(args, dest, platform, store))
     except (PullError, ClientError) as exc:
         return _fail(f"pull of {args.image} failed: {exc}")
     except OSError as exc:
         where = f" {exc.filename}" if exc.filename else ""
         return _fail(f"pull of {args.image} failed: cannot write{where}: {exc.strerror}")
     except KeyboardInterrupt:
+        if store is None:
+            return _fail(
+                f"pull of {args.image} interrupted; nothing partial was kept", EXIT_INTERRUPTED
+            )
         return _fail(
-            f"pull of {args.image} interrupted; nothing partial was kept", EXIT_INTERRUPTED
+            f"pull of {args.image} interrupted; the destination is untouched and {store} keeps "
+            "the bytes downloaded so far for the next pull",
+            EXIT_INTERRUPTED,
         )
     _print_result(result, args.output)
     return 0
 
 
-async def _pull(args: argparse.Namespace, dest: Path, platform: Platform | None) -> PullResult:
+def _other(
+    command: Callable[[argparse.Namespace], int], args: argparse.Namespace, name: str
+) -> int:
+    try:
+        return command(args)
+    except (PullError, ClientError) as exc:
+        return _fail(f"{name} failed: {exc}")
+    except OSError as exc:
+        return _fail(f"{name} failed: {exc.strerror or exc}")
+    except KeyboardInterrupt:
+        return _fail(f"{name} interrupted", EXIT_INTERRUPTED)
+
+
+async def _pull(
+    args: argparse.Namespace, dest: Destination, platform: Platform | None, store: Path | None
+) -> PullResult:
     target = BrokerTarget.from_home(
         Home.resolve(args.home),
         NODE_ROLE,
@@ -106,15 +161,20 @@ async def _pull(args: argparse.Namespace, dest: Path, platform: Platform | None)
     progress = progress_for(sys.stderr, quiet=args.quiet)
     async with AsyncBrokerClient(target) as broker:
         engine = PullEngine(
-            broker, registry=args.registry, concurrency=args.concurrency, progress=progress
+            broker,
+            registry=args.registry,
+            concurrency=args.concurrency,
+            progress=progress,
+            store=store,
         )
         return await engine.pull(args.image, dest, platform=platform)
 
 
-def _parse_dest(text: str) -> Path:
-    if not text.startswith(_OCI) or len(text) == len(_OCI):
-        raise PullError(f"--dest {text!r} is not oci:DIR (only OCI layout destinations exist)")
-    return Path(text[len(_OCI) :]).expanduser().absolute()
+def _store(args: argparse.Namespace, dest: Destination) -> Path | None:
+    """--store, else HOME/store; an `oci:` layout is its own store unless --store is given."""
+    if args.no_store or (args.store is None and isinstance(dest, OciDestination)):
+        return None
+    return _path(args.store) or Home.resolve(args.home).root / "store"
 
 
 def _path(value: str | None) -> Path | None:
@@ -129,7 +189,7 @@ def _print_result(result: PullResult, output: str) -> None:
     platform = f"{result.platform}, " if result.platform else ""
     print(
         f"pulled {result.image} ({platform}{result.layers} layers, "
-        f"{result.bytes / 1048576:.1f} MiB) into oci:{result.dest} as {result.digest}"
+        f"{result.bytes / 1048576:.1f} MiB) into {result.name or result.dest} as {result.digest}"
     )
 
 

@@ -7,7 +7,11 @@
     ├── DigestMismatch                    a blob's bytes do not hash to (or size as) its descriptor
     ├── LayoutError                       the destination is not (or cannot become) an OCI layout
     ├── GrantMismatch                     the broker's token is for another repository
-    └── PullCancelled                     another blob failed or the user interrupted the pull
+    ├── PullCancelled                     another blob failed or the user interrupted the pull
+    ├── DestinationError                  dockerd, containerd or the archive file refused the image
+    └── SidecarError                      the node daemon and its helpers
+        ├── DaemonUnavailable             no daemon answers on the socket
+        └── SocketInUse                   another daemon already serves that socket
 
     ClientError                           (pullbroker_client: RegistryError, BrokerCallError,
                                            ConfigurationError) passes through unchanged.
@@ -54,3 +58,19 @@ class GrantMismatch(PullError):
 
 class PullCancelled(PullError):
     """A download stopped because the pull as a whole failed or was interrupted."""
+
+
+class DestinationError(PullError):
+    """The destination (dockerd, containerd, an archive file) could not take the image."""
+
+
+class SidecarError(PullError):
+    """The node daemon (`pullbroker-sidecar run`) or one of its helpers failed."""
+
+
+class DaemonUnavailable(SidecarError):
+    """No daemon answers on the socket (not running, or not ours to talk to)."""
+
+
+class SocketInUse(SidecarError):
+    """Another daemon already listens on the socket path."""

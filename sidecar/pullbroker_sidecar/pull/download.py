@@ -14,12 +14,13 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pullbroker_client.registry.errors import AuthenticationRequired, RegistryError
 from pullbroker_client.secret import Secret
 
 from pullbroker_sidecar.pull.fetch import BlobFetcher
-from pullbroker_sidecar.pull.layout import OciLayout
+from pullbroker_sidecar.pull.layout import BlobStore, OciLayout
 from pullbroker_sidecar.pull.manifest import Descriptor
 from pullbroker_sidecar.pull.progress import Progress
 from pullbroker_sidecar.tokens import BrokerAuthorizer
@@ -28,19 +29,30 @@ DEFAULT_CONCURRENCY = 6
 _RETRY_DELAY = 0.5
 
 
+if TYPE_CHECKING:
+    # A bare `BlobJob` means one that downloads into an OCI layout (no node store). Type
+    # parameter defaults reach `typing` in 3.13 only, hence typing_extensions for mypy.
+    from typing_extensions import TypeVar as DefaultingTypeVar
+
+    Store = DefaultingTypeVar("Store", bound=BlobStore, default=OciLayout)
+else:
+    Store = TypeVar("Store", bound=BlobStore)
+
+
 @dataclass(frozen=True)
-class BlobJob:
-    """Everything a download needs besides the descriptor."""
+class BlobJob(Generic[Store]):
+    """Everything a download needs besides the descriptor; `layout` is where blobs land
+    (an OCI layout, or the node store)."""
 
     fetcher: BlobFetcher
     authorizer: BrokerAuthorizer
-    layout: OciLayout
+    layout: Store
     repository: str
     progress: Progress
 
 
 async def download_blobs(
-    job: BlobJob, blobs: Sequence[Descriptor], *, concurrency: int = DEFAULT_CONCURRENCY
+    job: BlobJob[Any], blobs: Sequence[Descriptor], *, concurrency: int = DEFAULT_CONCURRENCY
 ) -> int:
     """Fetch every blob not already in the layout; returns how many were fetched."""
     # Largest first: the biggest blob is the critical path, so it must not wait for a slot.
@@ -73,7 +85,7 @@ async def download_blobs(
 
 
 async def _one(
-    job: BlobJob,
+    job: BlobJob[Any],
     descriptor: Descriptor,
     slots: asyncio.Semaphore,
     executor: ThreadPoolExecutor,
@@ -101,7 +113,7 @@ async def _one(
 
 
 def _fetch(
-    job: BlobJob, descriptor: Descriptor, header: Secret | None, cancel: threading.Event
+    job: BlobJob[Any], descriptor: Descriptor, header: Secret | None, cancel: threading.Event
 ) -> None:
     """Worker thread: stream one blob into a temp file and commit it if it verifies."""
     with job.layout.blob_writer(descriptor) as writer:

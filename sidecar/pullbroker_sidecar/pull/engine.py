@@ -1,13 +1,15 @@
-"""The pull engine: broker token -> manifest (via the index, for one platform) -> blobs -> layout.
+"""The pull engine: broker token -> manifest (via the index, for one platform) -> blobs -> dest.
 
 Manifests go through `RegistryClient` (small; it verifies their digests and answers a 401
 by asking the authorizer for a fresh token once). Blobs go through the threaded fetcher
-with the same rule. The layout only ever receives verified content, and the tag is
-written last, so a failed pull never leaves a tag pointing at missing blobs.
+with the same rule, into the node store (or straight into an `oci:` layout). Destinations
+only ever receive verified content, and only after every blob is stored, so a failed
+pull never leaves a tag (or a loaded image) pointing at missing blobs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +20,13 @@ from pullbroker_client.registry.mediatypes import INDEX_TYPES
 from pullbroker_client.registry.reference import Reference, parse_reference
 from pullbroker_client.registry.transport import ssl_context
 
-from pullbroker_sidecar.errors import GrantMismatch, PlatformNotFound, UnsupportedManifest
+from pullbroker_sidecar.errors import (
+    GrantMismatch,
+    PlatformNotFound,
+    PullError,
+    UnsupportedManifest,
+)
+from pullbroker_sidecar.pull.destinations import BlobSource, Destination, FetchedImage
 from pullbroker_sidecar.pull.download import DEFAULT_CONCURRENCY, BlobJob, download_blobs
 from pullbroker_sidecar.pull.fetch import BlobFetcher
 from pullbroker_sidecar.pull.layout import OciLayout
@@ -32,6 +40,7 @@ from pullbroker_sidecar.pull.manifest import (
 )
 from pullbroker_sidecar.pull.platform import Platform, choose, host_platform
 from pullbroker_sidecar.pull.progress import NullProgress, Progress
+from pullbroker_sidecar.pull.store import ContentStore
 from pullbroker_sidecar.tokens import BrokerAuthorizer, PullTokenIssuer
 
 _MAX_CONFIG = 4 * 1024 * 1024
@@ -43,16 +52,19 @@ class PullResult:
 
     `digest` is the image manifest now under the tag (for an index, the chosen platform's);
     `bytes` is the image's content (config + layers), whether fetched now or already
-    present, and `fetched` how many blobs this pull downloaded.
+    present, and `fetched` how many blobs this pull downloaded. `dest` names the
+    destination (`oci:DIR`, `docker-daemon`, ...) and `name` what it calls the image now.
     """
 
     image: str
     digest: str
     platform: Platform | None
-    dest: Path
+    dest: str
     layers: int
     bytes: int
     fetched: int
+    image_id: str = ""
+    name: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """The `--output json` document."""
@@ -60,9 +72,12 @@ class PullResult:
             "image": self.image,
             "digest": self.digest,
             "platform": str(self.platform) if self.platform else None,
-            "dest": f"oci:{self.dest}",
+            "dest": self.dest,
             "layers": self.layers,
             "bytes": self.bytes,
+            "fetched": self.fetched,
+            "image_id": self.image_id,
+            "name": self.name,
         }
 
 
@@ -74,7 +89,13 @@ class _Resolved:
 
 
 class PullEngine:
-    """Pulls images with tokens from the broker into OCI image layouts."""
+    """Pulls images with tokens from the broker into a destination, through the node store.
+
+    With a `store` (its folder; opened once the broker granted the pull), every blob is
+    downloaded into it (shared by all pulls on the node, resumable) and the destination is
+    filled from there; without one, only an `oci:` destination can be used and blobs are
+    downloaded straight into its layout.
+    """
 
     def __init__(
         self,
@@ -84,24 +105,33 @@ class PullEngine:
         concurrency: int = DEFAULT_CONCURRENCY,
         progress: Progress | None = None,
         timeout: float = 30.0,
+        store: Path | None = None,
     ) -> None:
         self._broker = broker
         self._registry = registry
         self._concurrency = concurrency
         self._progress = progress or NullProgress()
         self._timeout = timeout
+        self._store = store
 
-    async def pull(self, image: str, dest: Path, *, platform: Platform | None = None) -> PullResult:
-        """Pull `image` into the OCI layout at `dest`, tagged with the reference's tag."""
+    async def pull(
+        self, image: str, destination: Destination, *, platform: Platform | None = None
+    ) -> PullResult:
+        """Pull `image` into `destination` (for `oci:`, tagged with the reference's tag)."""
         ref = parse_reference(image)
         authorizer = BrokerAuthorizer(self._broker, str(ref), registry=self._registry)
         grant = await authorizer.grant()
-        layout = OciLayout.open(dest)  # after the broker said yes: a denied pull writes nothing
         if grant.repository and grant.repository != ref.repository:
             raise GrantMismatch(
                 f"the broker granted repository {grant.repository!r} for {ref}, not "
                 f"{ref.repository!r}: refusing to pull (check the broker's registry record)"
             )
+        layout = destination.prepare()  # after the broker said yes: a denied pull writes nothing
+        target: ContentStore | OciLayout | None = layout
+        if self._store is not None:
+            target = ContentStore.open(self._store)
+        if target is None:
+            raise PullError(f"{destination.label} needs the node store: do not pass --no-store")
         repository = ref.repository
         ca_pem = grant.registry_ca_pem or None
         url = grant.registry_url or f"https://{ref.registry_host}"
@@ -109,22 +139,25 @@ class PullEngine:
         fetcher = BlobFetcher(client.base_url, ssl_context(ca_pem), timeout=self._timeout)
         try:
             resolved = await self._resolve(client, repository, ref, platform)
-            job = BlobJob(fetcher, authorizer, layout, repository, self._progress)
+            job = BlobJob(fetcher, authorizer, target, repository, self._progress)
             blobs = resolved.manifest.blobs
             fetched = await download_blobs(job, blobs, concurrency=self._concurrency)
         finally:
             fetcher.close()
             await client.aclose()
-        layout.put_blob(resolved.descriptor, resolved.data)
-        layout.tag(resolved.descriptor, ref.tag)
+        target.put_blob(resolved.descriptor, resolved.data)
+        image_ = FetchedImage(ref, resolved.descriptor, resolved.data, resolved.manifest)
+        name = await asyncio.to_thread(destination.export, image_, target)
         return PullResult(
             image=str(ref),
             digest=resolved.descriptor.digest,
-            platform=resolved.descriptor.platform or _config_platform(layout, resolved),
-            dest=dest,
+            platform=resolved.descriptor.platform or _config_platform(target, resolved),
+            dest=destination.label,
             layers=len(resolved.manifest.layers),
             bytes=sum(d.size for d in blobs),
             fetched=fetched,
+            image_id=resolved.manifest.config.digest,
+            name=name,
         )
 
     async def _resolve(
@@ -160,13 +193,13 @@ def _pick(entries: list[Descriptor], wanted: Platform, image: str) -> Descriptor
     return entries[index]
 
 
-def _config_platform(layout: OciLayout, resolved: _Resolved) -> Platform | None:
+def _config_platform(source: BlobSource, resolved: _Resolved) -> Platform | None:
     """The platform an image's config declares (for images pulled without an index)."""
     config = resolved.manifest.config
     if config.size > _MAX_CONFIG:
         return None
     try:
-        document = json.loads(layout.blob_path(config.digest).read_bytes())
+        document = json.loads(source.blob_path(config.digest).read_bytes())
     except (OSError, ValueError):
         return None
     return Platform.from_json(document) if isinstance(document, dict) else None

@@ -10,12 +10,19 @@ the environment; a redirect to another origin (scheme, host, port) never carries
 `Authorization`, and once dropped it is not sent again; only HTTPS is followed; failed
 answers become the registry client's error classes (401 -> AuthenticationRequired, which
 the engine answers by asking the broker for a fresh token once).
+
+Resuming: a sink that already holds the first N bytes (the node store keeps interrupted
+downloads) is sent only `Range: bytes=N-`. The 206 is used only when it carries exactly
+those bytes (Content-Range, or a Content-Length of size - N when a proxy dropped the
+header); any other answer restarts the blob from byte 0. The digest check at commit
+covers the whole blob either way.
 """
 
 from __future__ import annotations
 
 import contextlib
 import http.client
+import re
 import socket
 import ssl
 import threading
@@ -38,7 +45,7 @@ from pullbroker_client.registry.errors import (
 from pullbroker_client.secret import Secret
 
 from pullbroker_sidecar.errors import PullCancelled
-from pullbroker_sidecar.pull.layout import BlobWriter
+from pullbroker_sidecar.pull.layout import BlobSink
 from pullbroker_sidecar.pull.manifest import Descriptor
 
 READ_SIZE = 1 << 20
@@ -46,6 +53,31 @@ MAX_REDIRECTS = 5
 USER_AGENT = "pullbroker-sidecar/0.1"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _MAX_ERROR_BODY = 64 * 1024
+
+
+@dataclass(frozen=True)
+class _Step:
+    """The fetcher's next move after one response."""
+
+    stream: bool = False
+    restart: bool = False
+    location: str | None = None
+
+
+_CONTENT_RANGE = re.compile(r"\Abytes (\d+)-(\d+)/(\d+|\*)\Z")
+
+
+def _range_matches(resp: http.client.HTTPResponse, offset: int, size: int) -> bool:
+    """A 206 that carries exactly bytes offset..size-1 (by Content-Range, else by length)."""
+    content_range = resp.getheader("Content-Range")
+    if content_range is not None:
+        found = _CONTENT_RANGE.match(content_range.strip())
+        if found is None:
+            return False
+        first, last, total = found.groups()
+        return int(first) == offset and int(last) == size - 1 and total in ("*", str(size))
+    length = resp.getheader("Content-Length")
+    return length is not None and length.strip() == str(size - offset)
 
 
 @dataclass(frozen=True)
@@ -66,7 +98,7 @@ class _Origin:
 
 
 class BlobFetcher:
-    """Fetches blobs of one registry into `BlobWriter`s; safe to use from many threads."""
+    """Fetches blobs of one registry into `BlobSink`s; safe to use from many threads."""
 
     def __init__(
         self,
@@ -91,40 +123,76 @@ class BlobFetcher:
         repository: str,
         descriptor: Descriptor,
         authorization: Secret | None,
-        writer: BlobWriter,
+        writer: BlobSink,
         *,
         cancel: threading.Event,
         on_bytes: Callable[[int], None] = lambda n: None,
     ) -> None:
-        """Stream the blob into `writer` (not committed here); registry errors raise."""
+        """Stream the blob into `writer` (not committed here); registry errors raise.
+
+        A writer that already holds a prefix (an interrupted earlier pull) gets only the
+        rest, asked for with `Range`; a registry that answers with the whole blob or
+        another range makes the writer start over.
+        """
         url = f"{self._base}/v2/{repository}/blobs/{descriptor.digest}"
         subject = f"blob {descriptor.digest} of {repository}"
-        for _ in range(MAX_REDIRECTS + 1):
+        offset = writer.offset if 0 < writer.offset < descriptor.size else 0
+        if offset == 0 and writer.offset:
+            writer.restart()
+        for _ in range(MAX_REDIRECTS + 2):  # one more for a range the registry refused
             origin = _Origin.of(url)
-            conn, resp = self._request(origin, url, authorization)
+            conn, resp = self._request(origin, url, authorization, offset)
             try:
-                if resp.status in _REDIRECTS:
-                    target = urljoin(url, resp.getheader("Location") or "")
-                    resp.read(_MAX_ERROR_BODY)
-                    if _Origin.of(target) != origin:
-                        authorization = None  # never carry the token to another host
-                    url = target
-                elif resp.status == 401:
-                    raise _unauthorized(resp, origin, subject)
-                elif resp.status != 200:
-                    body = resp.read(_MAX_ERROR_BODY)
-                    raise error_for_response(
-                        resp.status, body, host=str(origin), subject=subject, not_found=BlobUnknown
-                    )
-                else:
+                step = self._answer(resp, url, origin, subject, descriptor, offset)
+                if step.stream:
+                    if step.restart:
+                        writer.restart()
+                        offset = 0
                     self._stream(resp, writer, cancel, on_bytes, origin)
                     self._release(origin, conn, resp)
                     return
+                if step.location is not None and _Origin.of(step.location) != origin:
+                    authorization = None  # never carry the token to another host
             except BaseException:
                 self._drop(conn)
                 raise
+            if step.restart:  # the body was not read: this connection cannot be reused
+                self._drop(conn)
+                writer.restart()
+                offset = 0
+                continue
+            url = step.location or url
             self._release(origin, conn, resp)
         raise RegistryProtocolError(f"more than {MAX_REDIRECTS} redirects for {subject}")
+
+    def _answer(
+        self,
+        resp: http.client.HTTPResponse,
+        url: str,
+        origin: _Origin,
+        subject: str,
+        descriptor: Descriptor,
+        offset: int,
+    ) -> _Step:
+        """What to do with a response: stream it, follow it, retry from 0, or raise."""
+        if resp.status in _REDIRECTS:
+            target = urljoin(url, resp.getheader("Location") or "")
+            resp.read(_MAX_ERROR_BODY)
+            return _Step(location=target)
+        if resp.status == 401:
+            raise _unauthorized(resp, origin, subject)
+        if offset and resp.status == 206:
+            if _range_matches(resp, offset, descriptor.size):
+                return _Step(stream=True)
+            return _Step(restart=True)
+        if offset and resp.status == 416:
+            return _Step(restart=True)
+        if resp.status != 200:
+            body = resp.read(_MAX_ERROR_BODY)
+            raise error_for_response(
+                resp.status, body, host=str(origin), subject=subject, not_found=BlobUnknown
+            )
+        return _Step(stream=True, restart=offset > 0)  # the whole blob after all
 
     def close(self) -> None:
         """Close every pooled connection."""
@@ -150,11 +218,13 @@ class BlobFetcher:
                     sock.shutdown(socket.SHUT_RDWR)
 
     def _request(
-        self, origin: _Origin, url: str, authorization: Secret | None
+        self, origin: _Origin, url: str, authorization: Secret | None, offset: int = 0
     ) -> tuple[http.client.HTTPSConnection, http.client.HTTPResponse]:
         parts = urlsplit(url)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
         if authorization is not None:
             headers["Authorization"] = authorization.reveal()
         conn = self._connection(origin)
@@ -168,7 +238,7 @@ class BlobFetcher:
     def _stream(
         self,
         resp: http.client.HTTPResponse,
-        writer: BlobWriter,
+        writer: BlobSink,
         cancel: threading.Event,
         on_bytes: Callable[[int], None],
         origin: _Origin,

@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from pullbroker_client.registry.mediatypes import OCI_INDEX
 
@@ -28,6 +28,43 @@ LAYOUT_VERSION = "1.0.0"
 TEMP_PREFIX = ".pull-"
 TEMP_SUFFIX = ".tmp"
 _BLOB_MODE = 0o644
+
+
+class BlobSink(Protocol):
+    """Where a download writes: appends verified-later bytes, may already hold a prefix."""
+
+    @property
+    def offset(self) -> int:
+        """Bytes already held (a resumed download asks the registry for the rest only)."""
+
+    def write(self, data: bytes | memoryview) -> None:
+        """Append `data`."""
+
+    def restart(self) -> None:
+        """Forget every byte held; the next write is byte 0."""
+
+
+class CommittingSink(BlobSink, Protocol):
+    """A sink that verifies and stores the blob on `commit`, and cleans up on exit."""
+
+    def commit(self) -> None:
+        """Verify digest and size, then store the blob."""
+
+    def __enter__(self) -> CommittingSink: ...
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+
+class BlobStore(Protocol):
+    """Where downloads land: an OCI layout, or the node's shared content store."""
+
+    def has_blob(self, descriptor: Descriptor) -> bool:
+        """True when a verified blob of that digest and size is stored."""
+
+    def blob_writer(self, descriptor: Descriptor) -> CommittingSink:
+        """A sink that commits the blob once it verifies."""
 
 
 class BlobWriter:
@@ -48,6 +85,18 @@ class BlobWriter:
     def temp_path(self) -> Path:
         """Where the bytes go until they verify."""
         return self._temp
+
+    @property
+    def offset(self) -> int:
+        """Bytes already held from an earlier attempt (always 0: temp files start empty)."""
+        return 0
+
+    def restart(self) -> None:
+        """Drop what was written so far; the download starts again from byte 0."""
+        self._file.seek(0)
+        self._file.truncate()
+        self._hash = hashlib.new(self._hash.name)
+        self.written = 0
 
     def write(self, data: bytes | memoryview) -> None:
         """Append `data`; more bytes than the descriptor's size fail at once."""
@@ -71,7 +120,7 @@ class BlobWriter:
         self._file.close()
         os.replace(self._temp, self._final)
         self._done = True
-        _fsync_dir(self._final.parent)
+        fsync_dir(self._final.parent)
 
     def discard(self) -> None:
         """Close and remove the temp file (idempotent)."""
@@ -220,10 +269,11 @@ def _atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         Path(name).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename or link in `path` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

@@ -1,0 +1,154 @@
+"""`pullbroker-sidecar run`: wire the channel, the token cache and the socket server.
+
+    pullbroker-sidecar run [--socket PATH] [--image REF ...] [--images-file FILE]
+        [--rotation-check SECONDS] [--home DIR] [--broker HOST:PORT] [--ca/--cert/--key PEM]
+
+Logs are JSON lines on stderr (snake_case past-tense events); no token, password or
+service-account token is ever passed to the logger. SIGTERM or SIGINT stops it: the
+socket stops accepting, requests being answered finish, channels close, the socket
+file is removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import structlog
+from pullbroker_client.errors import ClientError
+from pullbroker_client.home import Home
+
+from pullbroker_sidecar.daemon.channel import BrokerChannel, ChannelConfig
+from pullbroker_sidecar.daemon.logins import Logins, TokenCache
+from pullbroker_sidecar.daemon.protocol import default_socket
+from pullbroker_sidecar.daemon.server import SidecarServer
+from pullbroker_sidecar.errors import PullError
+
+log = structlog.get_logger("pullbroker_sidecar.run")
+
+DEFAULT_ROTATION_CHECK = 5.0
+
+
+def add_parser(
+    commands: argparse._SubParsersAction[Any],
+) -> argparse.ArgumentParser:
+    """Register `run` (the caller adds the common connection options)."""
+    run: argparse.ArgumentParser = commands.add_parser(
+        "run",
+        help="serve node helpers (docker credential helper, kubelet provider) on a socket",
+        description="Hold the mTLS channel to the broker and answer the node's runtime "
+        "helpers on a Unix socket (0600, this user only). Tokens stay in memory.",
+    )
+    run.add_argument(
+        "--socket",
+        metavar="PATH",
+        help="socket to serve (default: $PULLBROKER_SIDECAR_SOCKET, else HOME/sidecar.sock)",
+    )
+    run.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="REF",
+        help="an image this node runs through the docker credential helper (repeatable): "
+        "the helper is asked per registry, the broker decides per repository",
+    )
+    run.add_argument(
+        "--images-file", metavar="FILE", help="more --image references, one per line (# comments)"
+    )
+    run.add_argument(
+        "--rotation-check",
+        type=float,
+        default=DEFAULT_ROTATION_CHECK,
+        metavar="SECONDS",
+        help=f"how often to look for rotated certificate files (default {DEFAULT_ROTATION_CHECK})",
+    )
+    return run
+
+
+def configure_logging() -> None:
+    """JSON lines on stderr."""
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        # sys.stderr looked up per logger, not bound once: it may be replaced (tests, daemons).
+        logger_factory=lambda *_: structlog.PrintLogger(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def images_from(args: argparse.Namespace) -> list[str]:
+    """--image values plus the lines of --images-file."""
+    images = list(args.image)
+    if args.images_file:
+        try:
+            text = Path(args.images_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise PullError(
+                f"cannot read --images-file {args.images_file}: {exc.strerror}"
+            ) from None
+        for line in text.splitlines():
+            entry = line.split("#", 1)[0].strip()
+            if entry:
+                images.append(entry)
+    return images
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run the daemon until SIGTERM/SIGINT; the exit status."""
+    if args.rotation_check <= 0:
+        raise PullError("--rotation-check must be a positive number of seconds")
+    configure_logging()
+    home = Home.resolve(args.home)
+    socket_path = Path(args.socket or default_socket(str(home.root))).absolute()
+    asyncio.run(_serve(args, home, socket_path))
+    return 0
+
+
+async def _serve(args: argparse.Namespace, home: Home, socket_path: Path) -> None:
+    config = ChannelConfig(
+        home, address=args.broker, ca=_path(args.ca), cert=_path(args.cert), key=_path(args.key)
+    )
+    images = images_from(args)
+    channel = BrokerChannel(config)
+    await channel.start()
+    try:
+        logins = Logins(TokenCache(channel), images)
+    except ClientError as exc:
+        await channel.close()
+        raise PullError(f"an --image does not parse: {exc}") from None
+    server = SidecarServer(socket_path, logins, channel)
+    try:
+        await server.start()
+    except BaseException:
+        await channel.close()
+        raise
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    watcher = asyncio.create_task(channel.watch(args.rotation_check))
+    log.info("daemon_started", socket=str(socket_path), images=len(images), **channel.status())
+    try:
+        await stop.wait()
+    finally:
+        log.info("daemon_stopping")
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        await server.close()
+        await channel.close()
+        log.info("daemon_stopped")
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value).expanduser() if value else None

@@ -1,0 +1,183 @@
+"""Real container runtimes on private sockets and folders (REAL_COMPONENTS.md): dockerd,
+containerd, podman. Each is started by the tests and stopped by its PID.
+
+Unix socket paths are limited to 107 bytes, so every runtime lives under a short
+`/tmp/pbn-XXXX` folder rather than pytest's long tmp paths.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.harness.process import HarnessError, log_tail, spawn, stop
+
+_READY_TIMEOUT = 30.0
+DOCKERD_HINT = "apt-get install -y docker.io containerd runc (dockerd, containerd, ctr, runc)"
+PODMAN_HINT = "apt-get install -y podman"
+
+
+def missing(*tools: str) -> list[str]:
+    """The tools not on PATH."""
+    return [t for t in tools if shutil.which(t) is None]
+
+
+def short_dir(prefix: str) -> Path:
+    """A fresh folder under /tmp with a short path (room for socket names)."""
+    return Path(tempfile.mkdtemp(prefix=f"pbn-{prefix}-", dir="/tmp"))
+
+
+def run(
+    argv: list[str], *, env: dict[str, str] | None = None, timeout: float = 120.0, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """Run a client command, captured; never raises on a non-zero exit."""
+    return subprocess.run(
+        argv, input=stdin, capture_output=True, text=True, env=env, timeout=timeout, check=False
+    )
+
+
+@dataclass
+class Dockerd:
+    """dockerd with its own data-root, exec-root, pidfile and socket; no networking changes."""
+
+    root: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def socket(self) -> Path:
+        return self.root / "docker.sock"
+
+    @property
+    def host(self) -> str:
+        return f"unix://{self.socket}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "dockerd.log"
+
+    def start(self) -> Dockerd:
+        config = {
+            "data-root": str(self.root / "data"),
+            "exec-root": str(self.root / "exec"),
+            "pidfile": str(self.root / "docker.pid"),
+            "hosts": [self.host],
+            "storage-driver": "overlay2",
+            "iptables": False,
+            "ip6tables": False,
+            "bridge": "none",
+            "ip-masq": False,
+            "userland-proxy": False,
+        }
+        (self.root / "daemon.json").write_text(json.dumps(config))
+        argv = ["dockerd", "--config-file", str(self.root / "daemon.json")]
+        self.proc = spawn(argv, log_path=self.log_path)
+        _wait(lambda: self.docker(["version", "--format", "{{.Server.Version}}"]).returncode == 0,
+              self.proc, self.log_path, "dockerd")  # fmt: skip
+        return self
+
+    def docker(
+        self, args: list[str], *, config: Path | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """The docker CLI against this dockerd; `config` is its DOCKER_CONFIG folder."""
+        environ = dict(env or os.environ)
+        environ["DOCKER_HOST"] = self.host
+        if config is not None:
+            environ["DOCKER_CONFIG"] = str(config)
+        return run(["docker", *args], env=environ)
+
+    def stop(self) -> None:
+        stop(self.proc, timeout=15.0)
+        self.proc = None
+
+
+@dataclass
+class Containerd:
+    """containerd with its own root, state and socket; the CRI plugin is off (not needed)."""
+
+    root: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def socket(self) -> Path:
+        return self.root / "containerd.sock"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "containerd.log"
+
+    def start(self) -> Containerd:
+        config = "\n".join(
+            [
+                "version = 2",
+                f'root = "{self.root / "root"}"',
+                f'state = "{self.root / "state"}"',
+                'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
+                "[grpc]",
+                f'  address = "{self.socket}"',
+                "[ttrpc]",
+                f'  address = "{self.root / "ttrpc.sock"}"',
+                "",
+            ]
+        )
+        (self.root / "config.toml").write_text(config)
+        argv = ["containerd", "--config", str(self.root / "config.toml")]
+        self.proc = spawn(argv, log_path=self.log_path)
+        _wait(lambda: self.ctr(["version"]).returncode == 0, self.proc, self.log_path, "containerd")
+        return self
+
+    def ctr(
+        self, args: list[str], namespace: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """`ctr` against this containerd."""
+        argv = ["ctr", "--address", str(self.socket)]
+        if namespace is not None:
+            argv += ["--namespace", namespace]
+        return run([*argv, *args])
+
+    def stop(self) -> None:
+        stop(self.proc, timeout=15.0)
+        self.proc = None
+
+
+@dataclass
+class Podman:
+    """podman with its own storage (--root/--runroot); no daemon."""
+
+    root: Path
+    extra: list[str] = field(default_factory=list)
+
+    def podman(
+        self, args: list[str], *, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        argv = ["podman", "--root", str(self.root / "root"), "--runroot", str(self.root / "run")]
+        argv += ["--storage-driver", "overlay", "--cgroup-manager", "cgroupfs"]
+        argv += ["--events-backend", "none", *self.extra]
+        return run([*argv, *args], env=env)
+
+    def stop(self) -> None:
+        # Overlay mounts under --root must go before the folder can be removed.
+        self.podman(["system", "reset", "--force"])
+
+
+def _wait(ready: object, proc: subprocess.Popen[bytes], log: Path, name: str) -> None:
+    assert callable(ready)
+    deadline = time.monotonic() + _READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise HarnessError(f"{name} exited ({proc.returncode}):\n{log_tail(log)}")
+        if ready():
+            return
+        time.sleep(0.1)
+    stop(proc)
+    raise HarnessError(f"{name} did not become ready:\n{log_tail(log)}")
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a runtime's folder once it stopped (best effort)."""
+    shutil.rmtree(path, ignore_errors=True)
