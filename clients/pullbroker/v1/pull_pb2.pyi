@@ -50,26 +50,118 @@ class IssuePullTokenRequest(_message.Message):
     IMAGE_FIELD_NUMBER: _builtins.int
     REGISTRY_FIELD_NUMBER: _builtins.int
     FORCE_REFRESH_FIELD_NUMBER: _builtins.int
+    SERVICE_ACCOUNT_TOKEN_FIELD_NUMBER: _builtins.int
     image: _builtins.str
     """Docker image reference, e.g. "ghcr.io/acme/app:1.2" or "127.0.0.1:5000/team/app@sha256:…"."""
     registry: _builtins.str
     """Optional "registries/{id}" or display name, when several records share a host."""
     force_refresh: _builtins.bool
     """The registry rejected the last token mid-pull: mint a new one instead of the cached one."""
+    service_account_token: _builtins.str
+    """The projected Kubernetes service-account token of the pod the image is for (kubelet
+    credential provider). Verified by the broker; policy rules may then scope pulls to the
+    pod's namespace and service account. Never logged or stored.
+    """
     def __init__(
         self,
         *,
         image: _builtins.str = ...,
         registry: _builtins.str = ...,
         force_refresh: _builtins.bool = ...,
+        service_account_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["force_refresh", b"force_refresh", "image", b"image", "registry", b"registry"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["force_refresh", b"force_refresh", "image", b"image", "registry", b"registry", "service_account_token", b"service_account_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___IssuePullTokenRequest: _TypeAlias = IssuePullTokenRequest  # noqa: Y015
+
+@_typing.final
+class IssueRegistryLoginRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_FIELD_NUMBER: _builtins.int
+    REGISTRY_FIELD_NUMBER: _builtins.int
+    FORCE_REFRESH_FIELD_NUMBER: _builtins.int
+    SERVICE_ACCOUNT_TOKEN_FIELD_NUMBER: _builtins.int
+    image: _builtins.str
+    """The image the login is for: picks the registry and is checked against the policy."""
+    registry: _builtins.str
+    """Optional "registries/{id}" or display name, when several records share a host."""
+    force_refresh: _builtins.bool
+    service_account_token: _builtins.str
+    """As in IssuePullTokenRequest."""
+    def __init__(
+        self,
+        *,
+        image: _builtins.str = ...,
+        registry: _builtins.str = ...,
+        force_refresh: _builtins.bool = ...,
+        service_account_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["force_refresh", b"force_refresh", "image", b"image", "registry", b"registry", "service_account_token", b"service_account_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueRegistryLoginRequest: _TypeAlias = IssueRegistryLoginRequest  # noqa: Y015
+
+@_typing.final
+class RegistryLogin(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REGISTRY_FIELD_NUMBER: _builtins.int
+    REGISTRY_HOST_FIELD_NUMBER: _builtins.int
+    REGISTRY_URL_FIELD_NUMBER: _builtins.int
+    USERNAME_FIELD_NUMBER: _builtins.int
+    SECRET_FIELD_NUMBER: _builtins.int
+    IDENTITY_TOKEN_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    REPOSITORY_SCOPED_FIELD_NUMBER: _builtins.int
+    PASSTHROUGH_FIELD_NUMBER: _builtins.int
+    REGISTRY_CA_PEM_FIELD_NUMBER: _builtins.int
+    registry: _builtins.str
+    registry_host: _builtins.str
+    registry_url: _builtins.str
+    username: _builtins.str
+    secret: _builtins.str
+    identity_token: _builtins.bool
+    """The secret is an OAuth2 refresh token ("identity token" in docker's config), not a password."""
+    repository_scoped: _builtins.bool
+    """Whether the registry limits this login to the image's repository (ECR with a role and a
+    session policy); otherwise it allows whatever the stored identity may pull.
+    """
+    passthrough: _builtins.bool
+    """The long-lived stored credential itself (Basic pass-through, audited): never write it to
+    disk (pull secrets refuse it).
+    """
+    registry_ca_pem: _builtins.str
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        registry: _builtins.str = ...,
+        registry_host: _builtins.str = ...,
+        registry_url: _builtins.str = ...,
+        username: _builtins.str = ...,
+        secret: _builtins.str = ...,
+        identity_token: _builtins.bool = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+        repository_scoped: _builtins.bool = ...,
+        passthrough: _builtins.bool = ...,
+        registry_ca_pem: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "identity_token", b"identity_token", "passthrough", b"passthrough", "registry", b"registry", "registry_ca_pem", b"registry_ca_pem", "registry_host", b"registry_host", "registry_url", b"registry_url", "repository_scoped", b"repository_scoped", "secret", b"secret", "username", b"username"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegistryLogin: _TypeAlias = RegistryLogin  # noqa: Y015
 
 @_typing.final
 class PullToken(_message.Message):
@@ -85,6 +177,7 @@ class PullToken(_message.Message):
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     REPOSITORY_FIELD_NUMBER: _builtins.int
     REGISTRY_CA_PEM_FIELD_NUMBER: _builtins.int
+    PASSTHROUGH_FIELD_NUMBER: _builtins.int
     registry: _builtins.str
     """"registries/{id}" the token was minted for."""
     registry_host: _builtins.str
@@ -100,6 +193,10 @@ class PullToken(_message.Message):
     """The repository within the registry, e.g. "team/app"."""
     registry_ca_pem: _builtins.str
     """PEM CAs to verify the registry's TLS certificate with (empty: system trust)."""
+    passthrough: _builtins.bool
+    """The token is the long-lived stored credential (Basic pass-through, audited): keep it in
+    memory only; never write it to a pull secret or a file.
+    """
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -115,10 +212,11 @@ class PullToken(_message.Message):
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         repository: _builtins.str = ...,
         registry_ca_pem: _builtins.str = ...,
+        passthrough: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_kind", b"auth_kind", "expire_time", b"expire_time", "registry", b"registry", "registry_ca_pem", b"registry_ca_pem", "registry_host", b"registry_host", "registry_url", b"registry_url", "repository", b"repository", "scope", b"scope", "token", b"token", "username", b"username"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_kind", b"auth_kind", "expire_time", b"expire_time", "passthrough", b"passthrough", "registry", b"registry", "registry_ca_pem", b"registry_ca_pem", "registry_host", b"registry_host", "registry_url", b"registry_url", "repository", b"repository", "scope", b"scope", "token", b"token", "username", b"username"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -40,6 +40,11 @@ class PullServiceStub:
                 request_serializer=pullbroker_dot_v1_dot_pull__pb2.IssuePullTokenRequest.SerializeToString,
                 response_deserializer=pullbroker_dot_v1_dot_pull__pb2.PullToken.FromString,
                 _registered_method=True)
+        self.IssueRegistryLogin = channel.unary_unary(
+                '/pullbroker.v1.PullService/IssueRegistryLogin',
+                request_serializer=pullbroker_dot_v1_dot_pull__pb2.IssueRegistryLoginRequest.SerializeToString,
+                response_deserializer=pullbroker_dot_v1_dot_pull__pb2.RegistryLogin.FromString,
+                _registered_method=True)
 
 
 class PullServiceServicer:
@@ -52,6 +57,16 @@ class PullServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IssueRegistryLogin(self, request, context):
+        """A short-lived registry login for container runtimes that run the registry's token flow
+        themselves (docker credential helpers, the kubelet credential provider, pull secrets).
+        Only kinds whose issuer hands out short-lived logins have one (ECR, GCR/GAR, ACR); others
+        fail with FAILED_PRECONDITION saying to pull with the sidecar instead.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PullServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -59,6 +74,11 @@ def add_PullServiceServicer_to_server(servicer, server):
                     servicer.IssuePullToken,
                     request_deserializer=pullbroker_dot_v1_dot_pull__pb2.IssuePullTokenRequest.FromString,
                     response_serializer=pullbroker_dot_v1_dot_pull__pb2.PullToken.SerializeToString,
+            ),
+            'IssueRegistryLogin': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueRegistryLogin,
+                    request_deserializer=pullbroker_dot_v1_dot_pull__pb2.IssueRegistryLoginRequest.FromString,
+                    response_serializer=pullbroker_dot_v1_dot_pull__pb2.RegistryLogin.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -89,6 +109,33 @@ class PullService:
             '/pullbroker.v1.PullService/IssuePullToken',
             pullbroker_dot_v1_dot_pull__pb2.IssuePullTokenRequest.SerializeToString,
             pullbroker_dot_v1_dot_pull__pb2.PullToken.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueRegistryLogin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pullbroker.v1.PullService/IssueRegistryLogin',
+            pullbroker_dot_v1_dot_pull__pb2.IssueRegistryLoginRequest.SerializeToString,
+            pullbroker_dot_v1_dot_pull__pb2.RegistryLogin.FromString,
             options,
             channel_credentials,
             insecure,

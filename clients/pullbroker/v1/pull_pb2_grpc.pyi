@@ -34,6 +34,12 @@ class PullServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> PullServiceAsyncStub: ...
     IssuePullToken: _grpc.UnaryUnaryMultiCallable[_pull_pb2.IssuePullTokenRequest, _pull_pb2.PullToken]
+    IssueRegistryLogin: _grpc.UnaryUnaryMultiCallable[_pull_pb2.IssueRegistryLoginRequest, _pull_pb2.RegistryLogin]
+    """A short-lived registry login for container runtimes that run the registry's token flow
+    themselves (docker credential helpers, the kubelet credential provider, pull secrets).
+    Only kinds whose issuer hands out short-lived logins have one (ECR, GCR/GAR, ACR); others
+    fail with FAILED_PRECONDITION saying to pull with the sidecar instead.
+    """
 
 @_typing.type_check_only
 class PullServiceAsyncStub(PullServiceStub):
@@ -41,6 +47,12 @@ class PullServiceAsyncStub(PullServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     IssuePullToken: _aio.UnaryUnaryMultiCallable[_pull_pb2.IssuePullTokenRequest, _pull_pb2.PullToken]  # type: ignore[assignment]
+    IssueRegistryLogin: _aio.UnaryUnaryMultiCallable[_pull_pb2.IssueRegistryLoginRequest, _pull_pb2.RegistryLogin]  # type: ignore[assignment]
+    """A short-lived registry login for container runtimes that run the registry's token flow
+    themselves (docker credential helpers, the kubelet credential provider, pull secrets).
+    Only kinds whose issuer hands out short-lived logins have one (ECR, GCR/GAR, ACR); others
+    fail with FAILED_PRECONDITION saying to pull with the sidecar instead.
+    """
 
 class PullServiceServicer(metaclass=_abc_1.ABCMeta):
     """PullService hands nodes short-lived, repository-scoped pull tokens. Caller role: node."""
@@ -51,5 +63,17 @@ class PullServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _pull_pb2.IssuePullTokenRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_pull_pb2.PullToken, _abc.Awaitable[_pull_pb2.PullToken]]: ...
+
+    @_abc_1.abstractmethod
+    def IssueRegistryLogin(
+        self,
+        request: _pull_pb2.IssueRegistryLoginRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pull_pb2.RegistryLogin, _abc.Awaitable[_pull_pb2.RegistryLogin]]:
+        """A short-lived registry login for container runtimes that run the registry's token flow
+        themselves (docker credential helpers, the kubelet credential provider, pull secrets).
+        Only kinds whose issuer hands out short-lived logins have one (ECR, GCR/GAR, ACR); others
+        fail with FAILED_PRECONDITION saying to pull with the sidecar instead.
+        """
 
 def add_PullServiceServicer_to_server(servicer: PullServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
