@@ -1,4 +1,5 @@
-"""The `pullbroker` entry point: the client commands plus `serve`, which runs the broker."""
+"""The `pullbroker` entry point: the client commands plus the server-side ones, `serve` (runs
+the broker) and `secrets migrate` (moves credentials between secret backends)."""
 
 from __future__ import annotations
 
@@ -12,23 +13,48 @@ from pullbroker_client.cli.common import UsageError
 from pullbroker_client.errors import ClientError
 from pullbroker_client.home import Home
 
-from pullbroker_service.config import DEFAULT_LISTEN, ConfigError, load_config
+from pullbroker_service.config import (
+    DEFAULT_LISTEN,
+    SECRET_BACKENDS,
+    BrokerConfig,
+    ConfigError,
+    load_config,
+    require_backend_settings,
+)
 from pullbroker_service.devca import DevCAError
 from pullbroker_service.domain.errors import BrokerError
-from pullbroker_service.main import serve
+from pullbroker_service.main import run_migration, serve
+
+_MIGRATE_HELP = """\
+Move every registry credential from the secret backend it is in now to BACKEND. Each copy
+is read back and compared before the record is switched to it; then the old secret is
+deleted. Run it with the broker STOPPED: it works on <home>/metadata.db directly and
+refuses while a broker runs on the home folder (and a broker refuses to start while a
+migration is unfinished). Safe to interrupt: run it again to resume; records already moved
+are skipped and half-made copies are cleaned up. Then set `secret_backend: BACKEND` in the
+config file and start the broker. Settings of both backends come from --config.
+"""
+
+
+def _config(
+    args: argparse.Namespace, listen: str | None = None, insecure_dev_port: int | None = None
+) -> BrokerConfig:
+    """load_config from --home/--config and the flags; a bad setting is a usage error."""
+    home = getattr(args, "home", None)
+    try:
+        return load_config(
+            home=Home.resolve(home) if home else None,
+            config_file=Path(args.config).expanduser() if args.config else None,
+            listen=listen,
+            insecure_dev_port=insecure_dev_port,
+        )
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the broker in the foreground until SIGTERM/SIGINT."""
-    try:
-        config = load_config(
-            home=Home.resolve(args.home),
-            config_file=Path(args.config).expanduser() if args.config else None,
-            listen=args.listen,
-            insecure_dev_port=args.insecure_dev_port,
-        )
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
+    config = _config(args, listen=args.listen, insecure_dev_port=args.insecure_dev_port)
     try:
         asyncio.run(serve(config))
     except (BrokerError, DevCAError, OSError) as exc:
@@ -55,7 +81,9 @@ def add_serve_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         metavar="HOST:PORT",
         help=f"mTLS address (default {DEFAULT_LISTEN})",
     )
-    serve_parser.add_argument("--config", default=None, metavar="FILE", help="YAML settings")
+    serve_parser.add_argument(
+        "--config", default=None, metavar="FILE", help="settings file (YAML, or TOML if *.toml)"
+    )
     serve_parser.add_argument(
         "--insecure-dev-port",
         type=int,
@@ -66,9 +94,67 @@ def add_serve_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     serve_parser.set_defaults(func=cmd_serve)
 
 
+def cmd_secrets_migrate(args: argparse.Namespace) -> int:
+    """Move every credential to --to; exit 1 if some could not be moved."""
+    config = _config(args)
+    try:
+        require_backend_settings(config.secrets, args.to)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        report = asyncio.run(run_migration(config, args.to, print))
+    except ConfigError as exc:  # a backend that records are in has no settings
+        raise UsageError(str(exc)) from None
+    except BrokerError as exc:
+        raise ClientError(
+            f"the migration stopped: {exc}. Nothing half-done is left in use: fix the cause "
+            "and run the same command again to resume"
+        ) from None
+    print(
+        f"{len(report.moved)} moved, {len(report.already)} already in {args.to}, "
+        f"{len(report.failed)} not moved, {report.cleaned} leftovers removed"
+    )
+    if not report.complete:
+        print(
+            "the registries listed above were not moved (their stored credential could not be "
+            "read or copied); after the switch they fail until their credential is rotated or "
+            "they are re-created: fix the cause and run this again, or do that",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"done: set `secret_backend: {args.to}` in the config file, then start the broker")
+    return 0
+
+
+def add_secrets_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    secrets = subparsers.add_parser("secrets", help="manage the secret backend (broker stopped)")
+    actions = secrets.add_subparsers(dest="secrets_command", metavar="COMMAND", required=True)
+    migrate = actions.add_parser(
+        "migrate",
+        help="move every credential to another secret backend (run with the broker stopped)",
+        description=_MIGRATE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    migrate.add_argument(
+        "--to",
+        required=True,
+        choices=SECRET_BACKENDS,
+        metavar="BACKEND",
+        help=f"where the credentials go: {', '.join(SECRET_BACKENDS)}",
+    )
+    migrate.add_argument(
+        "--config", default=None, metavar="FILE", help="the broker's settings file"
+    )
+    migrate.add_argument(
+        "--home", default=argparse.SUPPRESS, help="home folder (default: ~/.pullbroker)"
+    )
+    migrate.set_defaults(func=cmd_secrets_migrate)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser, subparsers = build_parser()
     add_serve_command(subparsers)
+    add_secrets_commands(subparsers)
     return run(parser, argv)
 
 

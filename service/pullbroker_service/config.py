@@ -1,11 +1,15 @@
-"""Broker configuration: frozen dataclasses, read from flags and an optional YAML file.
+"""Broker configuration: frozen dataclasses, read from flags and an optional YAML or TOML file.
 
 Precedence: command-line flags, then the `--config` file, then these defaults. The insecure
-development port is a flag only: no file can open a plaintext port by accident.
+development port is a flag only: no file can open a plaintext port by accident. Credentials
+of the secret backends themselves (a Vault token, an AppRole secret id, AWS keys) are never
+values in the file: the file names a file or an environment variable holding them, and an
+inline secret is refused. Relative paths in the file are relative to the file's folder.
 """
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -15,8 +19,17 @@ import yaml
 from pullbroker_client.home import Home
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_PREFIX = "pullbroker/registries"
+DEFAULT_K8S_TOKEN_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
-_SECRET_BACKENDS = ("local",)
+SECRET_BACKENDS = ("local", "vault", "aws")
+KEY_WRAPPERS = ("file", "kms", "vault-transit")
+VAULT_AUTH_METHODS = ("token", "approle", "kubernetes")
+# Keys that would put a backend credential in the file itself.
+_INLINE_SECRETS = frozenset(
+    {"token", "role_id", "secret_id", "jwt", "password", "access_key_id", "secret_access_key"}
+    | {"session_token", "aws_access_key_id", "aws_secret_access_key", "aws_session_token"}
+)
 
 
 class ConfigError(Exception):
@@ -52,6 +65,119 @@ class ServerLimits:
 
 
 @dataclass(frozen=True)
+class LocalConfig:
+    """The embedded store (<home>/secrets/secrets.db) and who wraps its data keys."""
+
+    key_wrapper: str = "file"
+    """"file" (a 0600 key file), "kms" (AWS KMS, settings from the `aws` section) or
+    "vault-transit" (a derived transit key, settings from the `vault` section)."""
+    kek_file: Path | None = None
+    """The key file of the "file" wrapper; None means <home>/secrets/kek.key."""
+
+
+@dataclass(frozen=True)
+class VaultAuthConfig:
+    """How the broker logs in to Vault. Each credential comes from a file or a variable."""
+
+    method: str = "token"
+    """"token", "approle" or "kubernetes"."""
+    token_file: Path | None = None
+    """token: a file holding the token (re-read at every login, e.g. a Vault agent sink)."""
+    token_env: str | None = None
+    """token: the environment variable holding the token instead."""
+    role_id_file: Path | None = None
+    """approle: a file holding the role id."""
+    role_id_env: str | None = None
+    """approle: the environment variable holding the role id instead."""
+    secret_id_file: Path | None = None
+    """approle: a file holding the secret id."""
+    secret_id_env: str | None = None
+    """approle: the environment variable holding the secret id instead."""
+    role: str = ""
+    """kubernetes: the Vault role bound to the broker's service account."""
+    jwt_file: Path = DEFAULT_K8S_TOKEN_FILE
+    """kubernetes: the service-account token file (projected tokens rotate; re-read)."""
+    mount: str = ""
+    """Where the auth method is mounted; "" means its default (approle, kubernetes)."""
+
+
+@dataclass(frozen=True)
+class VaultConfig:
+    """Vault or OpenBao: KV v2 for the "vault" backend, transit for "vault-transit" keys."""
+
+    url: str = ""
+    """Base URL, e.g. https://vault.internal:8200."""
+    ca_file: Path | None = None
+    """PEM CA bundle trusted for Vault's certificate; None means the system bundle (never
+    REQUESTS_CA_BUNDLE or other environment variables)."""
+    namespace: str | None = None
+    """Vault Enterprise / OpenBao namespace, if any."""
+    client_cert_file: Path | None = None
+    """PEM client certificate, when Vault's listener requires one (with client_key_file)."""
+    client_key_file: Path | None = None
+    """PEM key of client_cert_file."""
+    timeout_seconds: float = 10.0
+    """Timeout of each HTTP request to Vault."""
+    mount: str = "secret"
+    """The KV v2 mount holding credentials."""
+    prefix: str = DEFAULT_PREFIX
+    """Path under the mount; each registry's credential is <prefix>/<registry id>."""
+    cas: bool = False
+    """Write with check-and-set (required when the mount sets cas_required)."""
+    transit_mount: str = "transit"
+    """vault-transit key wrapper: the transit mount."""
+    transit_key: str = "pullbroker"
+    """vault-transit key wrapper: the key, created with derived=true."""
+    auth: VaultAuthConfig = field(default_factory=VaultAuthConfig)
+    """How the broker logs in."""
+
+
+@dataclass(frozen=True)
+class AwsConfig:
+    """AWS Secrets Manager for the "aws" backend, KMS for the "kms" key wrapper."""
+
+    region: str = ""
+    """AWS region, e.g. eu-west-1."""
+    kms_key_id: str = ""
+    """The customer KMS key (id, ARN or alias/NAME) that encrypts secrets or wraps data keys."""
+    endpoint_url: str | None = None
+    """An explicit endpoint (a VPC endpoint, a test server); None means AWS's public one."""
+    ca_file: Path | None = None
+    """PEM CA bundle for the endpoint; None means botocore's bundle (never AWS_CA_BUNDLE)."""
+    prefix: str = DEFAULT_PREFIX
+    """Secret names are <prefix>/<registry id>."""
+    recovery_window_days: int = 30
+    """Deleted secrets stay recoverable this many days (7-30); 0 deletes at once."""
+    access_key_id_file: Path | None = None
+    """A file holding a static access key id; unset means the standard chain (AWS_* variables,
+    ~/.aws files, web identity, instance role)."""
+    secret_access_key_file: Path | None = None
+    """A file holding the secret access key of access_key_id_file."""
+    session_token_file: Path | None = None
+    """A file holding a session token for temporary static credentials."""
+    connect_timeout_seconds: float = 5.0
+    """Timeout to connect to an endpoint."""
+    read_timeout_seconds: float = 10.0
+    """Timeout to read an answer."""
+    max_attempts: int = 3
+    """Attempts per call, with botocore's standard backoff."""
+
+
+@dataclass(frozen=True)
+class SecretsConfig:
+    """Where credentials live, and the settings of every backend the broker may use."""
+
+    backend: str = "local"
+    """"local" (embedded, envelope-encrypted), "vault" or "aws"."""
+    local: LocalConfig = field(default_factory=LocalConfig)
+    """The embedded store's key wrapper."""
+    vault: VaultConfig | None = None
+    """Vault settings (needed for backend vault or key wrapper vault-transit)."""
+    aws: AwsConfig | None = None
+    """AWS settings (needed for backend aws or key wrapper kms)."""
+
+
+@dataclass(frozen=True)
 class BrokerConfig:
     """Everything `pullbroker serve` needs; main.py turns it into adapters."""
 
@@ -74,8 +200,18 @@ class BrokerConfig:
     log_to_stderr: bool = True
     """Write log lines to stderr as well as <home>/logs/broker.log."""
 
-    secret_backend: str = "local"  # noqa: S105 - a backend name, not a secret
-    """Where credentials live: "local" (the embedded envelope-encrypted store)."""
+    secrets: SecretsConfig = field(default_factory=SecretsConfig)
+    """The secret backend (file keys: secret_backend, local, vault, aws)."""
+
+    backend_check_interval_seconds: float = 5.0
+    """How often the secret backend is checked; health "pullbroker.secrets" follows it."""
+
+    reconcile_interval_seconds: float = 60.0
+    """How often half-done creates, orphaned secrets and stray versions are cleaned up."""
+
+    reconcile_grace_seconds: float = 120.0
+    """A pending record or stray version younger than this may be a write still in flight
+    (a put waits up to the backend's timeouts and retries), so the reconciler leaves it."""
 
     shutdown_grace_seconds: float = 5.0
     """On SIGTERM/SIGINT, in-flight calls get this long to finish."""
@@ -96,69 +232,153 @@ class BrokerConfig:
     def policy_file(self) -> Path:
         return self.policy_path or self.home.policy_yaml
 
+    @property
+    def secret_backend(self) -> str:
+        return self.secrets.backend
+
 
 def load_config(
     *,
-    home: Home,
+    home: Home | None = None,
     config_file: Path | None = None,
     listen: str | None = None,
     insecure_dev_port: int | None = None,
 ) -> BrokerConfig:
-    """The configuration for `serve`: defaults, then `config_file`, then flags."""
-    config = BrokerConfig(home=home)
-    if config_file is not None:
-        config = _apply_file(config, config_file)
+    """The configuration for `serve`: defaults, then `config_file`, then flags.
+
+    `home` is the --home flag; None means the file's `home`, else $PULLBROKER_HOME, else
+    ~/.pullbroker.
+    """
+    data = _read_file(config_file) if config_file is not None else {}
+    where = str(config_file) if config_file is not None else "flags"
+    base = config_file.parent if config_file is not None else Path.cwd()
+    file_home = data.pop("home", None)
+    if home is None:
+        home = Home.resolve(_to_path(f"{where}: home", file_home, base) if file_home else None)
+    config = _apply(BrokerConfig(home=home), data, where, base)
     if listen is not None:
         config = replace(config, listen=listen)
     if insecure_dev_port is not None:
         config = replace(config, insecure_dev_port=insecure_dev_port)
     _validate(config)
+    _validate_secrets(config.secrets)
     return config
 
 
-def _apply_file(config: BrokerConfig, path: Path) -> BrokerConfig:
+def _read_file(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text) or {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     except yaml.YAMLError:
         raise ConfigError(f"config file {path} is not valid YAML") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must be a mapping of settings")
-    allowed = {f.name for f in fields(BrokerConfig)} - {"home", "insecure_dev_port", "limits"}
-    values: dict[str, Any] = {}
-    for key, value in data.items():
-        if key == "limits":
-            values["limits"] = _limits(path, value)
-        elif key == "policy_path":
-            values[key] = Path(str(value)).expanduser()
-        elif key in allowed:
-            values[key] = value
-        else:
+    return data
+
+
+_SECRETS_KEYS = {"secret_backend": "backend", "local": "local", "vault": "vault", "aws": "aws"}
+_SECTIONS: dict[str, type] = {
+    c.__name__: c for c in (ServerLimits, LocalConfig, VaultConfig, AwsConfig, VaultAuthConfig)
+}
+
+
+def _apply(config: BrokerConfig, data: dict[str, Any], where: str, base: Path) -> BrokerConfig:
+    secrets_data = {_SECRETS_KEYS[k]: data.pop(k) for k in list(data) if k in _SECRETS_KEYS}
+    known = {f.name for f in fields(BrokerConfig)} - {"home", "insecure_dev_port", "secrets"}
+    _check_keys(data, known | set(_SECRETS_KEYS) | {"home"}, where, "")
+    values = _convert(BrokerConfig, data, where, "", base)
+    backend = _scalar("str", secrets_data.pop("backend", "local"), f"{where}: secret_backend", base)
+    secrets = _build(SecretsConfig, secrets_data, where, "", base)
+    return replace(config, secrets=replace(secrets, backend=backend), **values)
+
+
+def _check_keys(data: Mapping[Any, Any], known: set[str], where: str, prefix: str) -> None:
+    for key in data:
+        if key in _INLINE_SECRETS:
+            raise ConfigError(_inline_secret_message(where, prefix + str(key)))
+        if key not in known:
+            section = f" in {prefix.rstrip('.')}" if prefix else ""
             raise ConfigError(
-                f"config file {path}: unknown setting {key!r}; known: "
-                + ", ".join(sorted(allowed | {"limits"}))
+                f"{where}: unknown setting {prefix + str(key)!r}; known{section}: "
+                + ", ".join(sorted(known))
             )
-    try:
-        return replace(config, **values)
-    except TypeError as exc:
-        raise ConfigError(f"config file {path}: {exc}") from None
 
 
-def _limits(path: Path, value: object) -> ServerLimits:
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"config file {path}: limits must be a mapping")
-    known = {f.name for f in fields(ServerLimits)}
-    unknown = set(value) - known
-    if unknown:
-        raise ConfigError(
-            f"config file {path}: unknown limits {sorted(map(str, unknown))}; known: "
-            + ", ".join(sorted(known))
-        )
-    for key, item in value.items():
-        if not isinstance(item, int) or isinstance(item, bool) or item < 0:
-            raise ConfigError(f"config file {path}: limits.{key} must be a non-negative integer")
-    return ServerLimits(**value)
+def _build(cls: type, data: object, where: str, prefix: str, base: Path) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: {prefix.rstrip('.')} must be a mapping")
+    _check_keys(data, {f.name for f in fields(cls)}, where, prefix)
+    return cls(**_convert(cls, dict(data), where, prefix, base))
+
+
+def _convert(
+    cls: type, data: dict[str, Any], where: str, prefix: str, base: Path
+) -> dict[str, Any]:
+    """Each value checked against its field's declared type (the annotation's text)."""
+    types = {f.name: str(f.type) for f in fields(cls)}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        section = _SECTIONS.get(types[key].removesuffix(" | None"))
+        if section is not None:
+            out[key] = (
+                None if value is None else _build(section, value, where, f"{prefix}{key}.", base)
+            )
+        else:
+            out[key] = _scalar(types[key], value, f"{where}: {prefix}{key}", base)
+    return out
+
+
+def _scalar(kind: str, value: object, label: str, base: Path) -> object:
+    optional = kind.endswith(" | None")
+    kind = kind.removesuffix(" | None")
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{label} must be set (it cannot be empty)")
+    if kind == "Path":
+        return _to_path(label, value, base)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{label} must be true or false")
+        return value
+    if kind == "int":
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"{label} must be a non-negative integer")
+        return value
+    if kind == "float":
+        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"{label} must be a non-negative number")
+        return float(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"{label} must be a string")
+    return value
+
+
+def _to_path(label: str, value: object, base: Path) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{label} must be a path")
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _inline_secret_message(where: str, name: str) -> str:
+    leaf = name.rsplit(".", 1)[-1]
+    section = name.rpartition(".")[0]
+    hint = (
+        f"write `{leaf}_file: /path/to/a/0600/file` (or `{leaf}_env: VARIABLE`)"
+        if section.startswith("vault")
+        else f"write `{leaf}_file: /path/to/a/0600/file`, or leave it out and use the standard "
+        "AWS variables or ~/.aws files"
+    )
+    return (
+        f"{where}: {name} holds a credential inline; the config file never holds secrets "
+        f"(it is read by people, backups and config management): {hint} under {section}"
+    )
 
 
 def _validate(config: BrokerConfig) -> None:
@@ -169,17 +389,94 @@ def _validate(config: BrokerConfig) -> None:
         )
     if config.log_level not in _LOG_LEVELS:
         raise ConfigError(f"log_level {config.log_level!r}: choose one of {', '.join(_LOG_LEVELS)}")
-    if config.secret_backend not in _SECRET_BACKENDS:
-        raise ConfigError(
-            f"secret_backend {config.secret_backend!r}: choose one of {', '.join(_SECRET_BACKENDS)}"
-        )
     port_ = config.insecure_dev_port
     if port_ is not None and not 0 <= port_ <= 65535:
         raise ConfigError(f"--insecure-dev-port {port_} is not a port number (0-65535)")
-    if not isinstance(config.log_to_stderr, bool):
-        raise ConfigError("log_to_stderr must be true or false")
-    if (
-        not isinstance(config.shutdown_grace_seconds, int | float)
-        or config.shutdown_grace_seconds < 0
-    ):
-        raise ConfigError("shutdown_grace_seconds must be a non-negative number")
+    for name in ("backend_check_interval_seconds", "reconcile_interval_seconds"):
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"{name} must be more than 0 seconds")
+
+
+def require_backend_settings(secrets: SecretsConfig, backend: str) -> None:
+    """ConfigError unless `secrets` describes everything `backend` needs."""
+    if backend not in SECRET_BACKENDS:
+        raise ConfigError(f"secret backend {backend!r}: choose one of {', '.join(SECRET_BACKENDS)}")
+    wrapper = secrets.local.key_wrapper
+    if wrapper not in KEY_WRAPPERS:
+        raise ConfigError(f"local.key_wrapper {wrapper!r}: choose one of {', '.join(KEY_WRAPPERS)}")
+    if backend == "vault":
+        _validate_vault(secrets.vault, "secret backend vault")
+    elif backend == "aws":
+        _validate_aws(secrets.aws, "secret backend aws")
+    elif wrapper == "vault-transit":
+        _validate_vault(secrets.vault, "local.key_wrapper vault-transit")
+    elif wrapper == "kms":
+        _validate_aws(secrets.aws, "local.key_wrapper kms")
+
+
+def _validate_secrets(secrets: SecretsConfig) -> None:
+    if secrets.backend not in SECRET_BACKENDS:
+        raise ConfigError(
+            f"secret_backend {secrets.backend!r}: choose one of {', '.join(SECRET_BACKENDS)}"
+        )
+    require_backend_settings(secrets, secrets.backend)
+    # A section that is present but unused is still checked: a migration may use it.
+    if secrets.vault is not None:
+        _validate_vault(secrets.vault, "the vault section")
+    if secrets.aws is not None:
+        _validate_aws(secrets.aws, "the aws section")
+
+
+def _validate_vault(vault: VaultConfig | None, needed_by: str) -> None:
+    if vault is None:
+        raise ConfigError(
+            f"{needed_by} needs a `vault` section, e.g. vault: {{url: https://vault:8200, "
+            "auth: {method: approle, role_id_file: /etc/pullbroker/role-id, "
+            "secret_id_file: /etc/pullbroker/secret-id}}"
+        )
+    if not vault.url.startswith(("https://", "http://")):
+        raise ConfigError(f"vault.url {vault.url!r} must be http(s)://HOST:PORT")
+    if (vault.client_cert_file is None) != (vault.client_key_file is None):
+        raise ConfigError("vault.client_cert_file and vault.client_key_file go together")
+    if not vault.prefix.strip("/") or not vault.mount.strip("/"):
+        raise ConfigError("vault.mount and vault.prefix must not be empty")
+    _validate_vault_auth(vault.auth)
+
+
+def _validate_vault_auth(auth: VaultAuthConfig) -> None:
+    if auth.method not in VAULT_AUTH_METHODS:
+        raise ConfigError(
+            f"vault.auth.method {auth.method!r}: choose one of {', '.join(VAULT_AUTH_METHODS)}"
+        )
+    needed = {"token": ("token",), "approle": ("role_id", "secret_id"), "kubernetes": ()}
+    for name in needed[auth.method]:
+        from_file, from_env = getattr(auth, f"{name}_file"), getattr(auth, f"{name}_env")
+        if (from_file is None) == (from_env is None):
+            raise ConfigError(
+                f"vault.auth.method {auth.method} needs exactly one of vault.auth.{name}_file "
+                f"(a 0600 file holding it) or vault.auth.{name}_env (a variable holding it)"
+            )
+        if from_env is not None and not from_env.isidentifier():
+            raise ConfigError(f"vault.auth.{name}_env {from_env!r} is not a variable name")
+    if auth.method == "kubernetes" and not auth.role:
+        raise ConfigError("vault.auth.method kubernetes needs vault.auth.role (the Vault role)")
+
+
+def _validate_aws(aws: AwsConfig | None, needed_by: str) -> None:
+    if aws is None:
+        raise ConfigError(
+            f"{needed_by} needs an `aws` section, e.g. aws: {{region: eu-west-1, "
+            "kms_key_id: alias/pullbroker}"
+        )
+    if not aws.region:
+        raise ConfigError("aws.region must be set, e.g. region: eu-west-1")
+    if not aws.kms_key_id:
+        raise ConfigError("aws.kms_key_id must name a KMS key: an id, an ARN or alias/NAME")
+    if aws.recovery_window_days != 0 and not 7 <= aws.recovery_window_days <= 30:
+        raise ConfigError("aws.recovery_window_days must be 7-30, or 0 to delete at once")
+    if (aws.access_key_id_file is None) != (aws.secret_access_key_file is None):
+        raise ConfigError("aws.access_key_id_file and aws.secret_access_key_file go together")
+    if aws.session_token_file is not None and aws.access_key_id_file is None:
+        raise ConfigError("aws.session_token_file needs aws.access_key_id_file too")
+    if aws.max_attempts < 1:
+        raise ConfigError("aws.max_attempts must be at least 1")

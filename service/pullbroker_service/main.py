@@ -2,27 +2,43 @@
 
 `start_broker` returns a running broker (tests run it in-process); `serve` is what
 `pullbroker serve` runs: start, write <home>/broker.json, wait for SIGTERM/SIGINT, drain.
+Beside the server, a running broker keeps two background tasks: a check of the secret backend
+(health "pullbroker.secrets") and the reconciler. `run_migration` is `pullbroker secrets
+migrate`: it takes the home folder's lock exclusively, which a running broker holds shared.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import gc
 import json
 import os
 import signal
+from collections import Counter
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from pullbroker_client.home import Home
 
 from pullbroker_service.api.server import BuiltServer, ServerTls, start_server
+from pullbroker_service.app.migrate import Migration, MigrationReport
 from pullbroker_service.app.policy_source import PolicySource
+from pullbroker_service.app.reconciler import Reconciler
 from pullbroker_service.app.registries import Registries
 from pullbroker_service.app.tokens import TokenIssuer
 from pullbroker_service.config import BrokerConfig
 from pullbroker_service.devca import ensure_dev_ca
+from pullbroker_service.domain.errors import (
+    BackendMismatch,
+    BackendUnavailable,
+    BrokerError,
+    HomeInUse,
+)
 from pullbroker_service.logging import configure_logging, get_logger
 from pullbroker_service.minting.azure import AzureMinter
 from pullbroker_service.minting.bearer import BearerMinter
@@ -30,8 +46,7 @@ from pullbroker_service.minting.cache import TokenCache
 from pullbroker_service.minting.ecr import EcrConfig, EcrMinter
 from pullbroker_service.minting.google import GoogleMinter
 from pullbroker_service.minting.registry_of_kinds import MinterRegistry
-from pullbroker_service.secrets.kek import FileKeyWrapper
-from pullbroker_service.secrets.local import LocalSecretBackend
+from pullbroker_service.secrets.factory import GuardedBackend, build_secret_backend
 from pullbroker_service.store.sqlite import SqliteMetadataStore
 
 _log = get_logger("pullbroker_service.main")
@@ -44,6 +59,9 @@ class Broker:
     config: BrokerConfig
     server: BuiltServer
     closers: list[Any] = field(default_factory=list)
+    secrets: GuardedBackend | None = None
+    """The secret backend in use (tests reach the reconciler and the backend through it)."""
+    reconciler: Reconciler | None = None
 
     @property
     def address(self) -> str:
@@ -67,21 +85,31 @@ def prepare_home(home: Home) -> None:
 
 
 async def start_broker(config: BrokerConfig) -> Broker:
-    """Build every adapter from `config`, start the server, write broker.json."""
+    """Build every adapter from `config`, start the server, write broker.json.
+
+    A secret backend that is down at start is not fatal (the broker serves, reporting
+    NOT_SERVING, and recovers when it answers); a backend that refuses the broker's
+    configuration (credentials, TLS, permissions) is.
+    """
     home = config.home
     prepare_home(home)
     configure_logging(log_file=home.broker_log, level=config.log_level, stderr=config.log_to_stderr)
     made = ensure_dev_ca(home, config.node_hostname)
     if made:
         _log.info("dev_ca_created", files=[str(p.relative_to(home.root)) for p in made])
-    policy = PolicySource(config.policy_file)
-    store = SqliteMetadataStore(home.metadata_db)
-    secrets = LocalSecretBackend(home.secrets_db, FileKeyWrapper.open(home.kek_key))
-    minters = build_minters(config)
-    cache = TokenCache()
-    closers: list[Any] = [store.close, secrets.close, minters.aclose]
+    lock = HomeLock.acquire(home, exclusive=False)
+    closers: list[Any] = [lock.release]
     try:
-        await secrets.check()
+        policy = PolicySource(config.policy_file)
+        store = build_store(config)
+        closers.append(store.close)
+        secrets = build_secret_backend(config.secrets, home)
+        closers.append(secrets.close)
+        minters = build_minters(config)
+        closers.append(minters.aclose)
+        await check_secret_references(home, store, secrets.name)
+        available = await _first_check(secrets)
+        cache = TokenCache()
         server = await start_server(
             registries=Registries(store, secrets, minters, cache),
             issuer=TokenIssuer(store, secrets, minters, cache, policy),
@@ -92,14 +120,19 @@ async def start_broker(config: BrokerConfig) -> Broker:
             insecure_dev_port=config.insecure_dev_port,
         )
     except BaseException:
-        for close in reversed(closers):
-            with suppress(Exception):
-                await close()
+        await _close_all(closers)
         raise
-    broker = Broker(config, server, closers)
+    reconciler = Reconciler(store, secrets, grace_seconds=config.reconcile_grace_seconds)
+    closers += _start_background(config, server, secrets, reconciler, available)
+    broker = Broker(config, server, closers, secrets, reconciler)
     write_broker_json(home, server.address)
     _log.info("broker_started", address=server.address, home=str(home.root))
     return broker
+
+
+def build_store(config: BrokerConfig) -> SqliteMetadataStore:
+    """The metadata store: SQLite in the home folder."""
+    return SqliteMetadataStore(config.home.metadata_db)
 
 
 def build_minters(config: BrokerConfig) -> MinterRegistry:
@@ -155,3 +188,182 @@ async def serve(config: BrokerConfig) -> None:
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+
+
+async def _close_all(closers: list[Any]) -> None:
+    for close in reversed(closers):
+        with suppress(Exception):
+            await close()
+
+
+async def _first_check(secrets: GuardedBackend) -> bool:
+    """True if the backend answers; False if it is down for now; raises if it never will
+    (BackendUnavailable without a retry hint: TLS, credential files, KEK file)."""
+    try:
+        await secrets.check()
+    except BackendUnavailable as exc:
+        if exc.retry_after is None:
+            raise
+        _log.warning("secret_backend_unavailable", backend=secrets.name, error=str(exc))
+        return False
+    return True
+
+
+def _start_background(
+    config: BrokerConfig,
+    server: BuiltServer,
+    secrets: GuardedBackend,
+    reconciler: Reconciler,
+    available: bool,
+) -> list[Callable[[], Any]]:
+    """The backend check and the reconciler, as tasks; returns their cancel-and-wait."""
+    watch = BackendWatch(secrets, server, config.backend_check_interval_seconds, available)
+    secrets.on_unavailable = watch.poke
+    tasks = [
+        asyncio.create_task(watch.run(), name="pullbroker-backend-watch"),
+        asyncio.create_task(
+            reconciler.run_periodically(config.reconcile_interval_seconds),
+            name="pullbroker-reconciler",
+        ),
+    ]
+
+    async def cancel() -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    return [cancel]
+
+
+class BackendWatch:
+    """Checks the secret backend every `interval` seconds, and soon after a call found it
+    unavailable; health "pullbroker.secrets" (and "") follow, and changes are logged."""
+
+    def __init__(
+        self, secrets: GuardedBackend, server: BuiltServer, interval: float, available: bool
+    ) -> None:
+        self._secrets = secrets
+        self._server = server
+        self._interval = interval
+        self._wake = asyncio.Event()
+        self.available = available
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        await self._server.set_secrets_serving(self.available)
+        while True:
+            # A floor between checks: a burst of failing calls must not become a burst of checks.
+            await asyncio.sleep(min(1.0, self._interval))
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+            self._wake.clear()
+            await self._check()
+
+    async def _check(self) -> None:
+        try:
+            await self._secrets.check()
+        except BrokerError as exc:
+            if self.available:
+                _log.warning(
+                    "secret_backend_unavailable", backend=self._secrets.name, error=str(exc)
+                )
+            self.available = False
+        else:
+            if not self.available:
+                _log.info("secret_backend_recovered", backend=self._secrets.name)
+            self.available = True
+        await self._server.set_secrets_serving(self.available)
+
+
+async def check_secret_references(home: Home, store: SqliteMetadataStore, backend: str) -> None:
+    """Refuse to serve over an unfinished migration, or when every stored credential is in
+    another backend than the configured one (the configuration was not switched)."""
+    marker = migration_marker(home)
+    if marker.exists():
+        raise BackendMismatch(
+            f"a secrets migration on {home.root} did not finish ({marker.name} is present): "
+            "run `pullbroker secrets migrate --to BACKEND` again to finish it"
+        )
+    counts = await _backend_counts(store)
+    foreign = {name: n for name, n in counts.items() if name != backend}
+    if not foreign:
+        return
+    where = ", ".join(f"{n} in {name}" for name, n in sorted(foreign.items()))
+    if not counts[backend]:
+        raise BackendMismatch(
+            f"every stored credential is in another backend ({where}) but secret_backend is "
+            f"{backend}: set secret_backend to where they are, or move them with "
+            f"`pullbroker secrets migrate --to {backend}`"
+        )
+    _log.error("secret_references_foreign_backend", backend=backend, elsewhere=foreign)
+
+
+class HomeLock:
+    """flock on <home>/home.lock: brokers hold it shared, a migration exclusively. The kernel
+    drops it when the process dies, so a crash never leaves the home locked."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+
+    @classmethod
+    def acquire(cls, home: Home, *, exclusive: bool) -> HomeLock:
+        home.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(home.root / "home.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise HomeInUse(
+                f"a broker is running on {home.root}: stop it first (the migration works on "
+                "the stopped broker's files)"
+                if exclusive
+                else f"`pullbroker secrets migrate` is running on {home.root}: let it finish"
+            ) from None
+        return cls(fd)
+
+    async def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the last descriptor releases the lock
+            self._fd = None
+
+
+def migration_marker(home: Home) -> Path:
+    """Present while a migration runs, and after one was interrupted: no broker starts then."""
+    return home.secrets_dir / "migration.json"
+
+
+async def run_migration(
+    config: BrokerConfig, target: str, progress: Callable[[str], None]
+) -> MigrationReport:
+    """`pullbroker secrets migrate --to TARGET`, with the home locked against brokers."""
+    home = config.home
+    prepare_home(home)
+    configure_logging(log_file=home.logs_dir / "migrate.log", level=config.log_level, stderr=False)
+    lock = HomeLock.acquire(home, exclusive=True)
+    store = build_store(config)
+    backends: dict[str, GuardedBackend] = {}
+    try:
+        names = {config.secrets.backend, target} | set(await _backend_counts(store))
+        for name in sorted(names):
+            backends[name] = build_secret_backend(config.secrets, home, name)
+        await backends[target].check()  # before the marker: an unreachable target changes nothing
+        marker = migration_marker(home)
+        started = {"to": target, "started": datetime.now(UTC).isoformat(), "pid": os.getpid()}
+        marker.write_text(json.dumps(started) + "\n", encoding="utf-8")
+        report = await Migration(store, backends, backends[target], progress=progress).run()
+        marker.unlink()  # every record was visited: what failed needs a person, not a re-run
+        return report
+    finally:
+        await _close_all([lock.release, store.close, *(b.close for b in backends.values())])
+
+
+async def _backend_counts(store: SqliteMetadataStore) -> Counter[str]:
+    """How many records reference each secret backend."""
+    counts: Counter[str] = Counter()
+    after: str | None = None
+    while page := await store.list_page(500, after):
+        after = page[-1].id
+        counts.update(r.secret_ref.backend for r in page if r.secret_ref is not None)
+    return counts
