@@ -32,6 +32,7 @@ from pullbroker_client.home import Home
 from pullbroker_client.secret import Secret
 from pullbroker_client.tls import TlsFiles, channel_credentials
 
+from tests.harness.broker_config import write_test_config
 from tests.harness.registry import TokenAuthRegistry
 from tests.harness.standard import ALICE, add_standard_users
 
@@ -145,8 +146,23 @@ async def _compare(
 
 
 def _start_broker(home: Path) -> subprocess.Popen[bytes]:
+    # The registry is on loopback, and 64 callers share one node identity: lift that
+    # identity's rate limit, which would otherwise answer most calls RESOURCE_EXHAUSTED.
+    config = write_test_config(
+        home.parent / "broker.yaml",
+        rate_limits={"issue_pull_token_per_second": 1e9, "issue_pull_token_burst": 10**9},
+    )
     process = subprocess.Popen(
-        [PULLBROKER, "serve", "--home", str(home), "--listen", "127.0.0.1:0"],
+        [
+            PULLBROKER,
+            "serve",
+            "--home",
+            str(home),
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            str(config),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

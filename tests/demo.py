@@ -78,9 +78,15 @@ def main() -> int:
 def demo(root: Path, url: str, registry_ca: Path, image: PushedImage, users: dict[str, str]) -> int:
     home = Home(root / "home")
     step("start the broker on the embedded default (dev CA, SQLite, encrypted local store)")
-    print(f"$ pullbroker serve --home {home.root} --listen 127.0.0.1:0")
+    # The demo registry listens on 127.0.0.1: a broker refuses loopback registries (SSRF)
+    # unless its configuration allows them, as this one does.
+    config = root / "broker.yaml"
+    config.write_text("allow_loopback_registries: true\n")
+    print(f"$ cat {config}\n{config.read_text().strip()}")
+    serve = ["serve", "--home", str(home.root), "--config", str(config), "--listen", "127.0.0.1:0"]
+    print("$ pullbroker " + " ".join(serve))
     broker = subprocess.Popen(
-        [str(BIN / "pullbroker"), "serve", "--home", str(home.root), "--listen", "127.0.0.1:0"],
+        [str(BIN / "pullbroker"), *serve],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

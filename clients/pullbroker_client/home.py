@@ -85,6 +85,11 @@ class Home:
     def broker_log(self) -> Path:
         return self.logs_dir / "broker.log"
 
+    @property
+    def audit_log(self) -> Path:
+        """The broker's append-only audit events (JSON lines), apart from its log."""
+        return self.root / "audit" / "audit.jsonl"
+
     def read_address(self) -> str:
         """The address `pullbroker serve` wrote to broker.json."""
         try:

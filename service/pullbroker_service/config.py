@@ -47,6 +47,10 @@ class ServerLimits:
     max_send_message_bytes: int = 4 * 1024 * 1024
     """Largest response sent (a page of 1000 registries fits)."""
 
+    max_call_seconds: float = 60.0
+    """A unary call still running after this long ends with DEADLINE_EXCEEDED, whatever
+    deadline its client set (streams such as WatchDeployment are exempt)."""
+
     max_concurrent_streams: int = 256
     """Concurrent RPCs per HTTP/2 connection; a sidecar needs a handful."""
 
@@ -178,6 +182,40 @@ class SecretsConfig:
 
 
 @dataclass(frozen=True)
+class TlsConfig:
+    """The broker's own TLS material from files (cert-manager, SPIRE, a corporate CA).
+
+    Without this section the development CA in <home>/tls is used (created on first start).
+    """
+
+    ca_file: Path
+    """PEM bundle of the CAs whose client certificates are accepted (nodes, admins)."""
+
+    cert_file: Path
+    """PEM certificate chain the broker presents."""
+
+    key_file: Path
+    """PEM private key of cert_file (keep it 0600)."""
+
+
+@dataclass(frozen=True)
+class RateLimitConfig:
+    """Per-identity token buckets; a call over the limit gets RESOURCE_EXHAUSTED + retry-after."""
+
+    issue_pull_token_per_second: float = 20.0
+    """Sustained IssuePullToken calls per identity (a node asks once per image, near expiry)."""
+
+    issue_pull_token_burst: int = 100
+    """IssuePullToken calls an identity may make at once."""
+
+    test_connection_per_second: float = 0.5
+    """Sustained TestConnection calls per identity (each one reaches the registry)."""
+
+    test_connection_burst: int = 5
+    """TestConnection calls an identity may make at once."""
+
+
+@dataclass(frozen=True)
 class BrokerConfig:
     """Everything `pullbroker serve` needs; main.py turns it into adapters."""
 
@@ -227,6 +265,20 @@ class BrokerConfig:
 
     limits: ServerLimits = field(default_factory=ServerLimits)
     """Transport limits and keepalive."""
+
+    tls: TlsConfig | None = None
+    """The broker's TLS material from files; None means the development CA in <home>/tls."""
+
+    rate_limits: RateLimitConfig = field(default_factory=RateLimitConfig)
+    """Per-identity limits on the calls that cost upstream work."""
+
+    allow_loopback_registries: bool = False
+    """Let registry URLs and token realms point at loopback addresses (a registry on this
+    host). Off by default: a user-supplied URL must not make the broker dial itself (SSRF)."""
+
+    allow_private_registries: bool = False
+    """Let registry URLs and token realms point at private (RFC 1918, ULA) addresses, for
+    registries inside the network. Link-local and metadata addresses are always refused."""
 
     @property
     def policy_file(self) -> Path:
@@ -283,7 +335,16 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 _SECRETS_KEYS = {"secret_backend": "backend", "local": "local", "vault": "vault", "aws": "aws"}
 _SECTIONS: dict[str, type] = {
-    c.__name__: c for c in (ServerLimits, LocalConfig, VaultConfig, AwsConfig, VaultAuthConfig)
+    c.__name__: c
+    for c in (
+        ServerLimits,
+        LocalConfig,
+        VaultConfig,
+        AwsConfig,
+        VaultAuthConfig,
+        TlsConfig,
+        RateLimitConfig,
+    )
 }
 
 

@@ -12,6 +12,7 @@ after exceptions are rendered (so a secret in an exception message is caught too
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
 import re
@@ -167,6 +168,14 @@ class _TeeLogger:
 
 
 _open_files: list[TextIO] = []
+
+
+@atexit.register
+def _close_log_files() -> None:
+    for handle in _open_files:
+        handle.close()
+    _open_files.clear()
+
 _debug = False
 
 

@@ -26,12 +26,19 @@ from typing import Any
 from pullbroker_client.home import Home
 
 from pullbroker_service.api.server import BuiltServer, ServerTls, start_server
+from pullbroker_service.app.access import AccessChecker
+from pullbroker_service.app.audit import AuditSink
+from pullbroker_service.app.deployments import Deployments
+from pullbroker_service.app.lifecycle import DeletionRules
 from pullbroker_service.app.migrate import Migration, MigrationReport
+from pullbroker_service.app.policy_memo import PolicyMemo
 from pullbroker_service.app.policy_source import PolicySource
+from pullbroker_service.app.ratelimit import Limit, LimitKind, RateLimiter
 from pullbroker_service.app.reconciler import Reconciler
 from pullbroker_service.app.registries import Registries
+from pullbroker_service.app.token_guard import GuardedTokenIssuer
 from pullbroker_service.app.tokens import TokenIssuer
-from pullbroker_service.config import BrokerConfig
+from pullbroker_service.config import BrokerConfig, ConfigError
 from pullbroker_service.devca import ensure_dev_ca
 from pullbroker_service.domain.errors import (
     BackendMismatch,
@@ -39,15 +46,18 @@ from pullbroker_service.domain.errors import (
     BrokerError,
     HomeInUse,
 )
+from pullbroker_service.domain.hosts import DialPolicy
+from pullbroker_service.domain.kinds import KindSettings
 from pullbroker_service.logging import configure_logging, get_logger
 from pullbroker_service.minting.azure import AzureMinter
 from pullbroker_service.minting.bearer import BearerMinter
 from pullbroker_service.minting.cache import TokenCache
 from pullbroker_service.minting.ecr import EcrConfig, EcrMinter
-from pullbroker_service.minting.google import GoogleMinter
+from pullbroker_service.minting.google import GoogleConfig, GoogleMinter
 from pullbroker_service.minting.registry_of_kinds import MinterRegistry
 from pullbroker_service.secrets.factory import GuardedBackend, build_secret_backend
 from pullbroker_service.store.sqlite import SqliteMetadataStore
+from pullbroker_service.store.sqlite_deployments import SqliteDeploymentStore
 
 _log = get_logger("pullbroker_service.main")
 
@@ -94,13 +104,13 @@ async def start_broker(config: BrokerConfig) -> Broker:
     home = config.home
     prepare_home(home)
     configure_logging(log_file=home.broker_log, level=config.log_level, stderr=config.log_to_stderr)
-    made = ensure_dev_ca(home, config.node_hostname)
+    made = ensure_dev_ca(home, config.node_hostname) if config.tls is None else []
     if made:
         _log.info("dev_ca_created", files=[str(p.relative_to(home.root)) for p in made])
     lock = HomeLock.acquire(home, exclusive=False)
     closers: list[Any] = [lock.release]
     try:
-        policy = PolicySource(config.policy_file)
+        policy = PolicyMemo(PolicySource(config.policy_file))
         store = build_store(config)
         closers.append(store.close)
         secrets = build_secret_backend(config.secrets, home)
@@ -109,12 +119,11 @@ async def start_broker(config: BrokerConfig) -> Broker:
         closers.append(minters.aclose)
         await check_secret_references(home, store, secrets.name)
         available = await _first_check(secrets)
-        cache = TokenCache()
+        services = _build_services(config, store, secrets, minters, policy, closers)
         server = await start_server(
-            registries=Registries(store, secrets, minters, cache),
-            issuer=TokenIssuer(store, secrets, minters, cache, policy),
-            roles_for=lambda name: policy.current().roles_for(name),
-            tls=_server_tls(home),
+            **services,
+            roles_for=policy.roles_for,
+            tls=server_tls(config),
             listen=config.listen,
             limits=config.limits,
             insecure_dev_port=config.insecure_dev_port,
@@ -130,6 +139,53 @@ async def start_broker(config: BrokerConfig) -> Broker:
     return broker
 
 
+def _build_services(
+    config: BrokerConfig,
+    store: SqliteMetadataStore,
+    secrets: GuardedBackend,
+    minters: MinterRegistry,
+    policy: PolicyMemo,
+    closers: list[Any],
+) -> dict[str, Any]:
+    """The use cases the API serves, sharing one token cache, audit sink and rate limiter."""
+    home = config.home
+    deployment_store = SqliteDeploymentStore(home.metadata_db)
+    closers.append(deployment_store.close)
+    audit = AuditSink(home.audit_log)
+    closers.append(audit.aclose)
+    limiter = RateLimiter(rate_limits(config))
+    cache = TokenCache()
+    registries = Registries(
+        store,
+        secrets,
+        minters,
+        cache,
+        kind_settings=KindSettings(google_oauth_hosts=GoogleConfig().allowed_oauth_hosts),
+        deletion=DeletionRules(policy, deployment_store),
+        audit=audit,
+        limiter=limiter,
+    )
+    issuer = TokenIssuer(store, secrets, minters, cache, policy)
+    return {
+        "registries": registries,
+        "issuer": GuardedTokenIssuer(issuer, audit=audit, limiter=limiter),
+        "deployments": Deployments(deployment_store, registries, policy, audit=audit),
+        "access": AccessChecker(store, policy),
+    }
+
+
+def rate_limits(config: BrokerConfig) -> dict[LimitKind, Limit]:
+    limits = config.rate_limits
+    return {
+        LimitKind.ISSUE_PULL_TOKEN: Limit(
+            limits.issue_pull_token_per_second, limits.issue_pull_token_burst
+        ),
+        LimitKind.TEST_CONNECTION: Limit(
+            limits.test_connection_per_second, limits.test_connection_burst
+        ),
+    }
+
+
 def build_store(config: BrokerConfig) -> SqliteMetadataStore:
     """The metadata store: SQLite in the home folder."""
     return SqliteMetadataStore(config.home.metadata_db)
@@ -138,17 +194,34 @@ def build_store(config: BrokerConfig) -> SqliteMetadataStore:
 def build_minters(config: BrokerConfig) -> MinterRegistry:
     """Every registry kind: token-endpoint kinds on one BearerMinter, and the cloud minters."""
     ecr = EcrConfig(endpoint_url=config.ecr_endpoint_url, sts_endpoint_url=config.sts_endpoint_url)
+    dial = DialPolicy(
+        allow_loopback=config.allow_loopback_registries,
+        allow_private=config.allow_private_registries,
+    )
     return MinterRegistry.default(
-        BearerMinter(), ecr=EcrMinter(ecr), google=GoogleMinter(), azure=AzureMinter()
+        BearerMinter(dial_policy=dial),
+        ecr=EcrMinter(ecr),
+        google=GoogleMinter(),
+        azure=AzureMinter(),
     )
 
 
-def _server_tls(home: Home) -> ServerTls:
-    return ServerTls(
-        certificate_chain=home.cert("server").read_bytes(),
-        private_key=home.key("server").read_bytes(),
-        client_ca=home.ca_cert.read_bytes(),
+def server_tls(config: BrokerConfig) -> ServerTls:
+    """The configured TLS files, else the development CA's in <home>/tls."""
+    home, tls = config.home, config.tls
+    files = (
+        (tls.cert_file, tls.key_file, tls.ca_file)
+        if tls is not None
+        else (home.cert("server"), home.key("server"), home.ca_cert)
     )
+    try:
+        chain, key, ca = (path.read_bytes() for path in files)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the broker's TLS file {exc.filename} ({exc.strerror}): check the "
+            "tls section of the config file"
+        ) from None
+    return ServerTls(certificate_chain=chain, private_key=key, client_ca=ca)
 
 
 def write_broker_json(home: Home, address: str) -> None:

@@ -3,13 +3,14 @@
 One variable set once per call is what the token hot path can afford (binding three structlog
 contextvars and generating a uuid per call measurably cut throughput); log lines get these
 fields through `merge_call_context`, and the request id is only generated when something asks
-for it (a log line or an error).
+for it (a log line, an audit event or an error).
 """
 
 from __future__ import annotations
 
 import contextvars
-import uuid
+import itertools
+import os
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -30,8 +31,14 @@ class CallInfo:
     @property
     def request_id(self) -> str:
         if self._request_id is None:
-            self._request_id = uuid.uuid4().hex
+            self._request_id = f"{_ID_PREFIX}-{next(_ID_COUNTER):x}"
         return self._request_id
+
+
+# Generated request ids: unique within the process by the counter, across processes and
+# restarts by the random prefix; cheaper than a uuid4 per call (no getrandom syscall).
+_ID_PREFIX = os.urandom(6).hex()
+_ID_COUNTER = itertools.count(1)
 
 
 _current: contextvars.ContextVar[CallInfo | None] = contextvars.ContextVar(

@@ -27,6 +27,8 @@ from pullbroker_service.config import load_config
 from pullbroker_service.devca import CertificateAuthority, LeafSpec
 from pullbroker_service.main import Broker, start_broker
 
+from tests.harness.broker_config import write_test_config
+
 PULLBROKER = str(Path(sys.executable).with_name("pullbroker"))
 STARTUP_TIMEOUT = 30.0
 
@@ -67,7 +69,7 @@ class BrokerThread:
             load_config(home=home, listen="127.0.0.1:0"),
             log_to_stderr=False,
             shutdown_grace_seconds=0.5,
-            **overrides,
+            **{"allow_loopback_registries": True, **overrides},
         )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -157,7 +159,9 @@ class ServeProcess:
 def start_serve(home: Path, *extra: str, env: dict[str, str] | None = None) -> ServeProcess:
     """Start `pullbroker serve --home HOME` on a free port; wait until broker.json names it."""
     out, err = home.parent / f"{home.name}.stdout", home.parent / f"{home.name}.stderr"
-    args = [PULLBROKER, "serve", "--home", str(home), "--listen", "127.0.0.1:0", *extra]
+    config = write_test_config(home.parent / f"{home.name}-broker.yaml")
+    args = [PULLBROKER, "serve", "--home", str(home), "--listen", "127.0.0.1:0"]
+    args += ["--config", str(config), *extra]
     with out.open("wb") as stdout, err.open("wb") as stderr:
         process = subprocess.Popen(args, stdout=stdout, stderr=stderr, env=env)
     served = ServeProcess(Home(home), process, out, err)

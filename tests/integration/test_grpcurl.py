@@ -19,6 +19,9 @@ GRPCURL = str(Path(sys.executable).with_name("grpcurl"))
 SERVICES = {
     "grpc.health.v1.Health",
     "grpc.reflection.v1alpha.ServerReflection",
+    "pullbroker.v1.DeploymentReportingService",
+    "pullbroker.v1.DeploymentService",
+    "pullbroker.v1.PolicyService",
     "pullbroker.v1.PullService",
     "pullbroker.v1.RegistryService",
 }

@@ -23,7 +23,6 @@ from pullbroker_client.cli.common import home_of, wants_json
 from pullbroker_client.cli.parser import add_common_options
 from pullbroker_client.errors import ConfigurationError
 
-AUDIT_FILE = Path("audit") / "audit.jsonl"
 """Where the broker writes audit events, relative to its home folder."""
 
 OUTCOMES = ("allowed", "denied", "failed")
@@ -61,15 +60,13 @@ def add_audit_commands(subparsers: Any) -> None:
         "--outcome", default="", choices=("", *OUTCOMES), help="allowed|denied|failed"
     )
     tail.add_argument("-n", "--lines", type=int, default=20, help="events to show (default 20)")
-    tail.add_argument(
-        "--file", default=None, help="audit file (default: <home>/" + str(AUDIT_FILE) + ")"
-    )
+    tail.add_argument("--file", default=None, help="audit file (default: <home>/audit/audit.jsonl)")
     tail.set_defaults(func=cmd_tail)
     add_common_options(tail)
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    path = Path(args.file).expanduser() if args.file else home_of(args).root / AUDIT_FILE
+    path = Path(args.file).expanduser() if args.file else home_of(args).audit_log
     filters = Filters(args.identity, args.registry, args.outcome)
     show = _printer(wants_json(args))
     with _open(path) as file:

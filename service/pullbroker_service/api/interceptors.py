@@ -10,6 +10,7 @@ the call (`rpc_failed` at warning, `rpc_completed` at debug).
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 from collections.abc import AsyncIterator, Callable
@@ -34,11 +35,17 @@ INSECURE_IDENTITY = "CN=insecure-dev"
 SERVICE_ROLES: dict[str, str | None] = {
     "pullbroker.v1.RegistryService": ADMIN,
     "pullbroker.v1.PullService": NODE,
+    "pullbroker.v1.DeploymentService": ADMIN,
+    "pullbroker.v1.DeploymentReportingService": NODE,
+    "pullbroker.v1.PolicyService": ADMIN,
     "grpc.health.v1.Health": None,
     "grpc.reflection.v1alpha.ServerReflection": None,
     "grpc.reflection.v1.ServerReflection": None,
 }
 _MAX_REQUEST_ID = 128
+# A unary call that takes longer is ended with DEADLINE_EXCEEDED, whatever deadline the client
+# set (or none): a hung upstream must not pin broker resources. Streams (Watch) are exempt.
+DEFAULT_MAX_CALL_SECONDS = 60.0
 _SAN_KEY = "x509_subject_alternative_name"
 
 RolesFor = Callable[[str], frozenset[str]]
@@ -125,7 +132,14 @@ class CallGuard:
     and handler lookup on every call, measurable on the token hot path.
     """
 
-    def __init__(self, roles_for: RolesFor, *, allow_insecure: bool = False) -> None:
+    def __init__(
+        self,
+        roles_for: RolesFor,
+        *,
+        allow_insecure: bool = False,
+        max_call_seconds: float = DEFAULT_MAX_CALL_SECONDS,
+    ) -> None:
+        self.max_call_seconds = max_call_seconds
         self._roles_for = roles_for
         self._allow_insecure = allow_insecure
 
@@ -192,6 +206,12 @@ async def _fail(context: Any, exc: Exception, started: float) -> None:
     request_id = info.request_id if info is not None else "unknown"
     if isinstance(exc, BrokerError):
         status = rpc_status(exc)
+    elif isinstance(exc, TimeoutError):
+        status = RpcStatus(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            f"the broker gave up on this call after its time limit (request id {request_id}): "
+            "a registry or secret backend is not answering; retry later",
+        )
     else:
         _log.error("rpc_crashed", exc_info=exc)
         status = RpcStatus(
@@ -240,7 +260,8 @@ def _unary(inner: Any, call: _Method, guard: CallGuard) -> Any:
         started = time.perf_counter()
         try:
             _begin(call, context, guard)
-            response = await inner(request, context)
+            async with asyncio.timeout(guard.max_call_seconds):
+                response = await inner(request, context)
         except grpc.aio.AbortError:
             _done(context.code() or grpc.StatusCode.UNKNOWN, started, context.details() or "")
             raise

@@ -50,6 +50,8 @@ class RegistriesUseCases(Protocol):
         spec: RegistrySpec | None,
         credential: Credential | None,
         repository: str,
+        *,
+        caller: Identity | None = None,
     ) -> ProbeResult: ...
 
 
@@ -122,10 +124,14 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         target = request.WhichOneof("target")
         if target == "name":
             name = _required_name(request.name, "name")
-            result = await self._registries.test(name, None, credential, request.repository)
+            result = await self._registries.test(
+                name, None, credential, request.repository, caller=current_caller()
+            )
         elif target == "registry":
             spec = convert.spec_from_proto(request.registry)
-            result = await self._registries.test(None, spec, credential, request.repository)
+            result = await self._registries.test(
+                None, spec, credential, request.repository, caller=current_caller()
+            )
         else:
             raise InvalidArgument(
                 "name a saved registry (name) or describe an unsaved one (registry)"

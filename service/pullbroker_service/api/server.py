@@ -125,7 +125,11 @@ async def start_server(
 ) -> BuiltServer:
     """Build, bind and start the server; the returned address has the real port."""
     server = grpc.aio.server(options=server_options(limits))
-    guard = CallGuard(roles_for, allow_insecure=insecure_dev_port is not None)
+    guard = CallGuard(
+        roles_for,
+        allow_insecure=insecure_dev_port is not None,
+        max_call_seconds=limits.max_call_seconds,
+    )
     guarded: Any = GuardedRegistrar(server, guard)  # quacks like the server for add_*()
     registry_pb2_grpc.add_RegistryServiceServicer_to_server(RegistryServicer(registries), guarded)
     pull_pb2_grpc.add_PullServiceServicer_to_server(PullServicer(issuer), guarded)

@@ -29,6 +29,7 @@ DEV_DEFAULT_POLICY = """\
 rules:
   - identity: "spiffe://pullbroker.local/admin"
     roles: [admin]
+    targets: ["**"]            # deployment targets, e.g. "kubernetes:prod/*", "nitro_enclave:*"
   - identity: "spiffe://pullbroker.local/node/*"
     roles: [node]
     registries: ["*"]

@@ -34,6 +34,7 @@ from pullbroker_service.domain.errors import BrokerError
 from pullbroker_service.main import Broker, start_broker
 from pullbroker_service.secrets.factory import GuardedBackend
 
+from tests.harness.broker_config import TEST_SETTINGS
 from tests.harness.canary import find_in_text, find_in_tree
 from tests.harness.images import OCI_INDEX, OCI_MANIFEST
 from tests.harness.moto_server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, MotoServer
@@ -61,7 +62,7 @@ def write_config(
     """A broker config file naming `backend`, with a section for every server given; the
     backends' own credentials are in 0600 files next to it, as an operator would keep them."""
     folder.mkdir(parents=True, exist_ok=True)
-    data: dict[str, Any] = {"secret_backend": backend}
+    data: dict[str, Any] = {"secret_backend": backend, **TEST_SETTINGS}
     if vault is not None:
         data["vault"] = {
             "url": vault.server.url,

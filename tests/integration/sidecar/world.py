@@ -22,6 +22,7 @@ from pullbroker_client.broker import BrokerClient, BrokerTarget, basic_credentia
 from pullbroker_client.home import Home
 from pullbroker_client.secret import Secret
 
+from tests.harness.broker_config import write_test_config
 from tests.harness.process import HarnessError, log_tail, spawn, stop
 from tests.harness.registry import TokenAuthRegistry
 from tests.harness.standard import PushedImage, StandardImages, seed_image
@@ -57,7 +58,8 @@ class BrokerProcess:
         self.home.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         patterns = ", ".join(json.dumps(r) for r in self._node_registries)
         self.home.policy_yaml.write_text(NODE_POLICY.format(registries=patterns))
-        argv = [_bin("pullbroker"), "serve", "--home", str(self.home.root)]
+        config = write_test_config(self.home.root.parent / f"{self.home.root.name}-broker.yaml")
+        argv = [_bin("pullbroker"), "serve", "--home", str(self.home.root), "--config", str(config)]
         self._proc = spawn([*argv, "--listen", "127.0.0.1:0"], log_path=self.log_path)
         deadline = time.monotonic() + _READY_TIMEOUT
         while time.monotonic() < deadline:

@@ -166,3 +166,33 @@ class TestAudited:
         assert line["identity"] == ADMIN.name
         assert line["role"] == "admin"
         assert line["reason"] == (str(error) if error else "")
+
+
+class TestRepeatedEvents:
+    """Repeated events reuse their serialised middle and still write exact JSON lines."""
+
+    def test_lines_equal_full_serialisation(self, path: Path) -> None:
+        """Each line, first or repeated, parses to exactly the event's fields in order."""
+        sink = AuditSink(path, clock=lambda: WHEN)
+        events = [
+            event(request_id="r-1", registry="registries/a", repository="team/app"),
+            event(request_id="r-2", registry="registries/a", repository="team/app"),
+            event(request_id="r-3", registry="registries/a", repository='team/"x"\\y'),
+        ]
+        for e in events:
+            sink.record(e)
+        sink.close()
+        raw = path.read_text().splitlines()
+        assert [json.loads(line) for line in raw] == [e.to_dict() for e in events]
+        assert [list(json.loads(line)) for line in raw] == [list(FIELDS)] * 3
+
+    def test_secret_registered_later_is_still_scrubbed_in_reasons(self, path: Path) -> None:
+        """A reason (free text) is scrubbed each time, even for a value registered later."""
+        sink = AuditSink(path, clock=lambda: WHEN)
+        canary = new_canary("late")
+        sink.record(event(request_id="r-1", reason=f"registry said {canary}"))
+        register_secret_value(canary)
+        sink.record(event(request_id="r-2", reason=f"registry said {canary}"))
+        sink.close()
+        reasons = [json.loads(line)["reason"] for line in path.read_text().splitlines()]
+        assert canary not in reasons[1]
