@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,14 +53,32 @@ def add_registry_commands(subparsers: Any) -> None:
     add.add_argument(
         "--type", required=True, type=registry_type, metavar="TYPE", help=", ".join(TYPES)
     )
-    add.add_argument("--url", required=True, help="registry URL, e.g. https://ghcr.io")
-    add.add_argument("--username", help="username (ECR: access key id)")
+    add.add_argument(
+        "--url",
+        default="",
+        help="registry URL, e.g. https://ghcr.io (optional for kinds with a default host)",
+    )
+    add.add_argument("--username", help="username (ECR: the access key id)")
     add.add_argument(
         "--password-stdin",
         action="store_true",
-        help="read the password (token, secret key, key JSON) from stdin",
+        help="read the secret (password, token, secret access key, client secret) from stdin",
     )
     add.add_argument("--registry-ca", metavar="PEM_FILE", help="CA bundle of the registry's TLS")
+    add.add_argument("--region", default="", help="region (ecr, gar), e.g. europe-west4")
+    add.add_argument("--role-arn", default="", help="ecr: role to assume for each pull")
+    add.add_argument(
+        "--service-account-key",
+        metavar="JSON_FILE",
+        help="gcr/gar: the service-account key file (else the key JSON is read from stdin)",
+    )
+    add.add_argument("--tenant-id", default="", help="acr: Azure AD tenant of the principal")
+    add.add_argument("--client-id", default="", help="acr: the service principal's client id")
+    add.add_argument(
+        "--allow-basic-passthrough",
+        action="store_true",
+        help="Basic-only registries: hand nodes the stored credential itself (audited)",
+    )
     add.add_argument("--test", action="store_true", help="test the credential before saving")
     add.set_defaults(func=cmd_add)
 
@@ -81,11 +100,14 @@ def add_registry_commands(subparsers: Any) -> None:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    credential = _new_credential(args.type, args.username, args.password_stdin, args.url)
+    extra = CloudOptions(args.role_arn, args.service_account_key, args.tenant_id, args.client_id)
+    credential = _new_credential(args.type, args.username, args.password_stdin, args.url, extra)
     registry = registry_pb2.Registry(
         display_name=args.name,
         type=args.type,
         url=args.url,
+        region=args.region,
+        allow_basic_passthrough=args.allow_basic_passthrough,
         registry_ca_pem=_read_ca(args.registry_ca) if args.registry_ca else "",
     )
     with client_for(args) as client:
@@ -169,7 +191,23 @@ def resolve(client: BrokerClient, ident: str) -> Any:
         ) from None
 
 
-def _new_credential(kind: int, username: str | None, stdin: bool, url: str) -> Any | None:
+@dataclass(frozen=True)
+class CloudOptions:
+    """Credential parts of the cloud kinds that are not the secret itself."""
+
+    role_arn: str = ""
+    service_account_key: str | None = None
+    tenant_id: str = ""
+    client_id: str = ""
+
+
+def _new_credential(
+    kind: int,
+    username: str | None,
+    stdin: bool,
+    url: str,
+    extra: CloudOptions = CloudOptions(),
+) -> Any | None:
     if kind == registry_pb2.REGISTRY_TYPE_PUBLIC:
         if username or stdin:
             raise UsageError(
@@ -177,20 +215,41 @@ def _new_credential(kind: int, username: str | None, stdin: bool, url: str) -> A
             )
         return None
     if kind in _GOOGLE:
-        key = read_password(from_stdin=stdin, prompt="Service-account key JSON: ")
-        return registry_pb2.Credential(
-            google=registry_pb2.GoogleServiceAccount(key_json=key.reveal())
-        )
+        return _google_credential(stdin, extra.service_account_key)
+    if kind == registry_pb2.REGISTRY_TYPE_ACR and (extra.tenant_id or extra.client_id):
+        return _azure_credential(stdin, extra)
     if not username:
         what = "the access key id" if kind == registry_pb2.REGISTRY_TYPE_ECR else "the username"
         raise UsageError(f"--username is required: give {what} for this registry")
-    password = read_password(from_stdin=stdin, prompt=f"Password for {username} at {url}: ")
+    password = read_password(
+        from_stdin=stdin, prompt=f"Password for {username} at {url or 'the registry'}: "
+    )
     if kind == registry_pb2.REGISTRY_TYPE_ECR:
         aws = registry_pb2.AwsCredential(
-            access_key_id=username, secret_access_key=password.reveal()
+            access_key_id=username, secret_access_key=password.reveal(), role_arn=extra.role_arn
         )
         return registry_pb2.Credential(aws=aws)
     return _basic(username, password)
+
+
+def _google_credential(stdin: bool, key_file: str | None) -> Any:
+    if key_file:
+        if stdin:
+            raise UsageError("give the key either as --service-account-key or on stdin, not both")
+        key = _read_text(key_file, "--service-account-key", "the service-account key file")
+    else:
+        key = read_password(from_stdin=stdin, prompt="Service-account key JSON: ").reveal()
+    return registry_pb2.Credential(google=registry_pb2.GoogleServiceAccount(key_json=key))
+
+
+def _azure_credential(stdin: bool, extra: CloudOptions) -> Any:
+    if not (extra.tenant_id and extra.client_id):
+        raise UsageError("a service principal needs both --tenant-id and --client-id")
+    secret = read_password(from_stdin=stdin, prompt=f"Client secret of {extra.client_id}: ")
+    principal = registry_pb2.AzureServicePrincipal(
+        tenant_id=extra.tenant_id, client_id=extra.client_id, client_secret=secret.reveal()
+    )
+    return registry_pb2.Credential(azure=principal)
 
 
 def _basic(username: str, password: Secret) -> Any:
@@ -199,14 +258,16 @@ def _basic(username: str, password: Secret) -> Any:
 
 
 def _read_ca(path: str) -> str:
+    return _read_text(path, "--registry-ca", "the CA's PEM file")
+
+
+def _read_text(path: str, flag: str, what: str) -> str:
     try:
         return Path(path).expanduser().read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigurationError(
-            f"--registry-ca {path} does not exist: give the CA's PEM file"
-        ) from None
+        raise ConfigurationError(f"{flag} {path} does not exist: give {what}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigurationError(f"cannot read --registry-ca {path}: {exc}") from None
+        raise ConfigurationError(f"cannot read {flag} {path}: {type(exc).__name__}") from None
 
 
 def _show_registry(args: argparse.Namespace, registry: Any) -> None:
