@@ -289,3 +289,23 @@ class TestErrors:
         )
         assert done.returncode == 1
         assert "PERMISSION_DENIED" in done.stderr
+
+
+class TestHealth:
+    """`pullbroker health` asks grpc.health.v1 over mTLS, for exec probes."""
+
+    def test_serving_broker_exits_zero(self, served: ServeProcess, cli: Transcript) -> None:
+        """Overall and PullService status are SERVING, exit 0; JSON names the status."""
+        home = served.home.root
+        overall = cli.run(home, "health")
+        assert overall.returncode == 0, overall.stderr
+        assert "SERVING" in overall.stdout
+        pull = cli.run(home, "health", "--service", "pullbroker.v1.PullService", "-o", "json")
+        assert pull.returncode == 0, pull.stderr
+        assert json.loads(pull.stdout)["status"] == "SERVING"
+
+    def test_unknown_service_exits_one(self, served: ServeProcess, cli: Transcript) -> None:
+        """A service the broker does not serve is reported and exits 1."""
+        done = cli.run(served.home.root, "health", "--service", "no.such.Service")
+        assert done.returncode == 1
+        assert "NOT_FOUND" in done.stdout

@@ -12,6 +12,7 @@ from typing import Any
 from pullbroker_client.cli.audit import add_audit_commands
 from pullbroker_client.cli.common import Command, run_command
 from pullbroker_client.cli.deployment import add_deployment_commands
+from pullbroker_client.cli.health import add_health_command
 from pullbroker_client.cli.parser import EXIT_USAGE, Parser, add_common_options
 from pullbroker_client.cli.policy import add_policy_commands
 from pullbroker_client.cli.registry import add_registry_commands
@@ -31,6 +32,7 @@ def build_parser(prog: str = "pullbroker") -> tuple[argparse.ArgumentParser, Any
     add_deployment_commands(subparsers)
     add_policy_commands(subparsers)
     add_audit_commands(subparsers)
+    add_health_command(subparsers)
     return parser, subparsers
 
 
