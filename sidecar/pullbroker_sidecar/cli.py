@@ -44,6 +44,7 @@ from pullbroker_sidecar.pull.download import DEFAULT_CONCURRENCY
 from pullbroker_sidecar.pull.engine import PullEngine, PullResult
 from pullbroker_sidecar.pull.platform import Platform
 from pullbroker_sidecar.pull.progress import progress_for
+from pullbroker_sidecar.report import pull_reported
 
 PROG = "pullbroker-sidecar"
 NODE_ROLE = "node"
@@ -72,6 +73,11 @@ def build_parser() -> Parser:
     )
     pull.add_argument(
         "--registry", metavar="NAME", help="broker registry record, when several serve the host"
+    )
+    pull.add_argument(
+        "--deployment",
+        metavar="NAME",
+        help="report this deployment's status to the broker (DEPLOYING, DEPLOYED or FAILED)",
     )
     pull.add_argument(
         "--concurrency",
@@ -167,6 +173,13 @@ async def _pull(
             progress=progress,
             store=store,
         )
+        if args.deployment:
+            return await pull_reported(
+                broker,
+                args.deployment,
+                lambda: engine.pull(args.image, dest, platform=platform),
+                lambda result: result.digest,
+            )
         return await engine.pull(args.image, dest, platform=platform)
 
 
