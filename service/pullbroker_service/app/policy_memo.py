@@ -9,11 +9,15 @@ from __future__ import annotations
 from typing import TypeVar
 
 from pullbroker_service.app.policy_source import PolicyProvider
+from pullbroker_service.domain.pod_identity import PodIdentity
 from pullbroker_service.domain.policy import Decision, Policy, RegistryNames
 
-# Distinct (identity, registry, repository) triples a broker sees are few; the bound only
-# guards against a caller cycling through made-up repository names.
+# Distinct (identity, registry, repository, service account) keys a broker sees are few; the
+# bound only guards against a caller cycling through made-up repository names.
 MAX_ENTRIES = 16_384
+_NO_POD = ("", "", "")
+
+DecisionKey = tuple[str, str, str, str, tuple[str, str, str]]
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -26,7 +30,7 @@ class PolicyMemo:
         self._provider = provider
         self._policy: Policy | None = None
         self._roles: dict[str, frozenset[str]] = {}
-        self._decisions: dict[tuple[str, str, str, str], Decision] = {}
+        self._decisions: dict[DecisionKey, Decision] = {}
 
     def current(self) -> Policy:
         policy = self._provider.current()
@@ -44,12 +48,20 @@ class PolicyMemo:
             _bounded_put(self._roles, identity_name, roles)
         return roles
 
-    def explain(self, identity_name: str, registry: RegistryNames, repository: str) -> Decision:
+    def explain(
+        self,
+        identity_name: str,
+        registry: RegistryNames,
+        repository: str,
+        pod: PodIdentity | None = None,
+    ) -> Decision:
         policy = self.current()
-        key = (identity_name, registry.id, registry.display_name, repository)
+        # Only what the policy looks at: pods of one service account share their decisions.
+        pod_key = pod.decision_key if pod is not None else _NO_POD
+        key = (identity_name, registry.id, registry.display_name, repository, pod_key)
         decision = self._decisions.get(key)
         if decision is None:
-            decision = policy.explain(identity_name, registry, repository)
+            decision = policy.explain(identity_name, registry, repository, pod)
             _bounded_put(self._decisions, key, decision)
         return decision
 

@@ -6,6 +6,12 @@ rules:
     roles: [node]
     registries: ["*"]          # display names or ids
     repositories: ["team/**"]
+  - identity: "spiffe://pullbroker.local/node/*"   # pods' pulls, by their service account
+    registries: ["payments"]
+    repositories: ["payments/**"]
+    kubernetes:
+      namespaces: ["payments", "payments-*"]        # namespace globs
+      service_accounts: ["payments/puller"]         # "NAMESPACE/NAME" globs
   - identity: "spiffe://pullbroker.local/admin"
     roles: [admin]
     targets: ["kubernetes:prod/*", "compose:**"]   # deployment targets it may create
@@ -18,10 +24,16 @@ owner_groups:                  # besides its creator, who may delete a registry
 Roles: the first rule matching the identity that grants roles decides them. Pulls: a pull is
 allowed when some rule matching the identity lists both the registry and the repository.
 (Grants are unioned per rule, never across rules: rule A's registries do not combine with
-rule B's repositories.) Deployment targets ("kubernetes:NAMESPACE/WORKLOAD", "swarm:SERVICE",
-"compose:PROJECT", "nitro_enclave:NAME"): allowed when a rule matching the identity lists a
-matching `targets` glob. Deleting a registry: its creator, or a member of an owner group
-whose `registries` match it. Everything else is denied.
+rule B's repositories.) A rule with a `kubernetes` key grants its pulls only to a request that
+carries a verified pod identity (the pod's service-account token, see domain/pod_identity.py)
+whose namespace matches one of `namespaces` and whose "NAMESPACE/NAME" matches one of
+`service_accounts` (each given list must match; one may be left out). Rules without the key
+grant every request of the identity, pod or not: to scope a node's pulls by pod, give every
+rule of that node's registries a `kubernetes` key. Deployment targets
+("kubernetes:NAMESPACE/WORKLOAD", "swarm:SERVICE", "compose:PROJECT", "nitro_enclave:NAME"):
+allowed when a rule matching the identity lists a matching `targets` glob. Deleting a
+registry: its creator, or a member of an owner group whose `registries` match it. Everything
+else is denied.
 """
 
 from __future__ import annotations
@@ -33,8 +45,10 @@ from typing import Protocol
 from pullbroker_service.domain.errors import InvalidPolicy
 from pullbroker_service.domain.globs import Glob, GlobError
 from pullbroker_service.domain.identity import KNOWN_ROLES
+from pullbroker_service.domain.pod_identity import PodIdentity
 
-_RULE_KEYS = ("identity", "roles", "registries", "repositories", "targets")
+_RULE_KEYS = ("identity", "roles", "registries", "repositories", "targets", "kubernetes")
+_KUBERNETES_KEYS = ("namespaces", "service_accounts")
 _TOP_KEYS = ("rules", "owner_groups")
 _GROUP_KEYS = ("name", "members", "registries")
 TARGET_KINDS = ("kubernetes", "swarm", "compose", "nitro_enclave")
@@ -51,6 +65,32 @@ class RegistryNames(Protocol):
 
 
 @dataclass(frozen=True)
+class KubernetesScope:
+    """A rule's `kubernetes` key: the pods whose pulls it grants (an empty list: any)."""
+
+    namespaces: tuple[Glob, ...] = ()
+    service_accounts: tuple[Glob, ...] = ()
+
+    def matches(self, pod: PodIdentity) -> bool:
+        in_namespace = not self.namespaces or any(g.matches(pod.namespace) for g in self.namespaces)
+        return in_namespace and (
+            not self.service_accounts
+            or any(g.matches(pod.service_account_ref) for g in self.service_accounts)
+        )
+
+    def describe(self) -> str:
+        parts = [
+            f"{label} {[g.pattern for g in globs]}"
+            for label, globs in (
+                ("namespaces", self.namespaces),
+                ("service accounts", self.service_accounts),
+            )
+            if globs
+        ]
+        return " and ".join(parts)
+
+
+@dataclass(frozen=True)
 class Rule:
     """One rule of the policy file; `number` counts from 1 in file order."""
 
@@ -60,15 +100,28 @@ class Rule:
     registries: tuple[Glob, ...]
     repositories: tuple[Glob, ...]
     targets: tuple[Glob, ...] = ()
+    kubernetes: KubernetesScope | None = None
 
     def describe(self) -> str:
         return f"rule {self.number} (identity {self.identity.pattern!r})"
 
-    def grants_pull(self, registry: RegistryNames, repository: str) -> bool:
+    def lists(self, registry: RegistryNames, repository: str) -> bool:
+        """Whether the rule names both the registry and the repository (pods aside)."""
         names = _names(registry)
         return any(g.matches(n) for g in self.registries for n in names) and any(
             g.matches(repository) for g in self.repositories
         )
+
+    def grants_pull(
+        self, registry: RegistryNames, repository: str, pod: PodIdentity | None = None
+    ) -> bool:
+        return self.lists(registry, repository) and self.admits(pod)
+
+    def admits(self, pod: PodIdentity | None) -> bool:
+        """Whether the rule's `kubernetes` key (if any) lets this pod (None: no pod) pull."""
+        if self.kubernetes is None:
+            return True
+        return pod is not None and self.kubernetes.matches(pod)
 
 
 def _names(registry: RegistryNames) -> tuple[str, str]:
@@ -132,17 +185,34 @@ class Policy:
                 return rule.roles
         return frozenset()
 
-    def allows_pull(self, identity_name: str, registry: RegistryNames, repository: str) -> bool:
-        return self.explain(identity_name, registry, repository).allowed
+    def allows_pull(
+        self,
+        identity_name: str,
+        registry: RegistryNames,
+        repository: str,
+        pod: PodIdentity | None = None,
+    ) -> bool:
+        return self.explain(identity_name, registry, repository, pod).allowed
 
-    def explain(self, identity_name: str, registry: RegistryNames, repository: str) -> Decision:
-        """Which rule lets `identity_name` pull `repository` from `registry`, or why none does."""
+    def explain(
+        self,
+        identity_name: str,
+        registry: RegistryNames,
+        repository: str,
+        pod: PodIdentity | None = None,
+    ) -> Decision:
+        """Which rule lets `identity_name` (for `pod`, when a verified one came with the
+        request) pull `repository` from `registry`, or why none does."""
         matching = self.matching(identity_name)
-        for rule in matching:
-            if rule.grants_pull(registry, repository):
-                return Decision(True, rule, f"{rule.describe()} grants pull")
+        listing = [rule for rule in matching if rule.lists(registry, repository)]
+        for rule in listing:
+            if rule.admits(pod):
+                to = f" to {pod.describe()}" if pod is not None and rule.kubernetes else ""
+                return Decision(True, rule, f"{rule.describe()} grants pull{to}")
         if not matching:
             reason = f"no rule matches identity {identity_name!r}"
+        elif listing:
+            reason = _pod_refused(listing[0], registry, repository, pod)
         else:
             reason = (
                 f"no rule for identity {identity_name!r} lists registry "
@@ -183,6 +253,22 @@ class Policy:
         )
 
 
+def _pod_refused(
+    rule: Rule, registry: RegistryNames, repository: str, pod: PodIdentity | None
+) -> str:
+    scope = rule.kubernetes.describe() if rule.kubernetes else ""
+    listed = (
+        f"{rule.describe()} lists registry {registry.display_name!r} and repository "
+        f"{repository!r} only for Kubernetes pods with {scope}"
+    )
+    if pod is None:
+        return (
+            f"{listed}, and the request carried no service-account token (the kubelet "
+            "CredentialProviderConfig must set tokenAttributes)"
+        )
+    return f"{listed}, not for {pod.describe()}"
+
+
 def _parse_rule(number: int, raw: object) -> Rule:
     where = f"rule {number}"
     if not isinstance(raw, Mapping):
@@ -207,8 +293,47 @@ def _parse_rule(number: int, raw: object) -> Rule:
             f"{where}: 'registries' and 'repositories' go together: give both or neither"
         )
     targets = _target_globs(raw.get("targets", []), where)
+    kubernetes = _kubernetes_scope(raw.get("kubernetes"), where)
+    if kubernetes is not None and not registries:
+        raise InvalidPolicy(
+            f"{where}: 'kubernetes' narrows pull grants to pods: give it with 'registries' "
+            "and 'repositories'"
+        )
     identity_glob = _glob(identity, where, "identity")
-    return Rule(number, identity_glob, roles, registries, repositories, targets)
+    return Rule(number, identity_glob, roles, registries, repositories, targets, kubernetes)
+
+
+def _kubernetes_scope(value: object, where: str) -> KubernetesScope | None:
+    if value is None:
+        return None
+    example = "e.g. {namespaces: [team-a], service_accounts: [team-a/puller]}"
+    if not isinstance(value, Mapping):
+        raise InvalidPolicy(f"{where}: 'kubernetes' must be a mapping, {example}")
+    unknown = sorted(str(k) for k in value if k not in _KUBERNETES_KEYS)
+    if unknown:
+        raise InvalidPolicy(
+            f"{where}: unknown key(s) {unknown} in 'kubernetes'; expected {list(_KUBERNETES_KEYS)}"
+        )
+    namespaces = _globs(value.get("namespaces", []), where, "kubernetes.namespaces")
+    accounts = _globs(value.get("service_accounts", []), where, "kubernetes.service_accounts")
+    if not namespaces and not accounts:
+        raise InvalidPolicy(
+            f"{where}: 'kubernetes' must list namespaces, service_accounts or both, {example}"
+        )
+    for glob in namespaces:
+        if "/" in glob.pattern:
+            raise InvalidPolicy(
+                f"{where}: 'kubernetes.namespaces' entry {glob.pattern!r} is a namespace glob "
+                "and has no '/' (service accounts go in 'kubernetes.service_accounts')"
+            )
+    for glob in accounts:
+        namespace, slash, name = glob.pattern.partition("/")
+        if not slash or not namespace or not name or "/" in name:
+            raise InvalidPolicy(
+                f"{where}: 'kubernetes.service_accounts' entry {glob.pattern!r} must be "
+                "NAMESPACE/NAME, e.g. team-a/puller or team-a/*"
+            )
+    return KubernetesScope(namespaces, accounts)
 
 
 def _target_globs(value: object, where: str) -> tuple[Glob, ...]:
