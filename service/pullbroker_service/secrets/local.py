@@ -14,11 +14,9 @@ the token path. Reads that may scan (list_keys, list_versions, check) still go t
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sqlite3
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -30,6 +28,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pullbroker_service.domain.errors import BackendUnavailable, SecretCorrupted, SecretMissing
 from pullbroker_service.domain.model import SecretRef
 from pullbroker_service.secrets.kek import NONCE_BYTES, KeyWrapper
+from pullbroker_service.sqlite_worker import SqliteWorker, open_private_database
 
 T = TypeVar("T")
 
@@ -64,8 +63,9 @@ class LocalSecretBackend:
     def __init__(self, db_path: Path, wrapper: KeyWrapper) -> None:
         self._path = db_path
         self._wrapper = wrapper
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pb-secrets")
-        self._conn: sqlite3.Connection | None = None
+        self._worker = SqliteWorker(
+            db_path, _connect, what="local secret store", thread_name="pb-secrets"
+        )
         self._reader: sqlite3.Cursor | None = None  # used on the event loop only
 
     def __repr__(self) -> str:
@@ -150,8 +150,7 @@ class LocalSecretBackend:
         if self._reader is not None:
             self._reader.connection.close()
             self._reader = None
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._close_conn)
-        self._executor.shutdown(wait=True)
+        await self._worker.close()
         close_wrapper = getattr(self._wrapper, "close", None)  # a KMS client has connections
         if close_wrapper is not None:
             await close_wrapper()
@@ -181,36 +180,14 @@ class LocalSecretBackend:
         return self._reader
 
     def _unavailable(self, exc: sqlite3.Error) -> BackendUnavailable:
-        return BackendUnavailable(
-            f"local secret store {self._path} failed ({type(exc).__name__}: {exc}): "
-            "check the disk and the file's permissions"
-        )
+        return self._worker.unavailable(exc)
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, self._call, fn)
-        except sqlite3.Error as exc:
-            raise self._unavailable(exc) from exc
-
-    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._conn is None:
-            self._conn = _connect(self._path)
-        return fn(self._conn)
-
-    def _close_conn(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        return await self._worker.run(fn)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if not path.exists():
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-    conn = sqlite3.connect(path, isolation_level=None, timeout=5.0)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
+    conn = open_private_database(path, synchronous="FULL")
     conn.executescript(_SCHEMA)
     row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
     if row[0] is None:

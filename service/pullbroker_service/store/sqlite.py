@@ -8,12 +8,9 @@ several replicas share a database (PostgreSQL), another replica's write shows wi
 
 from __future__ import annotations
 
-import asyncio
-import os
 import sqlite3
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +23,7 @@ from pullbroker_service.domain.errors import (
     RegistryNotFound,
 )
 from pullbroker_service.domain.model import RecordState, RegistryKind, RegistryRecord, SecretRef
+from pullbroker_service.sqlite_worker import SqliteWorker, open_private_database
 
 T = TypeVar("T")
 
@@ -79,8 +77,13 @@ class SqliteMetadataStore:
         self._path = db_path
         self._ttl = cache_ttl
         self._clock = clock
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pb-metadata")
-        self._conn: sqlite3.Connection | None = None
+        self._worker = SqliteWorker(
+            db_path,
+            _connect,
+            what="metadata store",
+            thread_name="pb-metadata",
+            passthrough=(sqlite3.IntegrityError,),
+        )
         self._cache: dict[tuple[str, str], _Cached] = {}
         self._generation = 0  # bumped by every write; a read that raced a write is not cached
 
@@ -154,8 +157,7 @@ class SqliteMetadataStore:
         await self._write(delete, None)
 
     async def close(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._close_conn)
-        self._executor.shutdown(wait=True)
+        await self._worker.close()
 
     async def _cached_read(
         self, key: tuple[str, str], read: Callable[[sqlite3.Connection], T]
@@ -193,35 +195,11 @@ class SqliteMetadataStore:
             self._cache.clear()
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, self._call, fn)
-        except sqlite3.IntegrityError:
-            raise
-        except sqlite3.Error as exc:
-            raise BackendUnavailable(
-                f"metadata store {self._path} failed ({type(exc).__name__}: {exc}): "
-                "check the disk and the file's permissions"
-            ) from exc
-
-    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._conn is None:
-            self._conn = _connect(self._path)
-        return fn(self._conn)
-
-    def _close_conn(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        return await self._worker.run(fn)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if not path.exists():
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-    conn = sqlite3.connect(path, isolation_level=None, timeout=5.0)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
+    conn = open_private_database(path, synchronous="NORMAL")
     conn.executescript(_SCHEMA)
     row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
     if row[0] is None:

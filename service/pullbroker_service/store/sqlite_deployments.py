@@ -10,11 +10,8 @@ serialises the two stores' writers on the file lock (WAL, busy timeout 5 s).
 
 from __future__ import annotations
 
-import asyncio
-import os
 import sqlite3
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +28,7 @@ from pullbroker_service.domain.errors import (
     DeploymentNotFound,
     EtagMismatch,
 )
+from pullbroker_service.sqlite_worker import SqliteWorker, open_private_database
 
 T = TypeVar("T")
 
@@ -72,8 +70,9 @@ class SqliteDeploymentStore:
 
     def __init__(self, db_path: Path) -> None:
         self._path = db_path
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pb-deployments")
-        self._conn: sqlite3.Connection | None = None
+        self._worker = SqliteWorker(
+            db_path, _connect, what="deployment store", thread_name="pb-deployments"
+        )
 
     def __repr__(self) -> str:
         return f"SqliteDeploymentStore({str(self._path)!r})"
@@ -150,37 +149,14 @@ class SqliteDeploymentStore:
         await self._run(lambda c: _transaction(c, delete))
 
     async def close(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._close_conn)
-        self._executor.shutdown(wait=True)
+        await self._worker.close()
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, self._call, fn)
-        except sqlite3.Error as exc:
-            raise BackendUnavailable(
-                f"deployment store {self._path} failed ({type(exc).__name__}: {exc}): "
-                "check the disk and the file's permissions"
-            ) from exc
-
-    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._conn is None:
-            self._conn = _connect(self._path)
-        return fn(self._conn)
-
-    def _close_conn(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        return await self._worker.run(fn)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if not path.exists():
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-    conn = sqlite3.connect(path, isolation_level=None, timeout=5.0)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
+    conn = open_private_database(path, synchronous="NORMAL")
     conn.executescript(_SCHEMA)
     conn.execute(
         "INSERT OR IGNORE INTO component_schema (component, version) VALUES (?, ?)",
