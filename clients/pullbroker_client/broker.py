@@ -1,7 +1,8 @@
 """Typed clients for the broker: BrokerClient (blocking) and AsyncBrokerClient (grpc.aio).
 
 Methods are the RPCs in snake_case and return the proto messages, except
-`issue_pull_token`, which returns an `IssuedPullToken` whose token is a `Secret`. Every
+`issue_pull_token` and `issue_registry_login`, which return an `IssuedPullToken` and an
+`IssuedRegistryLogin` whose token or secret is a `Secret`. Every
 RpcError becomes a `BrokerCallError` with the status code and the broker's message.
 """
 
@@ -85,6 +86,8 @@ class IssuedPullToken:
     expires_at: dt.datetime
     repository: str
     registry_ca_pem: str
+    passthrough: bool = False
+    """The token is the registry's long-lived credential: keep it in memory only."""
 
     def authorization(self) -> Secret | None:
         """The Authorization header value for the registry, or None for anonymous."""
@@ -94,6 +97,27 @@ class IssuedPullToken:
             raw = f"{self.username}:{self.token.reveal()}".encode()
             return Secret("Basic " + base64.b64encode(raw).decode())
         return None
+
+
+@dataclass(frozen=True)
+class IssuedRegistryLogin:
+    """A registry login for container runtimes from the broker; `secret` never renders itself.
+
+    identity_token: `secret` is an OAuth2 refresh token (docker's `identitytoken`).
+    repository_scoped: the registry limits the login to the image's repository.
+    passthrough: `secret` is the registry's long-lived credential: never write it to disk.
+    """
+
+    registry: str
+    registry_host: str
+    registry_url: str
+    username: str
+    secret: Secret = field(repr=False)
+    identity_token: bool
+    expires_at: dt.datetime
+    repository_scoped: bool
+    passthrough: bool
+    registry_ca_pem: str
 
 
 def basic_credential(username: str, password: Secret) -> Any:
@@ -170,6 +194,28 @@ def _issued(message: Any) -> IssuedPullToken:
         expires_at=expire,
         repository=message.repository,
         registry_ca_pem=message.registry_ca_pem,
+        passthrough=message.passthrough,
+    )
+
+
+def _login(message: Any) -> IssuedRegistryLogin:
+    return IssuedRegistryLogin(
+        registry=message.registry,
+        registry_host=message.registry_host,
+        registry_url=message.registry_url,
+        username=message.username,
+        secret=Secret(message.secret),
+        identity_token=message.identity_token,
+        expires_at=message.expire_time.ToDatetime(tzinfo=dt.UTC),
+        repository_scoped=message.repository_scoped,
+        passthrough=message.passthrough,
+        registry_ca_pem=message.registry_ca_pem,
+    )
+
+
+def _login_request(image: str, registry: str | None, force_refresh: bool) -> Any:
+    return pull_pb2.IssueRegistryLoginRequest(
+        image=image, registry=registry or "", force_refresh=force_refresh
     )
 
 
@@ -405,6 +451,19 @@ class BrokerClient:
         request = policy_pb2.CheckAccessRequest(identity=identity, image=image, registry=registry)
         return self._call(self._policy.CheckAccess, request, request_id)
 
+    def issue_registry_login(
+        self,
+        image: str,
+        registry: str | None = None,
+        force_refresh: bool = False,
+        *,
+        request_id: str | None = None,
+    ) -> IssuedRegistryLogin:
+        """A login for container runtimes (IssueRegistryLogin); FAILED_PRECONDITION for
+        registries that have none."""
+        request = _login_request(image, registry, force_refresh)
+        return _login(self._call(self._pull.IssueRegistryLogin, request, request_id))
+
 
 class AsyncBrokerClient:
     """grpc.aio client with the same methods as BrokerClient; `async with` or `await close()`."""
@@ -595,3 +654,16 @@ class AsyncBrokerClient:
         """Why the broker's policy allows or denies `identity` pulling `image`."""
         request = policy_pb2.CheckAccessRequest(identity=identity, image=image, registry=registry)
         return await self._call(self._policy.CheckAccess, request, request_id)
+
+    async def issue_registry_login(
+        self,
+        image: str,
+        registry: str | None = None,
+        force_refresh: bool = False,
+        *,
+        request_id: str | None = None,
+    ) -> IssuedRegistryLogin:
+        """A login for container runtimes (IssueRegistryLogin); FAILED_PRECONDITION for
+        registries that have none."""
+        request = _login_request(image, registry, force_refresh)
+        return _login(await self._call(self._pull.IssueRegistryLogin, request, request_id))

@@ -176,6 +176,7 @@ def _close_log_files() -> None:
         handle.close()
     _open_files.clear()
 
+
 _debug = False
 
 

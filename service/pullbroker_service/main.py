@@ -30,13 +30,14 @@ from pullbroker_service.app.access import AccessChecker
 from pullbroker_service.app.audit import AuditSink
 from pullbroker_service.app.deployments import Deployments
 from pullbroker_service.app.lifecycle import DeletionRules
+from pullbroker_service.app.logins import LoginIssuer
 from pullbroker_service.app.migrate import Migration, MigrationReport
 from pullbroker_service.app.policy_memo import PolicyMemo
 from pullbroker_service.app.policy_source import PolicySource
 from pullbroker_service.app.ratelimit import Limit, LimitKind, RateLimiter
 from pullbroker_service.app.reconciler import Reconciler
 from pullbroker_service.app.registries import Registries
-from pullbroker_service.app.token_guard import GuardedTokenIssuer
+from pullbroker_service.app.token_guard import GuardedLoginIssuer, GuardedTokenIssuer
 from pullbroker_service.app.tokens import TokenIssuer
 from pullbroker_service.config import BrokerConfig, ConfigError
 from pullbroker_service.devca import ensure_dev_ca
@@ -169,6 +170,10 @@ def _build_services(
     return {
         "registries": registries,
         "issuer": GuardedTokenIssuer(issuer, audit=audit, limiter=limiter),
+        # The same cache as the tokens': a rotation or deletion drops logins too.
+        "logins": GuardedLoginIssuer(
+            LoginIssuer(store, secrets, minters, cache, policy), audit=audit, limiter=limiter
+        ),
         "deployments": Deployments(deployment_store, registries, policy, audit=audit),
         "access": AccessChecker(store, policy),
     }

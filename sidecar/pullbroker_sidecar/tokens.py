@@ -1,5 +1,8 @@
 """An `Authorizer` backed by the broker: short-lived pull tokens, held in memory only.
 
+(Also what the broker client offers the runtime helpers' logins, and the renewal rule both
+follow: `RegistryLoginIssuer`, `renew_at`.)
+
 The token is asked for over mTLS (IssuePullToken), turned into the header value at once
 and kept as a `Secret`; nothing else of it is kept. A new token is asked for
 shortly before the current one expires, or with `force_refresh` when the registry
@@ -15,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from pullbroker_client.broker import IssuedPullToken
+from pullbroker_client.broker import IssuedPullToken, IssuedRegistryLogin
 from pullbroker_client.secret import Secret
 
 # A token whose expiry the broker did not say is assumed to live this long (the registry
@@ -33,6 +36,23 @@ class PullTokenIssuer(Protocol):
     async def issue_pull_token(
         self, image: str, registry: str | None = None, force_refresh: bool = False
     ) -> IssuedPullToken: ...
+
+
+class RegistryLoginIssuer(Protocol):
+    """What the broker client offers the node's runtime helpers (`AsyncBrokerClient`)."""
+
+    async def issue_registry_login(
+        self, image: str, registry: str | None = None, force_refresh: bool = False
+    ) -> IssuedRegistryLogin: ...
+
+
+def renew_at(expires_at: float, now: float) -> float:
+    """When to ask again for something expiring at `expires_at` (0 or less: the broker did
+    not say): RENEW_BEFORE ahead, never more than a quarter of its life."""
+    if expires_at <= 0:
+        expires_at = now + DEFAULT_LIFETIME
+    lifetime = max(0.0, expires_at - now)
+    return expires_at - min(RENEW_BEFORE, lifetime / 4)
 
 
 @dataclass(frozen=True)
@@ -101,8 +121,7 @@ class BrokerAuthorizer:
         expires_at = token.expires_at.timestamp()
         if expires_at <= 0:
             expires_at = now + DEFAULT_LIFETIME  # the broker did not say
-        lifetime = max(0.0, expires_at - now)
-        self._renew_at = expires_at - min(RENEW_BEFORE, lifetime / 4)
+        self._renew_at = renew_at(expires_at, now)
         self._header = token.authorization()
         self._grant = RegistryGrant(
             registry=token.registry,

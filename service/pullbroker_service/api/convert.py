@@ -13,6 +13,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from pullbroker.v1 import pull_pb2, registry_pb2
 from pullbroker_client.secret import Secret
 
+from pullbroker_service.app.tokens import hands_out_credential
 from pullbroker_service.domain.errors import InvalidArgument
 from pullbroker_service.domain.kinds import RegistrySpec
 from pullbroker_service.domain.model import (
@@ -28,6 +29,7 @@ from pullbroker_service.domain.model import (
 )
 from pullbroker_service.logging import register_secret_value
 from pullbroker_service.minting.base import ProbeResult
+from pullbroker_service.minting.logins import MintedLogin
 
 _KIND_TO_TYPE: dict[RegistryKind, registry_pb2.RegistryType.ValueType] = {
     RegistryKind.GENERIC: registry_pb2.REGISTRY_TYPE_GENERIC,
@@ -160,6 +162,24 @@ def token_to_proto(token: MintedToken, record: RegistryRecord) -> Any:
         scope=token.scope,
         expire_time=timestamp(token.expires_at),
         repository=token.repository,
+        registry_ca_pem=record.registry_ca_pem,
+        passthrough=hands_out_credential(token, record),
+    )
+
+
+def login_to_proto(login: MintedLogin, record: RegistryRecord) -> Any:
+    """The RegistryLogin message; the secret is revealed here, at its point of use (and, like
+    a token's, not registered for scrubbing: pass-through secrets already are, where read)."""
+    return pull_pb2.RegistryLogin(
+        registry=record.resource_name,
+        registry_host=record.host,
+        registry_url=record.url,
+        username=login.username,
+        secret=login.token.reveal(),
+        identity_token=login.identity_token,
+        expire_time=timestamp(login.expires_at),
+        repository_scoped=login.repository_scoped,
+        passthrough=login.passthrough,
         registry_ca_pem=record.registry_ca_pem,
     )
 

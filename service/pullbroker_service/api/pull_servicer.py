@@ -1,9 +1,11 @@
-"""PullService: short-lived, repository-scoped pull tokens for nodes (role: node)."""
+"""PullService: short-lived, repository-scoped pull tokens for nodes (role: node), and
+registry logins for the container runtimes on them."""
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
+import grpc
 from pullbroker.v1 import pull_pb2_grpc
 
 from pullbroker_service.api import convert
@@ -11,6 +13,7 @@ from pullbroker_service.api.interceptors import current_caller
 from pullbroker_service.domain.errors import InvalidArgument
 from pullbroker_service.domain.identity import Identity
 from pullbroker_service.domain.model import MintedToken, RegistryRecord
+from pullbroker_service.minting.logins import MintedLogin
 
 MAX_IMAGE_LENGTH = 4096
 
@@ -23,26 +26,44 @@ class TokenIssuing(Protocol):
     ) -> tuple[MintedToken, RegistryRecord]: ...
 
 
+class LoginIssuing(Protocol):
+    """What the servicer needs of `pullbroker_service.app.logins.LoginIssuer`."""
+
+    async def login(
+        self, caller: Identity, image: str, registry: str | None, force_refresh: bool
+    ) -> tuple[MintedLogin, RegistryRecord]: ...
+
+
 # The PullToken messages of recently served (token, record) pairs. On a cache hit the issuer
 # returns the very same objects, so the message is built once per minted token, not per call.
 _MAX_MESSAGES = 4096
 
 
 class PullServicer(pull_pb2_grpc.PullServiceServicer):
-    def __init__(self, issuer: TokenIssuing) -> None:
+    def __init__(self, issuer: TokenIssuing, logins: LoginIssuing | None = None) -> None:
+        """`logins` None: IssueRegistryLogin answers UNIMPLEMENTED."""
         self._issuer = issuer
+        self._logins = logins
         self._messages: dict[tuple[int, int], tuple[MintedToken, RegistryRecord, Any]] = {}
 
     async def IssuePullToken(self, request: Any, context: Any) -> Any:  # noqa: N802
-        image = request.image.strip()
-        if not image:
-            raise InvalidArgument("image is required, e.g. ghcr.io/acme/app:1.2")
-        if len(image) > MAX_IMAGE_LENGTH:
-            raise InvalidArgument(f"image is longer than {MAX_IMAGE_LENGTH} characters")
+        image = _image(request)
         token, record = await self._issuer.issue(
             current_caller(), image, request.registry.strip() or None, request.force_refresh
         )
         return self._message(token, record)
+
+    async def IssueRegistryLogin(self, request: Any, context: Any) -> Any:  # noqa: N802
+        if self._logins is None:
+            await context.abort(
+                grpc.StatusCode.UNIMPLEMENTED, "this broker is not set up to issue registry logins"
+            )
+        assert self._logins is not None  # abort raised
+        image = _image(request)
+        login, record = await self._logins.login(
+            current_caller(), image, request.registry.strip() or None, request.force_refresh
+        )
+        return convert.login_to_proto(login, record)
 
     def _message(self, token: MintedToken, record: RegistryRecord) -> Any:
         key = (id(token), id(record))
@@ -56,3 +77,12 @@ class PullServicer(pull_pb2_grpc.PullServiceServicer):
         message = convert.token_to_proto(token, record)
         self._messages[key] = (token, record, message)
         return message
+
+
+def _image(request: Any) -> str:
+    image: str = request.image.strip()
+    if not image:
+        raise InvalidArgument("image is required, e.g. ghcr.io/acme/app:1.2")
+    if len(image) > MAX_IMAGE_LENGTH:
+        raise InvalidArgument(f"image is longer than {MAX_IMAGE_LENGTH} characters")
+    return image

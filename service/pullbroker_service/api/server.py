@@ -35,7 +35,7 @@ from pullbroker_service.api.deployment_servicer import (
 )
 from pullbroker_service.api.interceptors import CallGuard, GuardedRegistrar, RolesFor
 from pullbroker_service.api.policy_servicer import AccessChecking, PolicyServicer
-from pullbroker_service.api.pull_servicer import PullServicer, TokenIssuing
+from pullbroker_service.api.pull_servicer import LoginIssuing, PullServicer, TokenIssuing
 from pullbroker_service.api.registry_servicer import RegistriesUseCases, RegistryServicer
 from pullbroker_service.config import ServerLimits
 from pullbroker_service.logging import get_logger
@@ -115,6 +115,7 @@ async def start_server(
     *,
     registries: RegistriesUseCases,
     issuer: TokenIssuing,
+    logins: LoginIssuing | None = None,
     deployments: DeploymentUseCases | None = None,
     access: AccessChecking | None = None,
     roles_for: RolesFor,
@@ -132,7 +133,7 @@ async def start_server(
     )
     guarded: Any = GuardedRegistrar(server, guard)  # quacks like the server for add_*()
     registry_pb2_grpc.add_RegistryServiceServicer_to_server(RegistryServicer(registries), guarded)
-    pull_pb2_grpc.add_PullServiceServicer_to_server(PullServicer(issuer), guarded)
+    pull_pb2_grpc.add_PullServiceServicer_to_server(PullServicer(issuer, logins), guarded)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, guarded)
     extra = _add_governance(guarded, deployments, access)

@@ -26,6 +26,8 @@ from pullbroker_service.domain.errors import (
 from pullbroker_service.domain.hosts import canonical_image_host
 from pullbroker_service.domain.identity import Identity
 from pullbroker_service.domain.model import AuthKind, MintedToken, RegistryRecord
+from pullbroker_service.domain.pod_identity import PodIdentity
+from pullbroker_service.domain.policy import Decision
 from pullbroker_service.logging import debug_enabled as log_debug_enabled
 from pullbroker_service.minting.base import pull_scope
 from pullbroker_service.minting.bearer import is_basic_passthrough
@@ -52,33 +54,20 @@ class TokenIssuer:
         self._secrets = secrets
         self._minters = minters
         self._cache = cache
-        self._policy = policy if isinstance(policy, PolicyMemo) else PolicyMemo(policy)
+        self._access = PullAccess(store, policy)
 
     async def issue(
         self, caller: Identity, image: str, registry: str | None, force_refresh: bool
     ) -> tuple[MintedToken, RegistryRecord]:
-        ref = _parse(image)
-        host = canonical_image_host(ref.registry_host)
-        record = await self._choose(host, registry)
-        if canonical_image_host(record.host) != host:
-            raise HostMismatch(
-                f"image {ref} is on host {host}, but registry {record.display_name!r} holds a "
-                f"credential for {record.host}: pick the registry for {host}"
-            )
+        ref, record, decision = await self._access.check(caller, image, registry)
         repository = ref.repository
-        decision = self._policy.explain(caller.name, record, repository)
-        if not decision.allowed:
-            raise ScopeNotAllowed(
-                f"identity {caller.name} may not pull {repository} from registry "
-                f"{record.display_name!r}: {decision.reason} (see policy.yaml)"
-            )
         scope = pull_scope(repository)
         token, hit = await self._cache.get(
             (record.id, record.credential_version, scope),
             lambda: self._mint(record, repository),
             force_refresh=force_refresh,
         )
-        if _hands_out_credential(token, record):
+        if hands_out_credential(token, record):
             # The long-lived credential itself leaves the broker: audit every hand-out.
             log.warning(
                 "basic_passthrough_used",
@@ -104,6 +93,50 @@ class TokenIssuer:
         )
         return token, record
 
+    async def _mint(self, record: RegistryRecord, repository: str) -> MintedToken:
+        return await mint_token(self._secrets, self._minters, record, repository)
+
+
+async def mint_token(
+    secrets: SecretBackend, minters: MinterRegistry, record: RegistryRecord, repository: str
+) -> MintedToken:
+    """A new pull token for `repository` (the credential is read from the backend now)."""
+    credential = await load_credential(secrets, record)
+    return await minters.for_kind(record.kind).mint(record, credential, repository)
+
+
+class PullAccess:
+    """The checks before anything is issued for an image, in order: parse the reference,
+    choose the registry record, compare hosts, consult the policy. No I/O beyond the store."""
+
+    def __init__(self, store: MetadataStore, policy: PolicyProvider) -> None:
+        self._store = store
+        self._policy = policy if isinstance(policy, PolicyMemo) else PolicyMemo(policy)
+
+    async def check(
+        self,
+        caller: Identity,
+        image: str,
+        registry: str | None,
+        pod: PodIdentity | None = None,
+    ) -> tuple[Reference, RegistryRecord, Decision]:
+        """The parsed image, its record and the allowing decision; raises when refused."""
+        ref = _parse(image)
+        host = canonical_image_host(ref.registry_host)
+        record = await self._choose(host, registry)
+        if canonical_image_host(record.host) != host:
+            raise HostMismatch(
+                f"image {ref} is on host {host}, but registry {record.display_name!r} holds a "
+                f"credential for {record.host}: pick the registry for {host}"
+            )
+        decision = self._policy.explain(caller.name, record, ref.repository, pod)
+        if not decision.allowed:
+            raise ScopeNotAllowed(
+                f"identity {caller.name} may not pull {ref.repository} from registry "
+                f"{record.display_name!r}: {decision.reason} (see policy.yaml)"
+            )
+        return ref, record, decision
+
     async def _choose(self, host: str, registry: str | None) -> RegistryRecord:
         if registry:
             return require_ready(await resolve(self._store, registry))
@@ -119,11 +152,6 @@ class TokenIssuer:
             )
         return found[0]
 
-    async def _mint(self, record: RegistryRecord, repository: str) -> MintedToken:
-        credential = await load_credential(self._secrets, record)
-        minter = self._minters.for_kind(record.kind)
-        return await minter.mint(record, credential, repository)
-
 
 # Nodes ask for the same few images over and over; parsing is pure, so remember it.
 @functools.lru_cache(maxsize=4096)
@@ -134,7 +162,7 @@ def _parse(image: str) -> Reference:
         raise InvalidReference(str(exc)) from exc
 
 
-def _hands_out_credential(token: MintedToken, record: RegistryRecord) -> bool:
+def hands_out_credential(token: MintedToken, record: RegistryRecord) -> bool:
     """Whether `token` is the stored long-lived credential (Basic pass-through).
 
     A BASIC token from a token-endpoint kind can only be pass-through; the cloud kinds' BASIC

@@ -16,6 +16,11 @@ registry's host (`https://<name>.azurecr.io/oauth2/token`), and `/oauth2/exchang
   3. `POST /oauth2/token` grant_type=refresh_token, service, scope, refresh_token -> an ACR
      access token for `repository:NAME:pull` only. Only this token leaves the broker.
 
+Logins (`login`, for container runtimes: minting/logins.py): a service principal's refresh
+token of step 2, with username 00000000-0000-0000-0000-000000000000, as an identity token
+(docker's `identitytoken`): runtimes run step 3 themselves against the realm. A
+username/password is long-lived: it is a login only as an audited Basic pass-through.
+
 ACR answers access tokens without `expires_in`; they are JWTs, so their `exp` claim (read, not
 verified: it only decides how long we reuse the token) gives the lifetime, capped at 3 hours.
 SSRF: the AAD authority comes from configuration, its host must be in the allowed set, and the
@@ -58,11 +63,18 @@ from pullbroker_service.domain.model import (
     RegistryRecord,
 )
 from pullbroker_service.minting.base import ProbeResult, pull_scope
+from pullbroker_service.minting.bearer import BASIC_TTL
 from pullbroker_service.minting.cloud_http import (
     CloudHttp,
     OAuthAnswer,
     checked_repository,
     oauth_error_code,
+)
+from pullbroker_service.minting.logins import (
+    ACR_REFRESH_USERNAME,
+    MintedLogin,
+    no_login,
+    passthrough_login,
 )
 from pullbroker_service.minting.upstream import domain_error, probe_outcome, record_label
 
@@ -150,6 +162,35 @@ class AzureMinter:
             return ProbeResult(probe_outcome(exc), str(exc), time.monotonic() - started, "bearer")
         return ProbeResult("ok", message, time.monotonic() - started, "bearer")
 
+    async def login(
+        self, registry: RegistryRecord, credential: Credential | None, repository: str
+    ) -> MintedLogin:
+        """A service principal's ACR refresh token (an identity token), or, for a
+        username/password, that long-lived credential as an audited pass-through."""
+        checked_repository(repository)
+        if credential is None:
+            raise InvalidRegistry(f"registry {record_label(registry)} (acr) has no credential")
+        check_azure_credential(credential)
+        if isinstance(credential, BasicCredential):
+            return _passthrough(registry, credential, repository)
+        assert isinstance(credential, AzureServicePrincipal)  # check_azure_credential
+        try:
+            challenge = await self._http.bearer_challenge(registry)
+            issued_at = datetime.now(UTC)
+            refresh = await self._refresh_token(registry, challenge, credential)
+        except client.RegistryError as exc:
+            raise domain_error(exc, registry, repository, anonymous=False) from exc
+        return MintedLogin(
+            AuthKind.BASIC,
+            ACR_REFRESH_USERNAME,
+            refresh,
+            "",
+            issued_at,
+            issued_at + _lifetime(refresh),
+            repository,
+            identity_token=True,
+        )
+
     async def aclose(self) -> None:
         await self._http.aclose()
 
@@ -192,25 +233,31 @@ class AzureMinter:
         cred: AzureServicePrincipal,
         scope: str,
     ) -> Secret:
-        aad_token = await self._aad_token(registry, cred)
+        refresh_token = await self._refresh_token(registry, challenge, cred)
         service = challenge.service or registry.host
-        realm = urlsplit(challenge.realm or "")
+        form = {"grant_type": "refresh_token", "service": service, "scope": scope}
+        form["refresh_token"] = refresh_token.reveal()
         ca_pem = registry.registry_ca_pem or None
+        answer = await self._http.post_form(challenge.realm or "", form, ca_pem=ca_pem)
+        return _access_token(answer, registry, _TOKEN)
+
+    async def _refresh_token(
+        self, registry: RegistryRecord, challenge: Challenge, cred: AzureServicePrincipal
+    ) -> Secret:
+        """Steps 1 and 2: the principal's AAD token exchanged for an ACR refresh token."""
+        aad_token = await self._aad_token(registry, cred)
+        realm = urlsplit(challenge.realm or "")
         exchanged = await self._http.post_form(
             f"{realm.scheme}://{realm.netloc}/oauth2/exchange",
             {
                 "grant_type": "access_token",
-                "service": service,
+                "service": challenge.service or registry.host,
                 "tenant": cred.tenant_id,
                 "access_token": aad_token.reveal(),
             },
-            ca_pem=ca_pem,
+            ca_pem=registry.registry_ca_pem or None,
         )
-        refresh_token = _field(exchanged, "refresh_token", registry, _EXCHANGE)
-        form = {"grant_type": "refresh_token", "service": service, "scope": scope}
-        form["refresh_token"] = refresh_token.reveal()
-        answer = await self._http.post_form(challenge.realm or "", form, ca_pem=ca_pem)
-        return _access_token(answer, registry, _TOKEN)
+        return _field(exchanged, "refresh_token", registry, _EXCHANGE)
 
     async def _aad_token(self, registry: RegistryRecord, cred: AzureServicePrincipal) -> Secret:
         answer = await self._http.post_form(
@@ -224,6 +271,23 @@ class AzureMinter:
             ca_pem=self._config.authority_ca_pem,
         )
         return _field(answer, "access_token", registry, _AAD)
+
+
+def _passthrough(registry: RegistryRecord, cred: BasicCredential, repository: str) -> MintedLogin:
+    """An admin user's or ACR token's password: long-lived, so a login only as pass-through."""
+    if not registry.allow_basic_passthrough:
+        raise no_login(
+            registry,
+            f"{registry.host}/{repository}",
+            "holds a long-lived username/password and does not allow Basic pass-through (a "
+            "service principal gets short-lived logins), and issues only repository-scoped "
+            "tokens",
+        )
+    now = datetime.now(UTC)
+    token = MintedToken(
+        AuthKind.BASIC, cred.username, cred.password, "", now, now + BASIC_TTL, repository
+    )
+    return passthrough_login(token)
 
 
 def _answer(response: Response) -> OAuthAnswer:

@@ -14,6 +14,10 @@ access scope for Cloud Storage ... limits the VM instance service account to dow
 artifacts", cloud.google.com/artifact-registry/docs/integrate-compute); `cloud-platform`
 would let the access token push and administer.
 
+Logins (`login`, for container runtimes: minting/logins.py): the access token of step 2 with
+username `oauth2accesstoken`, living as long as Google says (`expires_in`), which the
+registry's realm takes as a Basic password - not the registry token of step 3.
+
 SSRF: the token_uri comes from the key file, so a crafted key could name any host. Only the
 hosts in `GoogleConfig.allowed_oauth_hosts` (Google's two token hosts unless a test or
 deployment widens it) are ever dialled, and a realm off the registry's host is refused.
@@ -25,14 +29,14 @@ import base64
 import json
 import time
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from pullbroker_client.registry import errors as client
-from pullbroker_client.registry.auth import fetch_token
+from pullbroker_client.registry.auth import DEFAULT_EXPIRES_IN, fetch_token
 from pullbroker_client.secret import Secret
 
 from pullbroker_service.domain.cloud_kinds import (
@@ -64,12 +68,14 @@ from pullbroker_service.minting.cloud_http import (
     checked_repository,
     oauth_error_code,
 )
+from pullbroker_service.minting.logins import MintedLogin
 from pullbroker_service.minting.upstream import domain_error, probe_outcome, record_label
 
 READ_ONLY_SCOPE = "https://www.googleapis.com/auth/devstorage.read_only"
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 REGISTRY_USERNAME = "oauth2accesstoken"
 _MAX_ASSERTION_SECONDS = 3600
+MAX_ACCESS_TOKEN_LIFETIME = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -123,12 +129,38 @@ class GoogleMinter:
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    async def login(
+        self, registry: RegistryRecord, credential: Credential | None, repository: str
+    ) -> MintedLogin:
+        """The service account's OAuth2 access token as a login (`oauth2accesstoken`).
+
+        What gcloud's credential helper gives docker: the registry's realm trades it for
+        repository tokens itself. It reads whatever the account may read (with the read-only
+        scope) until it expires (about an hour), not only `repository`.
+        """
+        checked_repository(repository)
+        info, key = _service_account(registry, credential, self._config)
+        issued_at = datetime.now(UTC)
+        try:
+            access_token, lifetime = await self._access_token(registry, info, key)
+        except client.RegistryError as exc:
+            raise _registry_error(exc, registry, repository) from exc
+        return MintedLogin(
+            AuthKind.BASIC,
+            REGISTRY_USERNAME,
+            access_token,
+            "",
+            issued_at,
+            issued_at + lifetime,
+            repository,
+        )
+
     async def _mint(
         self, registry: RegistryRecord, credential: Credential | None, repository: str
     ) -> MintedToken:
         scope = pull_scope(checked_repository(repository))
         info, key = _service_account(registry, credential, self._config)
-        access_token = await self._access_token(registry, info, key)
+        access_token, _ = await self._access_token(registry, info, key)
         challenge = await self._http.bearer_challenge(registry)
         transport = self._http.registry_transport(registry)
         token = await fetch_token(
@@ -146,7 +178,7 @@ class GoogleMinter:
 
     async def _access_token(
         self, registry: RegistryRecord, info: GoogleKeyInfo, key: rsa.RSAPrivateKey
-    ) -> Secret:
+    ) -> tuple[Secret, timedelta]:
         assertion = service_account_assertion(
             key, info, READ_ONLY_SCOPE, int(time.time()), self._config.assertion_seconds
         )
@@ -162,7 +194,7 @@ class GoogleMinter:
             raise UpstreamProtocolError(
                 f"Google's token endpoint {answer.host} answered without an access token"
             )
-        return Secret(value)
+        return Secret(value), _lifetime(answer.document.get("expires_in"))
 
 
 def service_account_assertion(
@@ -182,6 +214,14 @@ def service_account_assertion(
     signing_input = ".".join(_b64url(json.dumps(part).encode()) for part in (header, claims))
     signature = key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
     return Secret(f"{signing_input}.{_b64url(signature)}")
+
+
+def _lifetime(expires_in: object) -> timedelta:
+    """The access token's `expires_in`, within (0, 1 h]; the registry spec's default when
+    Google did not say (shorter is safe: the login is asked for again)."""
+    if isinstance(expires_in, bool) or not isinstance(expires_in, int | float) or expires_in <= 0:
+        return timedelta(seconds=DEFAULT_EXPIRES_IN)
+    return min(timedelta(seconds=float(expires_in)), MAX_ACCESS_TOKEN_LIFETIME)
 
 
 def _b64url(data: bytes) -> str:

@@ -19,10 +19,10 @@ import contextlib
 import random
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from cryptography import x509
@@ -31,12 +31,15 @@ from pullbroker_client.broker import (
     BrokerCallError,
     BrokerTarget,
     IssuedPullToken,
+    IssuedRegistryLogin,
 )
 from pullbroker_client.errors import ConfigurationError
 from pullbroker_client.home import Home
 from pullbroker_client.tls import TlsFiles
 
 log = structlog.get_logger("pullbroker_sidecar.channel")
+
+T = TypeVar("T")
 
 NODE_ROLE = "node"
 DEFAULT_DEADLINE = 20.0
@@ -92,7 +95,8 @@ class _Client:
 
 
 class BrokerChannel:
-    """`PullTokenIssuer` for the daemon: one live channel, swapped on rotation."""
+    """`PullTokenIssuer` and `RegistryLoginIssuer` for the daemon: one live channel, swapped
+    on rotation."""
 
     def __init__(
         self,
@@ -121,13 +125,26 @@ class BrokerChannel:
         self, image: str, registry: str | None = None, force_refresh: bool = False
     ) -> IssuedPullToken:
         """IssuePullToken, retried with backoff while the broker is unreachable."""
+        return await self._retried(
+            lambda client: client.issue_pull_token(image, registry, force_refresh)
+        )
+
+    async def issue_registry_login(
+        self, image: str, registry: str | None = None, force_refresh: bool = False
+    ) -> IssuedRegistryLogin:
+        """IssueRegistryLogin, retried with backoff while the broker is unreachable."""
+        return await self._retried(
+            lambda client: client.issue_registry_login(image, registry, force_refresh)
+        )
+
+    async def _retried(self, call: Callable[[AsyncBrokerClient], Awaitable[T]]) -> T:
         give_up = self._clock() + self._deadline
         delay = FIRST_DELAY
         while True:
             current = await self._client()
             current.inflight += 1
             try:
-                return await current.client.issue_pull_token(image, registry, force_refresh)
+                return await call(current.client)
             except BrokerCallError as exc:
                 if not exc.temporary or self._clock() + delay > give_up:
                     raise

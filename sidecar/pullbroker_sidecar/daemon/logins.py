@@ -1,31 +1,26 @@
-"""What the daemon hands the runtimes: registry logins made from the broker's pull tokens.
+"""What the daemon hands the runtimes: registry logins from the broker's IssueRegistryLogin.
 
-Why "logins" and not the tokens themselves: docker, podman, skopeo, containerd and the
-kubelet never send a token they are given to the registry. Given credentials for a
-registry (`{Username, Secret}` from a docker credential helper, `{username, password}`
-from a kubelet provider or a dockerconfigjson Secret), they always run the token flow
-themselves: ping, read the registry's `WWW-Authenticate` realm, then ask *that realm* for
-a token per repository, with Basic auth, or with Secret as an OAuth2 refresh token when
-Username is `<token>`. (dockerd's `registrytoken` is reachable only through the Engine
-API, and containerd's CRI ignores `registry_token`.) So what reaches a runtime must be a
-credential the registry's own auth accepts - a *login*. A repository-scoped bearer token
-is not one, nor is one token with several `repository:X:pull` scopes: the realm rejects
-it as a password and as a refresh token alike, although the registry itself would accept
-it (tests/integration/nodes/test_podman_skopeo.py shows this with skopeo).
+Why "logins" and not pull tokens: docker, podman, skopeo, containerd and the kubelet never
+send a token they are given to the registry. Given credentials for a registry (`{Username,
+Secret}` from a docker credential helper, `{username, password}` from a kubelet provider or
+a dockerconfigjson Secret), they always run the token flow themselves: ping, read the
+registry's `WWW-Authenticate` realm, then ask *that realm* for a token per repository, with
+Basic auth, or with Secret as an OAuth2 refresh token when Username is `<token>`. So what
+reaches a runtime must be a credential the registry's own auth accepts - a *login* - which
+the broker mints for that purpose (IssueRegistryLogin; see the broker's minting/logins.py):
 
-Today the broker's `IssuePullToken` answers with a login only where the registry's
-short-lived credential is itself Basic: ECR (`AWS` + a 12-hour token; with a role, limited
-to the requested repositories by an STS session policy), and Basic-only registries whose
-record allows audited pass-through (the record's own credential: it cannot be limited to a
-repository). Those are handed out from memory until shortly before they expire. For
-registries that give nodes bearer tokens (Docker Hub, GHCR, Quay, Harbor, generic, GAR,
-ACR) the daemon answers `no_login` and says how to pull instead: `pullbroker-sidecar pull
-IMAGE --dest docker-daemon` or `containerd[:NS]` use the repository-scoped token
-themselves. A login for those registries needs the broker to mint one the realm accepts
-(GAR's `oauth2accesstoken` + access token, ACR's refresh token, a registry's offline
-refresh token where the record allows it): a new RPC, not something a node can derive.
+    ECR        AWS + a 12-hour token (with a role: limited to the repository)
+    GCR, GAR   oauth2accesstoken + the service account's OAuth2 access token (~1 hour)
+    ACR        a service principal's refresh token, an *identity token* (`identity_token`)
+    Basic-only registries whose record allows it: the stored credential itself
+               (`passthrough`, audited by the broker): memory only, never a file
 
-Tokens are cached in memory per (repository, registry record) until shortly before their
+Registries that give nodes only repository-scoped bearer tokens (Docker Hub, GHCR, Quay,
+Harbor, generic) have no login: the broker refuses with FAILED_PRECONDITION saying to pull
+with `pullbroker-sidecar pull IMAGE --dest docker-daemon|containerd`, which uses the tokens
+itself, and the daemon answers `no_login` with that message.
+
+Logins are cached in memory per (repository, registry record) until shortly before their
 expiry, and concurrent misses for one key make one broker call.
 
 A docker credential helper is asked per registry, never per repository, while the broker
@@ -41,13 +36,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
-from pullbroker_client.broker import BrokerCallError, IssuedPullToken
+from pullbroker_client.broker import BrokerCallError, IssuedRegistryLogin
 from pullbroker_client.errors import ClientError
 from pullbroker_client.registry.reference import DOCKER_HUB, Reference, parse_reference
 from pullbroker_client.secret import Secret
 
 from pullbroker_sidecar.daemon.protocol import BAD_REQUEST, DENIED, NO_LOGIN, NOT_FOUND, UNAVAILABLE
-from pullbroker_sidecar.tokens import DEFAULT_LIFETIME, RENEW_BEFORE, PullTokenIssuer
+from pullbroker_sidecar.tokens import DEFAULT_LIFETIME, RegistryLoginIssuer, renew_at
 
 _DOCKER_HUB_ALIASES = frozenset(
     {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
@@ -67,6 +62,9 @@ class Login:
     """A credential the registry's own auth accepts, for `registry_host`.
 
     `domain` is the registry as image references name it (`docker.io`, `host:port`).
+    identity_token: `secret` is an OAuth2 refresh token, not a password. passthrough: it is
+    the registry's long-lived credential (never write it anywhere). repository_scoped: the
+    registry limits it to `repository`.
     """
 
     registry: str
@@ -76,6 +74,9 @@ class Login:
     username: str
     secret: Secret
     expires_at: float
+    identity_token: bool = False
+    passthrough: bool = False
+    repository_scoped: bool = False
 
     def remaining(self, now: float) -> float:
         """Seconds of life left."""
@@ -94,58 +95,53 @@ def normalize_host(server: str) -> str:
 
 @dataclass
 class _Entry:
-    token: IssuedPullToken
+    login: IssuedRegistryLogin
     renew_at: float
 
 
-class TokenCache:
-    """Pull tokens in memory per (repository, registry), renewed shortly before expiry."""
+class LoginCache:
+    """Broker logins in memory per (repository, registry), renewed shortly before expiry."""
 
-    def __init__(self, issuer: PullTokenIssuer, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, issuer: RegistryLoginIssuer, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self._issuer = issuer
         self._clock = clock
         self._entries: dict[tuple[str, str | None], _Entry] = {}
-        self._pending: dict[tuple[str, str | None], asyncio.Future[IssuedPullToken]] = {}
+        self._pending: dict[tuple[str, str | None], asyncio.Future[IssuedRegistryLogin]] = {}
         self.broker_calls = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    async def get(self, ref: Reference, registry: str | None = None) -> IssuedPullToken:
-        """A token for `ref`'s repository: cached, or from the broker (one call per miss)."""
+    async def get(self, ref: Reference, registry: str | None = None) -> IssuedRegistryLogin:
+        """A login for `ref`'s repository: cached, or from the broker (one call per miss)."""
         key = (ref.name, registry)
         entry = self._entries.get(key)
         if entry is not None and self._clock() < entry.renew_at:
-            return entry.token
+            return entry.login
         pending = self._pending.get(key)
         if pending is not None:
             return await asyncio.shield(pending)
-        future: asyncio.Future[IssuedPullToken] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[IssuedRegistryLogin] = asyncio.get_running_loop().create_future()
         self._pending[key] = future
         try:
             self.broker_calls += 1
-            token = await self._issuer.issue_pull_token(str(ref), registry=registry)
+            login = await self._issuer.issue_registry_login(str(ref), registry=registry)
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved here: waiters, if any, get it through the await
             raise
         finally:
             self._pending.pop(key, None)
-        self._entries[key] = _Entry(token, _renew_at(token, self._clock()))
-        future.set_result(token)
-        return token
+        now = self._clock()
+        self._entries[key] = _Entry(login, renew_at(login.expires_at.timestamp(), now))
+        future.set_result(login)
+        return login
 
     def clear(self) -> None:
-        """Forget every cached token (the next request for each asks the broker)."""
+        """Forget every cached login (the next request for each asks the broker)."""
         self._entries.clear()
-
-
-def _renew_at(token: IssuedPullToken, now: float) -> float:
-    expires_at = token.expires_at.timestamp()
-    if expires_at <= 0:
-        expires_at = now + DEFAULT_LIFETIME
-    lifetime = max(0.0, expires_at - now)
-    return expires_at - min(RENEW_BEFORE, lifetime / 4)
 
 
 class Logins:
@@ -153,7 +149,7 @@ class Logins:
 
     def __init__(
         self,
-        cache: TokenCache,
+        cache: LoginCache,
         images: Sequence[str] = (),
         *,
         clock: Callable[[], float] = time.time,
@@ -176,10 +172,10 @@ class Logins:
         except ClientError as exc:
             raise NoLogin(BAD_REQUEST, str(exc)) from None
         try:
-            token = await self.cache.get(ref)
+            issued = await self.cache.get(ref)
         except BrokerCallError as exc:
             raise _refusal(exc, str(ref)) from None
-        login = self._login(token, ref)
+        login = self._login(issued, ref)
         self._usernames[ref.domain] = login.username
         return login
 
@@ -201,28 +197,21 @@ class Logins:
                 refusals.append(exc)
         raise min(refusals, key=lambda r: _PRIORITY.get(r.code, 9))
 
-    def _login(self, token: IssuedPullToken, ref: Reference) -> Login:
-        if token.auth_kind != "basic":
-            if token.auth_kind == "anonymous":
-                raise NoLogin(NOT_FOUND, f"{ref.domain} serves {ref.repository} anonymously")
-            raise NoLogin(
-                NO_LOGIN,
-                f"registry {ref.domain} gives this node repository-scoped bearer tokens, which "
-                "container runtimes cannot use as a login (they run the registry's token flow "
-                f"themselves): pull with `pullbroker-sidecar pull {ref} --dest docker-daemon` "
-                "(or containerd[:NAMESPACE]) instead",
-            )
-        expires_at = token.expires_at.timestamp()
+    def _login(self, issued: IssuedRegistryLogin, ref: Reference) -> Login:
+        expires_at = issued.expires_at.timestamp()
         if expires_at <= 0:
             expires_at = self._clock() + DEFAULT_LIFETIME
         return Login(
-            registry=token.registry,
-            registry_host=token.registry_host or ref.registry_host,
+            registry=issued.registry,
+            registry_host=issued.registry_host or ref.registry_host,
             domain=ref.domain,
             repository=ref.repository,
-            username=token.username,
-            secret=token.token,
+            username=issued.username,
+            secret=issued.secret,
             expires_at=expires_at,
+            identity_token=issued.identity_token,
+            passthrough=issued.passthrough,
+            repository_scoped=issued.repository_scoped,
         )
 
 
@@ -237,6 +226,16 @@ def _refusal(exc: BrokerCallError, image: str) -> NoLogin:
         return NoLogin(NOT_FOUND, f"the broker has no registry for {image}: {exc}")
     if exc.code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE):
         return NoLogin(BAD_REQUEST, str(exc))
+    if exc.code is grpc.StatusCode.FAILED_PRECONDITION:
+        # The registry has no login for runtimes (the message says how to pull instead), or
+        # its record cannot be used now.
+        return NoLogin(NO_LOGIN, f"no login for {image}: {exc}")
+    if exc.code is grpc.StatusCode.UNIMPLEMENTED:
+        return NoLogin(
+            NO_LOGIN,
+            f"the broker does not issue registry logins (IssueRegistryLogin) for {image}: "
+            "upgrade it, or pull with `pullbroker-sidecar pull IMAGE --dest docker-daemon`",
+        )
     if exc.temporary:
         return NoLogin(UNAVAILABLE, f"the broker could not be reached for {image}: {exc}")
     return NoLogin(NO_LOGIN, f"the broker issued nothing for {image}: {exc}")

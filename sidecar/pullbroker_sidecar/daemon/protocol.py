@@ -6,14 +6,20 @@
     OP            request fields      answer fields (ok)
     ping          -                   pid, version
     status        -                   broker, certificate, cached, served, refused, rebuilds
-    login         host                registry_host, username, secret, expires_at
+    login         host                registry_host, username, secret, expires_at,
+                                      identity_token, passthrough, repository_scoped
     image_login   image               the same, plus repository and key (`host/repo`)
     registries    -                   registries: {host: username}
+
+    identity_token: secret is an OAuth2 refresh token (docker's `identitytoken`), not a
+    password; passthrough: secret is the registry's long-lived credential (never write it
+    to a file); repository_scoped: the registry limits the login to the repository.
 
     CODE          meaning
     not_found     no credential for that registry or image here (runtimes go anonymous)
     denied        the broker's policy does not let this node pull it
-    no_login      the registry hands this node bearer tokens only, which a runtime cannot use
+    no_login      the registry has no login for runtimes (bearer tokens only): the message
+                  says how to pull instead
     unavailable   the broker cannot be reached (the daemon retried with backoff)
     bad_request   the request is malformed
 
@@ -45,6 +51,10 @@ MAX_LINE = 64 * 1024
 DEFAULT_TIMEOUT = 30.0
 # sockaddr_un.sun_path is 108 bytes on Linux, one of which is the terminating NUL.
 MAX_SOCKET_PATH = 107
+
+# The Username that tells docker, podman and skopeo that Secret is an identity (OAuth2
+# refresh) token (docker-credential-helpers' convention).
+IDENTITY_TOKEN_USERNAME = "<token>"  # noqa: S105 - a protocol marker, not a secret
 
 NOT_FOUND = "not_found"
 DENIED = "denied"

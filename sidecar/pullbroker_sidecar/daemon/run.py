@@ -1,4 +1,4 @@
-"""`pullbroker-sidecar run`: wire the channel, the token cache and the socket server.
+"""`pullbroker-sidecar run`: wire the channel, the login cache and the socket server.
 
     pullbroker-sidecar run [--socket PATH] [--image REF ...] [--images-file FILE]
         [--rotation-check SECONDS] [--home DIR] [--broker HOST:PORT] [--ca/--cert/--key PEM]
@@ -25,7 +25,7 @@ from pullbroker_client.errors import ClientError
 from pullbroker_client.home import Home
 
 from pullbroker_sidecar.daemon.channel import BrokerChannel, ChannelConfig
-from pullbroker_sidecar.daemon.logins import Logins, TokenCache
+from pullbroker_sidecar.daemon.logins import LoginCache, Logins
 from pullbroker_sidecar.daemon.protocol import default_socket
 from pullbroker_sidecar.daemon.server import SidecarServer
 from pullbroker_sidecar.errors import PullError
@@ -43,7 +43,7 @@ def add_parser(
         "run",
         help="serve node helpers (docker credential helper, kubelet provider) on a socket",
         description="Hold the mTLS channel to the broker and answer the node's runtime "
-        "helpers on a Unix socket (0600, this user only). Tokens stay in memory.",
+        "helpers on a Unix socket (0600, this user only). Logins stay in memory.",
     )
     run.add_argument(
         "--socket",
@@ -122,7 +122,7 @@ async def _serve(args: argparse.Namespace, home: Home, socket_path: Path) -> Non
     channel = BrokerChannel(config)
     await channel.start()
     try:
-        logins = Logins(TokenCache(channel), images)
+        logins = Logins(LoginCache(channel), images)
     except ClientError as exc:
         await channel.close()
         raise PullError(f"an --image does not parse: {exc}") from None

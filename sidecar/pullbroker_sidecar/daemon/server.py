@@ -135,13 +135,22 @@ class SidecarServer:
 
     def _served(self, op: str, login: Login, extra: dict[str, str]) -> dict[str, Any]:
         self.counters.served += 1
-        log.info("login_served", op=op, registry=login.registry, repository=login.repository)
+        log.info(
+            "login_served",
+            op=op,
+            registry=login.registry,
+            repository=login.repository,
+            passthrough=login.passthrough,
+        )
         return {
             "ok": True,
             "registry_host": login.registry_host,
             "username": login.username,
             "secret": login.secret.reveal(),
             "expires_at": login.expires_at,
+            "identity_token": login.identity_token,
+            "passthrough": login.passthrough,
+            "repository_scoped": login.repository_scoped,
             **extra,
         }
 

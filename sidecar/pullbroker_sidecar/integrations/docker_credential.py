@@ -16,14 +16,16 @@ What `get` returns, and why. The helper is asked per *registry*, and docker, pod
 skopeo then run the registry's token flow themselves, per repository, against the realm
 the registry names: they never present a token they were handed. So the answer must be a
 credential that realm accepts (a "login"), not one of the broker's repository-scoped
-bearer tokens - one with several `repository:X:pull` scopes would not work either, as the
-realm takes it neither as a password nor as a refresh token (`Username: "<token>"`). The
-daemon (see daemon/logins.py) hands out the login the broker grants for an image this node
-declared for that registry: today, the short-lived Basic credentials of ECR and audited
-Basic pass-through. For a registry that gives this node only bearer tokens, the answer is
-"credentials not found" (plus the reason and what to run instead on stderr), so runtimes
-fall back to anonymous, and the image is pulled with `pullbroker-sidecar pull --dest
-docker-daemon|containerd`, which uses the repository-scoped token itself.
+bearer tokens. The daemon (see daemon/logins.py) hands out the login the broker grants
+(IssueRegistryLogin) for an image this node declared for that registry: ECR's short-lived
+token, GCR/GAR's `oauth2accesstoken` + access token, ACR's refresh token, or audited Basic
+pass-through. A refresh token (an identity token) is answered as `Username: "<token>"` with
+the token as Secret, which makes docker, podman and skopeo use it as an OAuth2 refresh
+token against the realm (docker-credential-helpers' convention for identity tokens). For a
+registry without a login the answer is "credentials not found" (plus the reason and what
+to run instead on stderr), so runtimes fall back to anonymous, and the image is pulled with
+`pullbroker-sidecar pull --dest docker-daemon|containerd`, which uses the repository-scoped
+token itself.
 
 "credentials not found in native keychain" on stdout with exit 1 is the protocol's way to
 say "none": docker, podman and skopeo then go anonymous. Anything else that fails (no
@@ -39,7 +41,7 @@ import json
 import sys
 from typing import TextIO
 
-from pullbroker_sidecar.daemon.protocol import ask, default_socket
+from pullbroker_sidecar.daemon.protocol import IDENTITY_TOKEN_USERNAME, ask, default_socket
 from pullbroker_sidecar.errors import DaemonUnavailable
 
 NOT_FOUND_MESSAGE = "credentials not found in native keychain"
@@ -88,9 +90,10 @@ def _get(server_url: str, out: TextIO) -> int:
         print(f"pullbroker: {answer.get('message', 'no credential')}", file=sys.stderr)
         out.write(NOT_FOUND_MESSAGE + "\n")
         return 1
+    username = IDENTITY_TOKEN_USERNAME if answer.get("identity_token") else answer.get("username")
     document = {
         "ServerURL": server,
-        "Username": answer.get("username", ""),
+        "Username": username or "",
         "Secret": answer.get("secret", ""),
     }
     out.write(json.dumps(document) + "\n")

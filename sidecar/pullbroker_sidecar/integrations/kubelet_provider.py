@@ -17,11 +17,21 @@ It answers on stdout with a CredentialProviderResponse of the same apiVersion:
   kubelet never holds it past its expiry;
 - with a service-account token, `serviceAccountTokenCacheType: ServiceAccount` (required
   by kubelet when a token was sent; the login depends on the node and the image, not the
-  pod). The token is neither logged nor written anywhere. The broker's policy cannot yet
-  scope by namespace or service account: IssuePullToken has no field to carry them.
+  pod). The token is neither logged nor written anywhere. It is not forwarded yet: the
+  daemon's protocol has no field for it, although IssueRegistryLogin has one, so the
+  broker's namespace and service-account rules do not apply to these logins yet.
 - no login for the image (not granted, or a registry that gives this node bearer tokens
   only - see daemon/logins.py): a response without `auth`, not cached, and the reason on
   stderr; kubelet then pulls anonymously (and fails for a private image).
+
+Identity tokens (an ACR service principal's refresh token). kubelet's `auth` entries have a
+username and a password only - no `identitytoken` - and containerd (CRI) runs the realm's
+refresh-token grant only for an empty username, which kubelet cannot send. A refresh token
+is answered as the password of the login's username instead: ACR pairs it with the user
+00000000-0000-0000-0000-000000000000 (what `az acr login --expose-token` hands `docker
+login`), which its realm accepts with Basic auth, and containerd falls back to exactly that
+when the password grant is refused. An identity token without such a username has no form
+kubelet can carry, and is refused (no `auth`, the reason on stderr).
 
 The login comes from the node daemon over its socket (this program holds no certificate
 and imports only the standard library), so a pod start costs no TLS handshake.
@@ -34,7 +44,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from pullbroker_sidecar.daemon.protocol import ask, default_socket
+from pullbroker_sidecar.daemon.protocol import IDENTITY_TOKEN_USERNAME, ask, default_socket
 from pullbroker_sidecar.errors import DaemonUnavailable
 
 KIND_REQUEST = "CredentialProviderRequest"
@@ -79,7 +89,7 @@ def build_response(
     }
     if request.get("serviceAccountToken"):
         response["serviceAccountTokenCacheType"] = "ServiceAccount"
-    if not answer.get("ok"):
+    if not answer.get("ok") or unusable(answer):
         return response
     remaining = float(answer["expires_at"]) - (time.time() if now is None else now)
     response["cacheDuration"] = f"{max(0, int(remaining // 2))}s"
@@ -90,6 +100,19 @@ def build_response(
         }
     }
     return response
+
+
+def unusable(answer: dict[str, Any]) -> str:
+    """Why kubelet cannot use the daemon's login ("" when it can): an identity token whose
+    registry names no username to pair it with (see the module docstring)."""
+    username = str(answer.get("username", ""))
+    if answer.get("identity_token") and username in ("", IDENTITY_TOKEN_USERNAME):
+        return (
+            "the registry's login is an identity (refresh) token without a username, which "
+            "kubelet cannot pass on: pull the image with `pullbroker-sidecar pull IMAGE --dest "
+            "containerd` instead"
+        )
+    return ""
 
 
 def main(stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
@@ -106,10 +129,10 @@ def main(stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
     except DaemonUnavailable as exc:
         print(f"pullbroker-credential-provider: {exc}", file=sys.stderr)
         return 1
-    if not answer.get("ok"):
+    why = answer.get("message", "refused") if not answer.get("ok") else unusable(answer)
+    if why:
         print(
-            f"pullbroker-credential-provider: no credential for {request['image']}: "
-            f"{answer.get('message', 'refused')}",
+            f"pullbroker-credential-provider: no credential for {request['image']}: {why}",
             file=sys.stderr,
         )
     out.write(json.dumps(build_response(request, answer)) + "\n")

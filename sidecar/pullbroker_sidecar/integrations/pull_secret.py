@@ -9,6 +9,13 @@ prefix, so the most specific key wins), holding the login the broker grants for 
 daemon/logins.py for which registries have one). An image without a login fails the whole
 command: a Secret that silently lacks an image would only fail later, at pod start.
 
+A Secret is a file on the cluster's disks (etcd, backups), so a Basic pass-through login -
+the registry's long-lived credential itself - is refused with a clear error: only
+short-lived logins are written. An identity token (ACR's refresh token) is written as
+`identitytoken` (what docker, podman and skopeo read) and as the password of the login's
+username (what kubelet reads: its entries have no identitytoken, and ACR accepts the
+refresh token as the password of 00000000-0000-0000-0000-000000000000).
+
 `--watch` renders again when half of the shortest remaining life has passed and prints the
 next document (`---` between YAML documents, one JSON object per line), until SIGTERM or
 Ctrl-C; while the broker is away it retries with backoff and the last Secret stays valid.
@@ -33,7 +40,7 @@ import yaml
 from pullbroker_client.broker import AsyncBrokerClient, BrokerTarget
 from pullbroker_client.home import Home
 
-from pullbroker_sidecar.daemon.logins import Login, Logins, NoLogin, TokenCache
+from pullbroker_sidecar.daemon.logins import Login, LoginCache, Logins, NoLogin
 from pullbroker_sidecar.daemon.protocol import UNAVAILABLE
 from pullbroker_sidecar.errors import PullError
 
@@ -74,12 +81,17 @@ def render_secret(namespace: str, name: str, logins: Sequence[Login]) -> dict[st
     """The Secret object for `logins` (one `auths` entry per repository)."""
     auths: dict[str, dict[str, str]] = {}
     for login in logins:
+        if login.passthrough:
+            raise PullError(_passthrough_refused(login))
         pair = f"{login.username}:{login.secret.reveal()}".encode()
-        auths[f"{login.domain}/{login.repository}"] = {
+        entry = {
             "username": login.username,
             "password": login.secret.reveal(),
             "auth": base64.b64encode(pair).decode(),
         }
+        if login.identity_token:
+            entry["identitytoken"] = login.secret.reveal()
+        auths[f"{login.domain}/{login.repository}"] = entry
     config = json.dumps({"auths": auths}, separators=(",", ":")).encode()
     expires = min(login.expires_at for login in logins)
     return {
@@ -97,6 +109,16 @@ def render_secret(namespace: str, name: str, logins: Sequence[Login]) -> dict[st
         },
         "data": {".dockerconfigjson": base64.b64encode(config).decode()},
     }
+
+
+def _passthrough_refused(login: Login) -> str:
+    return (
+        f"no pull secret for {login.domain}/{login.repository}: its registry allows only Basic "
+        "pass-through, whose login is the registry's long-lived credential, and a Secret would "
+        "put it on the cluster's disks; use the kubelet credential provider or "
+        "`pullbroker-sidecar pull --dest containerd` on the node instead (they keep it in "
+        "memory)"
+    )
 
 
 def format_secret(secret: dict[str, Any], output: str) -> str:
@@ -135,7 +157,7 @@ async def _run(args: argparse.Namespace, target: BrokerTarget) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
     async with AsyncBrokerClient(target) as broker:
-        logins = Logins(TokenCache(broker))
+        logins = Logins(LoginCache(broker))
         backoff = 1.0
         while True:
             try:
@@ -165,9 +187,12 @@ async def _logins(logins: Logins, images: Sequence[str]) -> list[Login]:
     found: list[Login] = []
     for image in images:
         try:
-            found.append(await logins.for_image(image))
+            login = await logins.for_image(image)
         except NoLogin as exc:
             raise NoLogin(exc.code, f"no pull secret for {image}: {exc}") from None
+        if login.passthrough:
+            raise PullError(_passthrough_refused(login))
+        found.append(login)
     return found
 
 

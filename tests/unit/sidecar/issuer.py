@@ -1,11 +1,12 @@
-"""Stand-ins for the broker in unit tests: a settable clock and a numbered-token issuer."""
+"""Stand-ins for the broker in unit tests: a settable clock, numbered-token and login issuers."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 
-from pullbroker_client.broker import IssuedPullToken
+import grpc
+from pullbroker_client.broker import BrokerCallError, IssuedPullToken, IssuedRegistryLogin
 from pullbroker_client.secret import Secret
 
 
@@ -44,5 +45,56 @@ class StubIssuer:
             scope="repository:team/app:pull",
             expires_at=expires,
             repository="team/app",
+            registry_ca_pem="",
+        )
+
+
+NO_LOGIN_MESSAGE = (
+    "registry 'hub' (127.0.0.1:5000) issues only repository-scoped tokens; runtimes cannot "
+    "use them: pull with `pullbroker-sidecar pull IMAGE --dest docker-daemon|containerd` instead"
+)
+
+
+class StubLoginIssuer:
+    """Stands in for the broker's IssueRegistryLogin: numbered secrets, each call recorded.
+
+    `refuse` makes every call fail as the broker does for a registry without logins.
+    """
+
+    def __init__(
+        self,
+        clock: FakeClock,
+        *,
+        ttl: float = 300.0,
+        username: str = "robot",
+        identity_token: bool = False,
+        passthrough: bool = False,
+        refuse: bool = False,
+    ) -> None:
+        self.clock = clock
+        self.ttl = ttl
+        self.username = username
+        self.identity_token = identity_token
+        self.passthrough = passthrough
+        self.refuse = refuse
+        self.calls: list[tuple[str, str | None, bool]] = []
+
+    async def issue_registry_login(
+        self, image: str, registry: str | None = None, force_refresh: bool = False
+    ) -> IssuedRegistryLogin:
+        self.calls.append((image, registry, force_refresh))
+        await asyncio.sleep(0)
+        if self.refuse:
+            raise BrokerCallError(grpc.StatusCode.FAILED_PRECONDITION, NO_LOGIN_MESSAGE)
+        return IssuedRegistryLogin(
+            registry="registries/r1",
+            registry_host="127.0.0.1:5000",
+            registry_url="https://127.0.0.1:5000",
+            username=self.username,
+            secret=Secret(f"secret-{len(self.calls)}"),
+            identity_token=self.identity_token,
+            expires_at=dt.datetime.fromtimestamp(self.clock.now + self.ttl, dt.UTC),
+            repository_scoped=False,
+            passthrough=self.passthrough,
             registry_ca_pem="",
         )

@@ -19,12 +19,12 @@ from pullbroker_client.home import Home
 from pullbroker_service.devca import CertificateAuthority, LeafSpec
 from pullbroker_sidecar.cli import main
 from pullbroker_sidecar.daemon.channel import BrokerChannel, ChannelConfig
-from pullbroker_sidecar.daemon.logins import Logins, TokenCache
+from pullbroker_sidecar.daemon.logins import LoginCache, Logins
 from pullbroker_sidecar.daemon.run import images_from
 from pullbroker_sidecar.daemon.server import SidecarServer
 from pullbroker_sidecar.errors import SidecarError
 
-from tests.unit.sidecar.issuer import FakeClock, StubIssuer
+from tests.unit.sidecar.issuer import FakeClock, StubLoginIssuer
 
 HOST = "127.0.0.1:5000"
 
@@ -54,9 +54,10 @@ async def _ask(path: Path, line: bytes) -> dict[str, Any]:
     return document
 
 
-async def _server(path: Path, kind: str = "basic") -> SidecarServer:
+async def _server(path: Path, **stub: Any) -> SidecarServer:
     clock = FakeClock()
-    logins = Logins(TokenCache(StubIssuer(clock, kind=kind), clock=clock), [f"{HOST}/team/app:v1"])
+    issuer = StubLoginIssuer(clock, **stub)
+    logins = Logins(LoginCache(issuer, clock=clock), [f"{HOST}/team/app:v1"])
     server = SidecarServer(path, logins, StaticChannel())
     await server.start()
     return server
@@ -71,7 +72,8 @@ class TestServer:
             assert stat.S_IMODE(path.stat().st_mode) == 0o600
             assert (await _ask(path, b'{"v":1,"op":"ping"}\n'))["ok"]
             login = await _ask(path, b'{"v":1,"op":"login","host":"' + HOST.encode() + b'"}\n')
-            assert (login["username"], login["secret"]) == ("robot", "tok-1")
+            assert (login["username"], login["secret"]) == ("robot", "secret-1")
+            assert (login["identity_token"], login["passthrough"]) == (False, False)
             image = b'{"v":1,"op":"image_login","image":"' + HOST.encode() + b"/team/app@sha256:"
             image += b"a" * 64 + b'"}\n'
             keyed = await _ask(path, image)
@@ -101,12 +103,24 @@ class TestServer:
     async def test_refusal_carries_code_and_reason(self, short: Path) -> None:
         """A bearer-only registry: no_login with the reason, counted by code."""
         path = short / "s.sock"
-        server = await _server(path, kind="bearer")
+        server = await _server(path, refuse=True)
         try:
             answer = await _ask(path, b'{"v":1,"op":"login","host":"' + HOST.encode() + b'"}\n')
             assert answer["error"] == "no_login"
             assert "--dest docker-daemon" in answer["message"]
             assert server.counters.by_code == {"no_login": 1}
+        finally:
+            await server.close()
+
+    async def test_identity_token_and_passthrough_flags_reach_the_helpers(
+        self, short: Path
+    ) -> None:
+        """The answer tells the helpers how to hand the secret on (refresh token, memory only)."""
+        path = short / "s.sock"
+        server = await _server(path, identity_token=True, passthrough=True)
+        try:
+            answer = await _ask(path, b'{"v":1,"op":"login","host":"' + HOST.encode() + b'"}\n')
+            assert (answer["identity_token"], answer["passthrough"]) == (True, True)
         finally:
             await server.close()
 

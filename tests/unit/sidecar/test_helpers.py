@@ -97,6 +97,29 @@ class TestKubeletResponse:
         answer = {"ok": True, "key": "r/a", "username": "u", "secret": "s", "expires_at": 10.0}
         assert kubelet_provider.build_response(request, answer, now=50.0)["cacheDuration"] == "0s"
 
+    def test_identity_token_goes_as_the_password_of_its_username(self) -> None:
+        """ACR's refresh token: kubelet gets it as the password of the GUID user (no field
+        for identity tokens), which ACR's realm accepts."""
+        request = {"apiVersion": API, "kind": "CredentialProviderRequest", "image": "r/a"}
+        user = "00000000-0000-0000-0000-000000000000"
+        answer = {"ok": True, "key": "r/a", "username": user, "secret": "refresh",
+                  "identity_token": True, "expires_at": 1300.0}  # fmt: skip
+        response = kubelet_provider.build_response(request, answer, now=1000.0)
+        _response_valid(response)
+        assert response["auth"] == {"r/a": {"username": user, "password": "refresh"}}
+
+    @pytest.mark.parametrize("username", ["", "<token>"])
+    def test_identity_token_without_a_username_is_refused(self, username: str) -> None:
+        """A refresh token kubelet could not pass on: no auth, not cached, and the reason."""
+        request = {"apiVersion": API, "kind": "CredentialProviderRequest", "image": "r/a"}
+        answer = {"ok": True, "key": "r/a", "username": username, "secret": "refresh",
+                  "identity_token": True, "expires_at": 1300.0}  # fmt: skip
+        response = kubelet_provider.build_response(request, answer, now=1000.0)
+        _response_valid(response)
+        assert "auth" not in response
+        assert response["cacheDuration"] == "0s"
+        assert "pullbroker-sidecar pull" in kubelet_provider.unusable(answer)
+
     @pytest.mark.parametrize(
         "text",
         [
@@ -126,6 +149,24 @@ class TestDockerHelperActions:
         out = io.StringIO()
         assert docker_credential.main(["frobnicate"], io.StringIO(), out) == 1
         assert out.getvalue().startswith("usage: docker-credential-pullbroker")
+
+    @pytest.mark.parametrize(
+        ("identity_token", "username"), [(False, "oauth2accesstoken"), (True, "<token>")]
+    )
+    def test_get_answers_identity_tokens_as_token_user(
+        self, monkeypatch: pytest.MonkeyPatch, identity_token: bool, username: str
+    ) -> None:
+        """A refresh token goes out as Username "<token>" (runtimes then use it as one)."""
+        answer = {"ok": True, "username": "oauth2accesstoken", "secret": "s",
+                  "identity_token": identity_token}  # fmt: skip
+        monkeypatch.setattr(docker_credential, "ask", lambda *_args, **_kw: answer)
+        out = io.StringIO()
+        assert docker_credential.main(["get"], io.StringIO("r.example\n"), out) == 0
+        assert json.loads(out.getvalue()) == {
+            "ServerURL": "r.example",
+            "Username": username,
+            "Secret": "s",
+        }
 
     def test_empty_get_is_an_error(self) -> None:
         """`get` with nothing on stdin fails without asking anyone."""

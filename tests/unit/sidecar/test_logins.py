@@ -1,4 +1,4 @@
-"""The daemon's token cache and the logins it makes of the broker's tokens."""
+"""The daemon's login cache and the logins it hands out from the broker's IssueRegistryLogin."""
 
 from __future__ import annotations
 
@@ -7,56 +7,60 @@ import datetime as dt
 
 import grpc
 import pytest
-from pullbroker_client.broker import BrokerCallError, IssuedPullToken
+from pullbroker_client.broker import BrokerCallError, IssuedRegistryLogin
 from pullbroker_client.registry.reference import parse_reference
 from pullbroker_client.secret import Secret
-from pullbroker_sidecar.daemon.logins import Logins, NoLogin, TokenCache, normalize_host
+from pullbroker_sidecar.daemon.logins import LoginCache, Logins, NoLogin, normalize_host
 
-from tests.unit.sidecar.issuer import FakeClock, StubIssuer
+from tests.unit.sidecar.issuer import FakeClock, StubLoginIssuer
 
 HOST = "127.0.0.1:5000"
 
 
 class FailingIssuer:
-    """IssuePullToken that fails with one status code."""
+    """IssueRegistryLogin that fails with one status code."""
 
     def __init__(self, code: grpc.StatusCode) -> None:
         self.code = code
 
-    async def issue_pull_token(
+    async def issue_registry_login(
         self, image: str, registry: str | None = None, force_refresh: bool = False
-    ) -> IssuedPullToken:
+    ) -> IssuedRegistryLogin:
         await asyncio.sleep(0)  # a real call yields before it fails
         raise BrokerCallError(self.code, f"refused {image}")
 
 
-class TestTokenCache:
-    async def test_token_is_reused_until_shortly_before_expiry(self) -> None:
+def _logins(issuer: StubLoginIssuer, clock: FakeClock, images: list[str] | None = None) -> Logins:
+    return Logins(LoginCache(issuer, clock=clock), images or [], clock=clock)
+
+
+class TestLoginCache:
+    async def test_login_is_reused_until_shortly_before_expiry(self) -> None:
         """Same repository (any tag): one broker call until 30 s before expiry, then another."""
         clock = FakeClock()
-        issuer = StubIssuer(clock, ttl=300)
-        cache = TokenCache(issuer, clock=clock)
+        issuer = StubLoginIssuer(clock, ttl=300)
+        cache = LoginCache(issuer, clock=clock)
         first = await cache.get(parse_reference(f"{HOST}/team/app:v1"))
         again = await cache.get(parse_reference(f"{HOST}/team/app:v2"))
         assert first is again
         clock.now += 271
         renewed = await cache.get(parse_reference(f"{HOST}/team/app:v1"))
-        assert renewed.token.reveal() == "tok-2"
+        assert renewed.secret.reveal() == "secret-2"
         assert len(issuer.calls) == 2
 
     async def test_concurrent_misses_make_one_call(self) -> None:
-        """Ten requests at once for one repository: one broker call, one token."""
+        """Ten requests at once for one repository: one broker call, one login."""
         clock = FakeClock()
-        issuer = StubIssuer(clock)
-        cache = TokenCache(issuer, clock=clock)
+        issuer = StubLoginIssuer(clock)
+        cache = LoginCache(issuer, clock=clock)
         ref = parse_reference(f"{HOST}/team/app:v1")
-        tokens = await asyncio.gather(*(cache.get(ref) for _ in range(10)))
+        logins = await asyncio.gather(*(cache.get(ref) for _ in range(10)))
         assert len(issuer.calls) == 1
-        assert {t.token.reveal() for t in tokens} == {"tok-1"}
+        assert {login.secret.reveal() for login in logins} == {"secret-1"}
 
     async def test_a_failure_reaches_every_waiter_and_is_not_cached(self) -> None:
         """A refused call fails all who waited for it; the next request asks again."""
-        cache = TokenCache(FailingIssuer(grpc.StatusCode.UNAVAILABLE), clock=FakeClock())
+        cache = LoginCache(FailingIssuer(grpc.StatusCode.UNAVAILABLE), clock=FakeClock())
         ref = parse_reference(f"{HOST}/team/app:v1")
         results = await asyncio.gather(*(cache.get(ref) for _ in range(3)), return_exceptions=True)
         assert all(isinstance(r, BrokerCallError) for r in results)
@@ -65,20 +69,38 @@ class TestTokenCache:
 
 
 class TestLogins:
-    async def test_basic_token_is_a_login(self) -> None:
-        """A Basic token (ECR, pass-through) is handed out as username and secret."""
+    async def test_broker_login_is_handed_out_with_its_flags(self) -> None:
+        """The broker's login becomes the daemon's: username, secret, expiry and flags."""
         clock = FakeClock()
-        logins = Logins(TokenCache(StubIssuer(clock, kind="basic"), clock=clock), clock=clock)
-        login = await logins.for_image(f"{HOST}/team/app:v1")
-        assert (login.username, login.secret, login.domain) == ("robot", Secret("tok-1"), HOST)
+        issuer = StubLoginIssuer(clock, username="AWS")
+        login = await _logins(issuer, clock).for_image(f"{HOST}/team/app:v1")
+        assert (login.username, login.secret, login.domain) == ("AWS", Secret("secret-1"), HOST)
         assert login.repository == "team/app"
         assert login.remaining(clock.now) == pytest.approx(300)
+        assert (login.identity_token, login.passthrough) == (False, False)
+        assert issuer.calls == [(f"{HOST}/team/app:v1", None, False)]
 
-    async def test_bearer_token_is_no_login(self) -> None:
-        """A repository-scoped bearer token is never handed to a runtime as a login."""
+    @pytest.mark.parametrize(("identity_token", "passthrough"), [(True, False), (False, True)])
+    async def test_identity_token_and_passthrough_are_kept(
+        self, identity_token: bool, passthrough: bool
+    ) -> None:
+        """The flags the helpers act on survive into the daemon's login."""
         clock = FakeClock()
-        logins = Logins(TokenCache(StubIssuer(clock, kind="bearer"), clock=clock), clock=clock)
+        issuer = StubLoginIssuer(clock, identity_token=identity_token, passthrough=passthrough)
+        login = await _logins(issuer, clock).for_image(f"{HOST}/team/app:v1")
+        assert (login.identity_token, login.passthrough) == (identity_token, passthrough)
+
+    async def test_registry_without_logins_is_no_login_with_the_way_out(self) -> None:
+        """FAILED_PRECONDITION from the broker: no_login, carrying what to run instead."""
+        clock = FakeClock()
         with pytest.raises(NoLogin, match="--dest docker-daemon") as caught:
+            await _logins(StubLoginIssuer(clock, refuse=True), clock).for_image(f"{HOST}/a:v1")
+        assert caught.value.code == "no_login"
+
+    async def test_an_old_broker_says_to_upgrade(self) -> None:
+        """UNIMPLEMENTED (a broker without IssueRegistryLogin): no_login saying so."""
+        logins = Logins(LoginCache(FailingIssuer(grpc.StatusCode.UNIMPLEMENTED)))
+        with pytest.raises(NoLogin, match="upgrade it") as caught:
             await logins.for_image(f"{HOST}/team/app:v1")
         assert caught.value.code == "no_login"
 
@@ -95,7 +117,7 @@ class TestLogins:
         self, code: grpc.StatusCode, expected: str
     ) -> None:
         """Each broker status maps to the code the helpers act on."""
-        logins = Logins(TokenCache(FailingIssuer(code), clock=FakeClock()))
+        logins = Logins(LoginCache(FailingIssuer(code), clock=FakeClock()))
         with pytest.raises(NoLogin) as caught:
             await logins.for_image(f"{HOST}/team/app:v1")
         assert caught.value.code == expected
@@ -103,8 +125,8 @@ class TestLogins:
     async def test_host_login_comes_from_a_declared_image(self) -> None:
         """`login` for a registry asks the broker about an image declared for it."""
         clock = FakeClock()
-        issuer = StubIssuer(clock, kind="basic")
-        logins = Logins(TokenCache(issuer, clock=clock), [f"{HOST}/team/app:v1"], clock=clock)
+        issuer = StubLoginIssuer(clock)
+        logins = _logins(issuer, clock, [f"{HOST}/team/app:v1"])
         login = await logins.for_host(f"https://{HOST}/")
         assert login.username == "robot"
         assert issuer.calls == [(f"{HOST}/team/app:v1", None, False)]
@@ -113,8 +135,8 @@ class TestLogins:
     async def test_undeclared_registry_is_not_found(self) -> None:
         """No image declared for a registry: not_found, and the broker is not asked."""
         clock = FakeClock()
-        issuer = StubIssuer(clock, kind="basic")
-        logins = Logins(TokenCache(issuer, clock=clock), [f"{HOST}/team/app:v1"], clock=clock)
+        issuer = StubLoginIssuer(clock)
+        logins = _logins(issuer, clock, [f"{HOST}/team/app:v1"])
         with pytest.raises(NoLogin) as caught:
             await logins.for_host("registry.example.com")
         assert caught.value.code == "not_found"
@@ -138,7 +160,6 @@ class TestNormalizeHost:
 
 
 def test_stub_expiry_is_utc() -> None:
-    """The stub issuer's tokens carry an aware UTC expiry (as the broker client's do)."""
-    clock = FakeClock()
-    token = asyncio.run(StubIssuer(clock).issue_pull_token("x"))
-    assert token.expires_at.tzinfo is dt.UTC
+    """The stub issuer's logins carry an aware UTC expiry (as the broker client's do)."""
+    login = asyncio.run(StubLoginIssuer(FakeClock()).issue_registry_login("x"))
+    assert login.expires_at.tzinfo is dt.UTC
