@@ -213,9 +213,14 @@ def _login(message: Any) -> IssuedRegistryLogin:
     )
 
 
-def _login_request(image: str, registry: str | None, force_refresh: bool) -> Any:
+def _login_request(
+    image: str, registry: str | None, force_refresh: bool, service_account_token: Secret | None
+) -> Any:
     return pull_pb2.IssueRegistryLoginRequest(
-        image=image, registry=registry or "", force_refresh=force_refresh
+        image=image,
+        registry=registry or "",
+        force_refresh=force_refresh,
+        service_account_token=service_account_token.reveal() if service_account_token else "",
     )
 
 
@@ -457,11 +462,12 @@ class BrokerClient:
         registry: str | None = None,
         force_refresh: bool = False,
         *,
+        service_account_token: Secret | None = None,
         request_id: str | None = None,
     ) -> IssuedRegistryLogin:
         """A login for container runtimes (IssueRegistryLogin); FAILED_PRECONDITION for
-        registries that have none."""
-        request = _login_request(image, registry, force_refresh)
+        registries that have none. `service_account_token`: the pod's, for pod-scoped policy."""
+        request = _login_request(image, registry, force_refresh, service_account_token)
         return _login(self._call(self._pull.IssueRegistryLogin, request, request_id))
 
 
@@ -661,9 +667,10 @@ class AsyncBrokerClient:
         registry: str | None = None,
         force_refresh: bool = False,
         *,
+        service_account_token: Secret | None = None,
         request_id: str | None = None,
     ) -> IssuedRegistryLogin:
         """A login for container runtimes (IssueRegistryLogin); FAILED_PRECONDITION for
-        registries that have none."""
-        request = _login_request(image, registry, force_refresh)
+        registries that have none. `service_account_token`: the pod's, for pod-scoped policy."""
+        request = _login_request(image, registry, force_refresh, service_account_token)
         return _login(await self._call(self._pull.IssueRegistryLogin, request, request_id))

@@ -216,6 +216,24 @@ class RateLimitConfig:
 
 
 @dataclass(frozen=True)
+class KubernetesConfig:
+    """Verifying pods' service-account tokens, which the kubelet credential provider forwards
+    (IssuePullTokenRequest.service_account_token), so policy rules can scope pulls by
+    namespace and service account. The broker never dials the API server."""
+
+    issuer: str = ""
+    """The cluster's --service-account-issuer; a token's `iss` must equal it."""
+    audience: str = "pullbroker"
+    """A token's `aud` must contain it: tokenAttributes.serviceAccountTokenAudience in the
+    kubelet CredentialProviderConfig."""
+    jwks_file: Path | None = None
+    """The cluster's /openid/v1/jwks saved to a file (kept fresh by a sidecar or CronJob
+    writing a temporary file and renaming it); re-read when it changes."""
+    leeway_seconds: float = 30.0
+    """Clock skew allowed on a token's exp, nbf and iat."""
+
+
+@dataclass(frozen=True)
 class BrokerConfig:
     """Everything `pullbroker serve` needs; main.py turns it into adapters."""
 
@@ -280,6 +298,10 @@ class BrokerConfig:
     """Let registry URLs and token realms point at private (RFC 1918, ULA) addresses, for
     registries inside the network. Link-local and metadata addresses are always refused."""
 
+    kubernetes: KubernetesConfig | None = None
+    """Verify pods' service-account tokens; None ignores them (rules with a `kubernetes`
+    key then grant nothing)."""
+
     @property
     def policy_file(self) -> Path:
         return self.policy_path or self.home.policy_yaml
@@ -343,6 +365,7 @@ _SECTIONS: dict[str, type] = {
         AwsConfig,
         VaultAuthConfig,
         TlsConfig,
+        KubernetesConfig,
         RateLimitConfig,
     )
 }
@@ -456,6 +479,13 @@ def _validate(config: BrokerConfig) -> None:
     for name in ("backend_check_interval_seconds", "reconcile_interval_seconds"):
         if getattr(config, name) <= 0:
             raise ConfigError(f"{name} must be more than 0 seconds")
+    k8s = config.kubernetes
+    if k8s is not None and (not k8s.issuer or not k8s.audience or k8s.jwks_file is None):
+        raise ConfigError(
+            "kubernetes needs issuer, audience and jwks_file, e.g. kubernetes: {issuer: "
+            "https://kubernetes.default.svc.cluster.local, audience: pullbroker, "
+            "jwks_file: /etc/pullbroker/k8s-jwks.json}"
+        )
 
 
 def require_backend_settings(secrets: SecretsConfig, backend: str) -> None:

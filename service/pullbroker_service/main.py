@@ -32,6 +32,7 @@ from pullbroker_service.app.deployments import Deployments
 from pullbroker_service.app.lifecycle import DeletionRules
 from pullbroker_service.app.logins import LoginIssuer
 from pullbroker_service.app.migrate import Migration, MigrationReport
+from pullbroker_service.app.pod_identity import PodIdentityVerifier
 from pullbroker_service.app.policy_memo import PolicyMemo
 from pullbroker_service.app.policy_source import PolicySource
 from pullbroker_service.app.ratelimit import Limit, LimitKind, RateLimiter
@@ -166,13 +167,16 @@ def _build_services(
         audit=audit,
         limiter=limiter,
     )
-    issuer = TokenIssuer(store, secrets, minters, cache, policy)
+    pods = build_pod_verifier(config)
+    issuer = TokenIssuer(store, secrets, minters, cache, policy, pods=pods)
     return {
         "registries": registries,
         "issuer": GuardedTokenIssuer(issuer, audit=audit, limiter=limiter),
         # The same cache as the tokens': a rotation or deletion drops logins too.
         "logins": GuardedLoginIssuer(
-            LoginIssuer(store, secrets, minters, cache, policy), audit=audit, limiter=limiter
+            LoginIssuer(store, secrets, minters, cache, policy, pods=pods),
+            audit=audit,
+            limiter=limiter,
         ),
         "deployments": Deployments(deployment_store, registries, policy, audit=audit),
         "access": AccessChecker(store, policy),
@@ -189,6 +193,20 @@ def rate_limits(config: BrokerConfig) -> dict[LimitKind, Limit]:
             limits.test_connection_per_second, limits.test_connection_burst
         ),
     }
+
+
+def build_pod_verifier(config: BrokerConfig) -> PodIdentityVerifier | None:
+    """The service-account token verifier, when the broker is configured for a cluster;
+    an unreadable key file stops the start (PodKeysUnavailable)."""
+    k8s = config.kubernetes
+    if k8s is None or k8s.jwks_file is None:
+        return None
+    return PodIdentityVerifier(
+        issuer=k8s.issuer,
+        audience=k8s.audience,
+        jwks_file=k8s.jwks_file,
+        leeway_seconds=k8s.leeway_seconds,
+    )
 
 
 def build_store(config: BrokerConfig) -> SqliteMetadataStore:

@@ -42,7 +42,12 @@ class RegistryLoginIssuer(Protocol):
     """What the broker client offers the node's runtime helpers (`AsyncBrokerClient`)."""
 
     async def issue_registry_login(
-        self, image: str, registry: str | None = None, force_refresh: bool = False
+        self,
+        image: str,
+        registry: str | None = None,
+        force_refresh: bool = False,
+        *,
+        service_account_token: Secret | None = None,
     ) -> IssuedRegistryLogin: ...
 
 

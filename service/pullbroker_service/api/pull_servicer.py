@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 import grpc
 from pullbroker.v1 import pull_pb2_grpc
+from pullbroker_client.secret import Secret
 
 from pullbroker_service.api import convert
 from pullbroker_service.api.interceptors import current_caller
@@ -22,7 +23,12 @@ class TokenIssuing(Protocol):
     """What the servicer needs of `pullbroker_service.app.tokens.TokenIssuer`."""
 
     async def issue(
-        self, caller: Identity, image: str, registry: str | None, force_refresh: bool
+        self,
+        caller: Identity,
+        image: str,
+        registry: str | None,
+        force_refresh: bool,
+        service_account_token: Secret | None = None,
     ) -> tuple[MintedToken, RegistryRecord]: ...
 
 
@@ -30,7 +36,12 @@ class LoginIssuing(Protocol):
     """What the servicer needs of `pullbroker_service.app.logins.LoginIssuer`."""
 
     async def login(
-        self, caller: Identity, image: str, registry: str | None, force_refresh: bool
+        self,
+        caller: Identity,
+        image: str,
+        registry: str | None,
+        force_refresh: bool,
+        service_account_token: Secret | None = None,
     ) -> tuple[MintedLogin, RegistryRecord]: ...
 
 
@@ -49,7 +60,11 @@ class PullServicer(pull_pb2_grpc.PullServiceServicer):
     async def IssuePullToken(self, request: Any, context: Any) -> Any:  # noqa: N802
         image = _image(request)
         token, record = await self._issuer.issue(
-            current_caller(), image, request.registry.strip() or None, request.force_refresh
+            current_caller(),
+            image,
+            request.registry.strip() or None,
+            request.force_refresh,
+            _service_account_token(request),
         )
         return self._message(token, record)
 
@@ -61,7 +76,11 @@ class PullServicer(pull_pb2_grpc.PullServiceServicer):
         assert self._logins is not None  # abort raised
         image = _image(request)
         login, record = await self._logins.login(
-            current_caller(), image, request.registry.strip() or None, request.force_refresh
+            current_caller(),
+            image,
+            request.registry.strip() or None,
+            request.force_refresh,
+            _service_account_token(request),
         )
         return convert.login_to_proto(login, record)
 
@@ -86,3 +105,9 @@ def _image(request: Any) -> str:
     if len(image) > MAX_IMAGE_LENGTH:
         raise InvalidArgument(f"image is longer than {MAX_IMAGE_LENGTH} characters")
     return image
+
+
+def _service_account_token(request: Any) -> Secret | None:
+    """The pod's service-account token, if the node sent one (a Secret from here on)."""
+    token = request.service_account_token.strip()
+    return Secret(token) if token else None

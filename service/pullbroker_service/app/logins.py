@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import structlog
 from pullbroker_client.registry.reference import Reference
+from pullbroker_client.secret import Secret
 
 from pullbroker_service.app.lookup import load_credential
+from pullbroker_service.app.pod_identity import PodIdentityVerifier, identify_pod
 from pullbroker_service.app.policy_source import PolicyProvider
 from pullbroker_service.app.tokens import PullAccess, hands_out_credential, mint_token
 from pullbroker_service.domain.errors import FailedPrecondition
 from pullbroker_service.domain.identity import Identity
 from pullbroker_service.domain.model import RegistryKind, RegistryRecord
-from pullbroker_service.domain.pod_identity import PodIdentity
 from pullbroker_service.logging import debug_enabled as log_debug_enabled
 from pullbroker_service.minting.base import pull_scope
 from pullbroker_service.minting.cache import TokenCache
@@ -62,7 +63,10 @@ class LoginIssuer:
         minters: MinterRegistry,
         cache: TokenCache,
         policy: PolicyProvider,
+        *,
+        pods: PodIdentityVerifier | None = None,
     ) -> None:
+        self._pods = pods
         self._secrets = secrets
         self._minters = minters
         self._cache = cache
@@ -74,9 +78,10 @@ class LoginIssuer:
         image: str,
         registry: str | None,
         force_refresh: bool,
-        pod: PodIdentity | None = None,
+        service_account_token: Secret | None = None,
     ) -> tuple[MintedLogin, RegistryRecord]:
         """The login for `image`, or FailedPrecondition when its registry has none."""
+        pod = identify_pod(self._pods, service_account_token)
         ref, record, decision = await self._access.check(caller, image, registry, pod)
         if record.kind in BEARER_KINDS:
             login, hit = await self._passthrough(record, ref, force_refresh)

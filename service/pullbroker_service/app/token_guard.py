@@ -13,10 +13,12 @@ a node something to pull with), its reason saying it is a login and how far it r
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
 
 from pullbroker_client.registry.errors import InvalidReference as ClientInvalidReference
 from pullbroker_client.registry.reference import parse_reference
+from pullbroker_client.secret import Secret
 
 from pullbroker_service.app.audit import AuditSink
 from pullbroker_service.app.ratelimit import LimitKind, RateLimiter
@@ -29,6 +31,8 @@ from pullbroker_service.minting.logins import MintedLogin, scope_of
 
 PASSTHROUGH_REASON = "basic pass-through: the registry's stored credential was handed out"
 LOGIN_REASON = "registry login for container runtimes"
+M = TypeVar("M", bound=MintedToken)
+
 UNSCOPED_LOGIN_REASON = (
     f"{LOGIN_REASON}: allows whatever the registry's stored identity may pull until it expires"
 )
@@ -38,8 +42,70 @@ class TokenIssuing(Protocol):
     """`TokenIssuer.issue` (app/tokens.py)."""
 
     async def issue(
-        self, caller: Identity, image: str, registry: str | None, force_refresh: bool
+        self,
+        caller: Identity,
+        image: str,
+        registry: str | None,
+        force_refresh: bool,
+        service_account_token: Secret | None = None,
     ) -> tuple[MintedToken, RegistryRecord]: ...
+
+
+class LoginIssuing(Protocol):
+    """`LoginIssuer.login` (app/logins.py)."""
+
+    async def login(
+        self,
+        caller: Identity,
+        image: str,
+        registry: str | None,
+        force_refresh: bool,
+        service_account_token: Secret | None = None,
+    ) -> tuple[MintedLogin, RegistryRecord]: ...
+
+
+class _Guard:
+    """The IssuePullToken limit, then `work`, then one audit event, issued or refused."""
+
+    def __init__(self, audit: AuditSink | None, limiter: RateLimiter | None) -> None:
+        self._audit = audit
+        self._limiter = limiter
+
+    async def run(
+        self,
+        caller: Identity,
+        image: str,
+        registry: str | None,
+        work: Callable[[], Awaitable[tuple[M, RegistryRecord]]],
+        reason_for: Callable[[M], str],
+        refusal_prefix: str = "",
+    ) -> tuple[M, RegistryRecord]:
+        try:
+            if self._limiter is not None:
+                self._limiter.check(caller.name, LimitKind.ISSUE_PULL_TOKEN)
+            minted, record = await work()
+        except BrokerError as exc:
+            if self._audit is not None:
+                self._audit.event(
+                    Action.TOKEN_ISSUE,
+                    outcome_for(exc),
+                    caller,
+                    registry=registry or "",
+                    repository=_repository(image),
+                    reason=f"{refusal_prefix}{exc}",
+                )
+            raise
+        if self._audit is not None:
+            self._audit.event(
+                Action.TOKEN_ISSUE,
+                Outcome.ALLOWED,
+                caller,
+                registry=record.resource_name,
+                repository=minted.repository,
+                scope=scope_of(minted) if isinstance(minted, MintedLogin) else minted.scope,
+                reason=reason_for(minted),
+            )
+        return minted, record
 
 
 class GuardedTokenIssuer:
@@ -53,46 +119,25 @@ class GuardedTokenIssuer:
         limiter: RateLimiter | None = None,
     ) -> None:
         self._inner = inner
-        self._audit = audit
-        self._limiter = limiter
+        self._guard = _Guard(audit, limiter)
 
     async def issue(
-        self, caller: Identity, image: str, registry: str | None, force_refresh: bool
+        self,
+        caller: Identity,
+        image: str,
+        registry: str | None,
+        force_refresh: bool,
+        service_account_token: Secret | None = None,
     ) -> tuple[MintedToken, RegistryRecord]:
-        try:
-            if self._limiter is not None:
-                self._limiter.check(caller.name, LimitKind.ISSUE_PULL_TOKEN)
-            token, record = await self._inner.issue(caller, image, registry, force_refresh)
-        except BrokerError as exc:
-            if self._audit is not None:
-                self._audit.event(
-                    Action.TOKEN_ISSUE,
-                    outcome_for(exc),
-                    caller,
-                    registry=registry or "",
-                    repository=_repository(image),
-                    reason=str(exc),
-                )
-            raise
-        if self._audit is not None:
-            self._audit.event(
-                Action.TOKEN_ISSUE,
-                Outcome.ALLOWED,
-                caller,
-                registry=record.resource_name,
-                repository=token.repository,
-                scope=token.scope,
-                reason=PASSTHROUGH_REASON if is_basic_passthrough(token) else "",
-            )
-        return token, record
-
-
-class LoginIssuing(Protocol):
-    """`LoginIssuer.login` (app/logins.py)."""
-
-    async def login(
-        self, caller: Identity, image: str, registry: str | None, force_refresh: bool
-    ) -> tuple[MintedLogin, RegistryRecord]: ...
+        return await self._guard.run(
+            caller,
+            image,
+            registry,
+            lambda: self._inner.issue(
+                caller, image, registry, force_refresh, service_account_token
+            ),
+            _token_reason,
+        )
 
 
 class GuardedLoginIssuer:
@@ -106,38 +151,30 @@ class GuardedLoginIssuer:
         limiter: RateLimiter | None = None,
     ) -> None:
         self._inner = inner
-        self._audit = audit
-        self._limiter = limiter
+        self._guard = _Guard(audit, limiter)
 
     async def login(
-        self, caller: Identity, image: str, registry: str | None, force_refresh: bool
+        self,
+        caller: Identity,
+        image: str,
+        registry: str | None,
+        force_refresh: bool,
+        service_account_token: Secret | None = None,
     ) -> tuple[MintedLogin, RegistryRecord]:
-        try:
-            if self._limiter is not None:
-                self._limiter.check(caller.name, LimitKind.ISSUE_PULL_TOKEN)
-            login, record = await self._inner.login(caller, image, registry, force_refresh)
-        except BrokerError as exc:
-            if self._audit is not None:
-                self._audit.event(
-                    Action.TOKEN_ISSUE,
-                    outcome_for(exc),
-                    caller,
-                    registry=registry or "",
-                    repository=_repository(image),
-                    reason=f"{LOGIN_REASON}: {exc}",
-                )
-            raise
-        if self._audit is not None:
-            self._audit.event(
-                Action.TOKEN_ISSUE,
-                Outcome.ALLOWED,
-                caller,
-                registry=record.resource_name,
-                repository=login.repository,
-                scope=scope_of(login),
-                reason=_login_reason(login),
-            )
-        return login, record
+        return await self._guard.run(
+            caller,
+            image,
+            registry,
+            lambda: self._inner.login(
+                caller, image, registry, force_refresh, service_account_token
+            ),
+            _login_reason,
+            f"{LOGIN_REASON}: ",
+        )
+
+
+def _token_reason(token: MintedToken) -> str:
+    return PASSTHROUGH_REASON if is_basic_passthrough(token) else ""
 
 
 def _login_reason(login: MintedLogin) -> str:

@@ -12,8 +12,10 @@ import functools
 import structlog
 from pullbroker_client.registry.errors import InvalidReference as ClientInvalidReference
 from pullbroker_client.registry.reference import Reference, parse_reference
+from pullbroker_client.secret import Secret
 
 from pullbroker_service.app.lookup import load_credential, require_ready, resolve
+from pullbroker_service.app.pod_identity import PodIdentityVerifier, identify_pod
 from pullbroker_service.app.policy_memo import PolicyMemo
 from pullbroker_service.app.policy_source import PolicyProvider
 from pullbroker_service.domain.errors import (
@@ -49,17 +51,26 @@ class TokenIssuer:
         minters: MinterRegistry,
         cache: TokenCache,
         policy: PolicyProvider,
+        *,
+        pods: PodIdentityVerifier | None = None,
     ) -> None:
         self._store = store
+        self._pods = pods
         self._secrets = secrets
         self._minters = minters
         self._cache = cache
         self._access = PullAccess(store, policy)
 
     async def issue(
-        self, caller: Identity, image: str, registry: str | None, force_refresh: bool
+        self,
+        caller: Identity,
+        image: str,
+        registry: str | None,
+        force_refresh: bool,
+        service_account_token: Secret | None = None,
     ) -> tuple[MintedToken, RegistryRecord]:
-        ref, record, decision = await self._access.check(caller, image, registry)
+        pod = identify_pod(self._pods, service_account_token)
+        ref, record, decision = await self._access.check(caller, image, registry, pod)
         repository = ref.repository
         scope = pull_scope(repository)
         token, hit = await self._cache.get(
@@ -90,6 +101,8 @@ class TokenIssuer:
             cache_hit=hit,
             force_refresh=force_refresh,
             rule=decision.rule.number if decision.rule else None,
+            service_account=pod.service_account_ref if pod else None,
+            pod=pod.pod_name if pod else None,
         )
         return token, record
 

@@ -35,6 +35,7 @@ from pullbroker_client.broker import (
 )
 from pullbroker_client.errors import ConfigurationError
 from pullbroker_client.home import Home
+from pullbroker_client.secret import Secret
 from pullbroker_client.tls import TlsFiles
 
 log = structlog.get_logger("pullbroker_sidecar.channel")
@@ -130,11 +131,18 @@ class BrokerChannel:
         )
 
     async def issue_registry_login(
-        self, image: str, registry: str | None = None, force_refresh: bool = False
+        self,
+        image: str,
+        registry: str | None = None,
+        force_refresh: bool = False,
+        *,
+        service_account_token: Secret | None = None,
     ) -> IssuedRegistryLogin:
         """IssueRegistryLogin, retried with backoff while the broker is unreachable."""
         return await self._retried(
-            lambda client: client.issue_registry_login(image, registry, force_refresh)
+            lambda client: client.issue_registry_login(
+                image, registry, force_refresh, service_account_token=service_account_token
+            )
         )
 
     async def _retried(self, call: Callable[[AsyncBrokerClient], Awaitable[T]]) -> T:

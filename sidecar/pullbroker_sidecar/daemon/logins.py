@@ -114,8 +114,23 @@ class LoginCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    async def get(self, ref: Reference, registry: str | None = None) -> IssuedRegistryLogin:
-        """A login for `ref`'s repository: cached, or from the broker (one call per miss)."""
+    async def get(
+        self,
+        ref: Reference,
+        registry: str | None = None,
+        service_account_token: Secret | None = None,
+    ) -> IssuedRegistryLogin:
+        """A login for `ref`'s repository: cached, or from the broker (one call per miss).
+
+        With a pod's service-account token the broker decides for that pod, so the answer is
+        never cached here: another pod on this node may not be allowed it (the kubelet caches
+        it per service account itself, serviceAccountTokenCacheType: ServiceAccount).
+        """
+        if service_account_token is not None:
+            self.broker_calls += 1
+            return await self._issuer.issue_registry_login(
+                str(ref), registry=registry, service_account_token=service_account_token
+            )
         key = (ref.name, registry)
         entry = self._entries.get(key)
         if entry is not None and self._clock() < entry.renew_at:
@@ -165,14 +180,14 @@ class Logins:
         hosts.update(self._usernames)
         return hosts
 
-    async def for_image(self, image: str) -> Login:
+    async def for_image(self, image: str, service_account_token: Secret | None = None) -> Login:
         """The login the broker grants for `image` (NoLogin says why there is none)."""
         try:
             ref = parse_reference(image)
         except ClientError as exc:
             raise NoLogin(BAD_REQUEST, str(exc)) from None
         try:
-            issued = await self.cache.get(ref)
+            issued = await self.cache.get(ref, service_account_token=service_account_token)
         except BrokerCallError as exc:
             raise _refusal(exc, str(ref)) from None
         login = self._login(issued, ref)

@@ -9,6 +9,8 @@
     login         host                registry_host, username, secret, expires_at,
                                       identity_token, passthrough, repository_scoped
     image_login   image               the same, plus repository and key (`host/repo`)
+                  [service_account_token]  the pod's, from the kubelet: the broker decides for
+                                      that pod; such answers are never cached by the daemon
     registries    -                   registries: {host: username}
 
     identity_token: secret is an OAuth2 refresh token (docker's `identitytoken`), not a

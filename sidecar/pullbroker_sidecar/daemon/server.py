@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
+from pullbroker_client.secret import Secret
 
 from pullbroker_sidecar.daemon.logins import Login, Logins, NoLogin
 from pullbroker_sidecar.daemon.protocol import (
@@ -123,7 +124,11 @@ class SidecarServer:
                 login = await self._logins.for_host(_text(request, "host"))
                 return self._served(op, login, {})
             if op == "image_login":
-                login = await self._logins.for_image(_text(request, "image"))
+                pod_token = request.get("service_account_token")
+                login = await self._logins.for_image(
+                    _text(request, "image"),
+                    Secret(pod_token) if isinstance(pod_token, str) and pod_token else None,
+                )
                 key = f"{login.domain}/{login.repository}"
                 return self._served(op, login, {"repository": login.repository, "key": key})
         except NoLogin as exc:

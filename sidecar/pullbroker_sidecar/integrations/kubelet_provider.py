@@ -125,7 +125,12 @@ def main(stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
         print(f"pullbroker-credential-provider: {exc}", file=sys.stderr)
         return 1
     try:
-        answer = ask(default_socket(), {"op": "image_login", "image": request["image"].strip()})
+        message = {"op": "image_login", "image": request["image"].strip()}
+        pod_token = request.get("serviceAccountToken")
+        if isinstance(pod_token, str) and pod_token:
+            # For the broker's pod-scoped policy; never logged or stored on the node.
+            message["service_account_token"] = pod_token
+        answer = ask(default_socket(), message)
     except DaemonUnavailable as exc:
         print(f"pullbroker-credential-provider: {exc}", file=sys.stderr)
         return 1

@@ -45,10 +45,6 @@ rules:
 """
 
 
-def _wired() -> bool:
-    return "kubernetes" in {f.name for f in fields(broker_config.BrokerConfig)}
-
-
 @pytest.fixture(scope="module")
 def cluster() -> FakeCluster:
     """The stand-in issuer, with an RSA and a P-256 key (generated once per module)."""
@@ -106,11 +102,6 @@ def make_pod_world(
     tmp_path: Path,
 ) -> Iterator[Callable[..., PodWorld]]:
     """Factory: a broker configured for `cluster` (or, with kubernetes=False, not at all)."""
-    if not _wired():
-        pytest.skip(
-            "the broker is not wired for service-account tokens yet (BrokerConfig.kubernetes, "
-            "TokenIssuer and PullServicer changes: see the pod-identity report)"
-        )
     nodes: list[Node] = []
 
     def make(*, kubernetes: bool = True) -> PodWorld:
