@@ -188,7 +188,8 @@ class TokenHandler(BaseHTTPRequestHandler):
         chunked: bool = False,
     ) -> None:
         outcome = self._outcome(run)
-        self._send(outcome)
+        # Recorded before the answer goes out: a client that clears the log after its answer
+        # arrived must never see this request appear afterwards.
         self.backend.record(
             TokenRequest(
                 method=method,
@@ -204,6 +205,7 @@ class TokenHandler(BaseHTTPRequestHandler):
                 jti=outcome.jti,
             )
         )
+        self._send(outcome)
 
     def _outcome(self, run: Callable[[], Outcome]) -> Outcome:
         if urlsplit(self.path).path != "/token":

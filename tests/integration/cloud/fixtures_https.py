@@ -196,8 +196,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.command, parts.path, parse_qs(parts.query), form, self.headers.get("Authorization")
         )
         reply = self.fixture.answer(request)
-        self._send(reply)
+        # Recorded before the answer goes out, so a test reading the log after its answer
+        # arrived always finds this request there.
         self.fixture._record(request, reply)
+        self._send(reply)
 
     def _send(self, reply: Reply) -> None:
         data = json.dumps(reply.body).encode()
