@@ -3,7 +3,7 @@ registry logins for the container runtimes on them."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 import grpc
 from pullbroker.v1 import pull_pb2_grpc
@@ -11,38 +11,11 @@ from pullbroker_client.secret import Secret
 
 from pullbroker_service.api import convert
 from pullbroker_service.api.interceptors import current_caller
+from pullbroker_service.app.token_guard import LoginIssuing, TokenIssuing
 from pullbroker_service.domain.errors import InvalidArgument
-from pullbroker_service.domain.identity import Identity
 from pullbroker_service.domain.model import MintedToken, RegistryRecord
-from pullbroker_service.minting.logins import MintedLogin
 
 MAX_IMAGE_LENGTH = 4096
-
-
-class TokenIssuing(Protocol):
-    """What the servicer needs of `pullbroker_service.app.tokens.TokenIssuer`."""
-
-    async def issue(
-        self,
-        caller: Identity,
-        image: str,
-        registry: str | None,
-        force_refresh: bool,
-        service_account_token: Secret | None = None,
-    ) -> tuple[MintedToken, RegistryRecord]: ...
-
-
-class LoginIssuing(Protocol):
-    """What the servicer needs of `pullbroker_service.app.logins.LoginIssuer`."""
-
-    async def login(
-        self,
-        caller: Identity,
-        image: str,
-        registry: str | None,
-        force_refresh: bool,
-        service_account_token: Secret | None = None,
-    ) -> tuple[MintedLogin, RegistryRecord]: ...
 
 
 # The PullToken messages of recently served (token, record) pairs. On a cache hit the issuer

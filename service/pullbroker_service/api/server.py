@@ -35,8 +35,9 @@ from pullbroker_service.api.deployment_servicer import (
 )
 from pullbroker_service.api.interceptors import CallGuard, GuardedRegistrar, RolesFor
 from pullbroker_service.api.policy_servicer import AccessChecking, PolicyServicer
-from pullbroker_service.api.pull_servicer import LoginIssuing, PullServicer, TokenIssuing
+from pullbroker_service.api.pull_servicer import PullServicer
 from pullbroker_service.api.registry_servicer import RegistriesUseCases, RegistryServicer
+from pullbroker_service.app.token_guard import LoginIssuing, TokenIssuing
 from pullbroker_service.config import ServerLimits
 from pullbroker_service.logging import get_logger
 

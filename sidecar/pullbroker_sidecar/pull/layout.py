@@ -130,14 +130,7 @@ class BlobWriter:
             self._done = True
 
     def _mismatch(self, detail: str, actual: str = "") -> DigestMismatch:
-        d = self._descriptor
-        return DigestMismatch(
-            f"blob {d.digest} failed verification ({detail}); it was not stored: "
-            "the registry's copy may be corrupt or the transfer was altered",
-            digest=d.digest,
-            actual=actual,
-            size=self.written,
-        )
+        return blob_mismatch(self._descriptor, detail, actual, self.written)
 
     def __enter__(self) -> BlobWriter:
         return self
@@ -279,3 +272,14 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def blob_mismatch(descriptor: Descriptor, detail: str, actual: str, written: int) -> DigestMismatch:
+    """The error for a blob whose bytes do not match its descriptor (nothing was stored)."""
+    return DigestMismatch(
+        f"blob {descriptor.digest} failed verification ({detail}); it was not stored: "
+        "the registry's copy may be corrupt or the transfer was altered",
+        digest=descriptor.digest,
+        actual=actual,
+        size=written,
+    )

@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 
 from pullbroker_sidecar.errors import DigestMismatch, LayoutError
-from pullbroker_sidecar.pull.layout import BlobWriter, OciLayout, fsync_dir
+from pullbroker_sidecar.pull.layout import BlobWriter, OciLayout, blob_mismatch, fsync_dir
 from pullbroker_sidecar.pull.manifest import Descriptor
 
 STORE_DIR = "store"
@@ -118,15 +118,9 @@ class ResumableWriter:
 
     def _mismatch(self, detail: str, actual: str = "") -> DigestMismatch:
         # A bad prefix must not poison the next attempt: the partial file goes too.
+        written = self.written
         self.restart()
-        d = self._descriptor
-        return DigestMismatch(
-            f"blob {d.digest} failed verification ({detail}); it was not stored: "
-            "the registry's copy may be corrupt or the transfer was altered",
-            digest=d.digest,
-            actual=actual,
-            size=self.written,
-        )
+        return blob_mismatch(self._descriptor, detail, actual, written)
 
     def __enter__(self) -> ResumableWriter:
         return self
