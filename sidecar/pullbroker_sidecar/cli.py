@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import sys
 from collections.abc import Callable
@@ -31,9 +32,12 @@ from pullbroker_client.cli.parser import EXIT_FAILURE, Parser, add_common_option
 from pullbroker_client.errors import ClientError
 from pullbroker_client.home import Home
 
-from pullbroker_sidecar.daemon import run
+from pullbroker_sidecar.commands import (
+    add_install_parser,
+    add_pull_secret_parser,
+    add_run_parser,
+)
 from pullbroker_sidecar.errors import PullError
-from pullbroker_sidecar.integrations import install, pull_secret
 from pullbroker_sidecar.pull.destinations import (
     DEST_FORMS,
     Destination,
@@ -97,22 +101,27 @@ def build_parser() -> Parser:
     store.add_argument(
         "--no-store", action="store_true", help="oci: only - download straight into the layout"
     )
-    for add in (run.add_parser, pull_secret.add_parser):
+    for add in (add_run_parser, add_pull_secret_parser):
         add_common_options(add(commands))
-    install.add_parser(commands)
+    add_install_parser(commands)
     return parser
+
+
+# Imported only when their command runs (see commands.py).
+_OTHER_COMMANDS = {
+    "run": "pullbroker_sidecar.daemon.run",
+    "pull-secret": "pullbroker_sidecar.integrations.pull_secret",
+    "install-helpers": "pullbroker_sidecar.integrations.install",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "run":
-        return _other(run.run_command, args, "run")
-    if args.command == "pull-secret":
-        return _other(pull_secret.run_command, args, "pull-secret")
-    if args.command == "install-helpers":
-        return _other(install.run_command, args, "install-helpers")
+    if args.command in _OTHER_COMMANDS:
+        module = importlib.import_module(_OTHER_COMMANDS[args.command])
+        return _other(module.run_command, args, args.command)
     store: Path | None = None
     try:
         dest = parse_destination(args.dest)

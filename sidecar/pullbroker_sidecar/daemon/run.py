@@ -18,7 +18,6 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 import structlog
 from pullbroker_client.errors import ClientError
@@ -31,44 +30,6 @@ from pullbroker_sidecar.daemon.server import SidecarServer
 from pullbroker_sidecar.errors import PullError
 
 log = structlog.get_logger("pullbroker_sidecar.run")
-
-DEFAULT_ROTATION_CHECK = 5.0
-
-
-def add_parser(
-    commands: argparse._SubParsersAction[Any],
-) -> argparse.ArgumentParser:
-    """Register `run` (the caller adds the common connection options)."""
-    run: argparse.ArgumentParser = commands.add_parser(
-        "run",
-        help="serve node helpers (docker credential helper, kubelet provider) on a socket",
-        description="Hold the mTLS channel to the broker and answer the node's runtime "
-        "helpers on a Unix socket (0600, this user only). Logins stay in memory.",
-    )
-    run.add_argument(
-        "--socket",
-        metavar="PATH",
-        help="socket to serve (default: $PULLBROKER_SIDECAR_SOCKET, else HOME/sidecar.sock)",
-    )
-    run.add_argument(
-        "--image",
-        action="append",
-        default=[],
-        metavar="REF",
-        help="an image this node runs through the docker credential helper (repeatable): "
-        "the helper is asked per registry, the broker decides per repository",
-    )
-    run.add_argument(
-        "--images-file", metavar="FILE", help="more --image references, one per line (# comments)"
-    )
-    run.add_argument(
-        "--rotation-check",
-        type=float,
-        default=DEFAULT_ROTATION_CHECK,
-        metavar="SECONDS",
-        help=f"how often to look for rotated certificate files (default {DEFAULT_ROTATION_CHECK})",
-    )
-    return run
 
 
 def configure_logging() -> None:

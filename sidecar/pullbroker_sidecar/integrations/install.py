@@ -20,7 +20,6 @@ import os
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import pullbroker_sidecar
 
@@ -36,18 +35,6 @@ _SHARED = (
     "integrations/__init__.py",
 )
 SHEBANG = b"#!/usr/bin/env python3\n"
-
-
-def add_parser(commands: argparse._SubParsersAction[Any]) -> argparse.ArgumentParser:
-    """Register `install-helpers`."""
-    install: argparse.ArgumentParser = commands.add_parser(
-        "install-helpers",
-        help="write the docker credential helper and kubelet provider as standalone files",
-        description="Write docker-credential-pullbroker and pullbroker-credential-provider "
-        "into DIR as self-contained python3 zipapps (standard library only).",
-    )
-    install.add_argument("dir", metavar="DIR", help="e.g. /usr/local/bin or kubelet's bin dir")
-    return install
 
 
 def build(module: str) -> bytes:

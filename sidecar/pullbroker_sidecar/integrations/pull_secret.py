@@ -52,31 +52,6 @@ MIN_REFRESH = 5.0
 MAX_BACKOFF = 30.0
 
 
-def add_parser(
-    commands: argparse._SubParsersAction[Any],
-) -> argparse.ArgumentParser:
-    """Register `pull-secret` (the caller adds the common connection options)."""
-    secret: argparse.ArgumentParser = commands.add_parser(
-        "pull-secret",
-        help="render a kubernetes.io/dockerconfigjson Secret of short-lived logins",
-        description="Print a Secret for imagePullSecrets holding only short-lived logins "
-        "from the broker (YAML; JSON with -o json). Pipe it to `kubectl apply -f -`.",
-    )
-    secret.add_argument("images", nargs="+", metavar="IMAGE", help="images the Secret serves")
-    secret.add_argument("--namespace", "-n", required=True, help="the Secret's namespace")
-    secret.add_argument("--name", required=True, help="the Secret's name")
-    secret.add_argument(
-        "--watch", action="store_true", help="print a fresh Secret before each one expires"
-    )
-    secret.add_argument(
-        "--max-interval",
-        type=float,
-        metavar="SECONDS",
-        help="with --watch: render at least this often (default: at half the shortest life)",
-    )
-    return secret
-
-
 def render_secret(namespace: str, name: str, logins: Sequence[Login]) -> dict[str, Any]:
     """The Secret object for `logins` (one `auths` entry per repository)."""
     auths: dict[str, dict[str, str]] = {}

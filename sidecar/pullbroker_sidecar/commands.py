@@ -1,0 +1,86 @@
+"""The parsers of the sidecar's other subcommands, apart from their implementations.
+
+`pullbroker-sidecar pull` is on the hot path of every node pull: the CLI imports the daemon
+(structlog, cryptography), pull-secret and install modules only when one of those commands
+runs, and registers their arguments from here.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+DEFAULT_ROTATION_CHECK = 5.0
+
+
+def add_run_parser(
+    commands: argparse._SubParsersAction[Any],
+) -> argparse.ArgumentParser:
+    """Register `run` (the caller adds the common connection options)."""
+    run: argparse.ArgumentParser = commands.add_parser(
+        "run",
+        help="serve node helpers (docker credential helper, kubelet provider) on a socket",
+        description="Hold the mTLS channel to the broker and answer the node's runtime "
+        "helpers on a Unix socket (0600, this user only). Logins stay in memory.",
+    )
+    run.add_argument(
+        "--socket",
+        metavar="PATH",
+        help="socket to serve (default: $PULLBROKER_SIDECAR_SOCKET, else HOME/sidecar.sock)",
+    )
+    run.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="REF",
+        help="an image this node runs through the docker credential helper (repeatable): "
+        "the helper is asked per registry, the broker decides per repository",
+    )
+    run.add_argument(
+        "--images-file", metavar="FILE", help="more --image references, one per line (# comments)"
+    )
+    run.add_argument(
+        "--rotation-check",
+        type=float,
+        default=DEFAULT_ROTATION_CHECK,
+        metavar="SECONDS",
+        help=f"how often to look for rotated certificate files (default {DEFAULT_ROTATION_CHECK})",
+    )
+    return run
+
+
+def add_pull_secret_parser(
+    commands: argparse._SubParsersAction[Any],
+) -> argparse.ArgumentParser:
+    """Register `pull-secret` (the caller adds the common connection options)."""
+    secret: argparse.ArgumentParser = commands.add_parser(
+        "pull-secret",
+        help="render a kubernetes.io/dockerconfigjson Secret of short-lived logins",
+        description="Print a Secret for imagePullSecrets holding only short-lived logins "
+        "from the broker (YAML; JSON with -o json). Pipe it to `kubectl apply -f -`.",
+    )
+    secret.add_argument("images", nargs="+", metavar="IMAGE", help="images the Secret serves")
+    secret.add_argument("--namespace", "-n", required=True, help="the Secret's namespace")
+    secret.add_argument("--name", required=True, help="the Secret's name")
+    secret.add_argument(
+        "--watch", action="store_true", help="print a fresh Secret before each one expires"
+    )
+    secret.add_argument(
+        "--max-interval",
+        type=float,
+        metavar="SECONDS",
+        help="with --watch: render at least this often (default: at half the shortest life)",
+    )
+    return secret
+
+
+def add_install_parser(commands: argparse._SubParsersAction[Any]) -> argparse.ArgumentParser:
+    """Register `install-helpers`."""
+    install: argparse.ArgumentParser = commands.add_parser(
+        "install-helpers",
+        help="write the docker credential helper and kubelet provider as standalone files",
+        description="Write docker-credential-pullbroker and pullbroker-credential-provider "
+        "into DIR as self-contained python3 zipapps (standard library only).",
+    )
+    install.add_argument("dir", metavar="DIR", help="e.g. /usr/local/bin or kubelet's bin dir")
+    return install
