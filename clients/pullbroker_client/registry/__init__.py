@@ -3,70 +3,62 @@
 reference.py   parse_reference -> Reference (Docker's grammar and normalisation)
 challenge.py   parse_www_authenticate -> [Challenge]
 errors.py      RegistryError tree (drawn there), registry error bodies -> classes
-transport.py   ssl_context, Transport: explicit TLS trust, manual redirects, error mapping
+tls.py         ssl_context: explicit TLS trust (no httpx)
+transport.py   Transport: manual redirects, error mapping (httpx)
 auth.py        ping, fetch_token -> BearerToken, basic_authorization
 client.py      RegistryClient (get_manifest, head_manifest, stream_blob), Authorizer
 mediatypes.py  OCI and Docker media types
+
+Names are re-exported lazily: importing `pullbroker_client.registry.reference` (every node
+pull does) must not import httpx, which only the broker's side of the client uses.
 """
 
-from pullbroker_client.registry.auth import BearerToken, basic_authorization, fetch_token, ping
-from pullbroker_client.registry.challenge import (
-    Challenge,
-    format_challenges,
-    parse_www_authenticate,
-)
-from pullbroker_client.registry.client import Authorizer, Manifest, ManifestInfo, RegistryClient
-from pullbroker_client.registry.errors import (
-    AuthenticationRequired,
-    BlobUnknown,
-    CredentialRejected,
-    DigestMismatch,
-    InvalidChallenge,
-    InvalidReference,
-    ManifestUnknown,
-    NameUnknown,
-    NotAllowed,
-    NotFoundError,
-    RateLimited,
-    RegistryError,
-    RegistryProtocolError,
-    RegistryTLSError,
-    RegistryUnreachable,
-    UnsupportedAuth,
-)
-from pullbroker_client.registry.reference import Reference, parse_reference
-from pullbroker_client.registry.transport import Transport, ssl_context
+from __future__ import annotations
 
-__all__ = [
-    "AuthenticationRequired",
-    "Authorizer",
-    "BearerToken",
-    "BlobUnknown",
-    "Challenge",
-    "CredentialRejected",
-    "DigestMismatch",
-    "InvalidChallenge",
-    "InvalidReference",
-    "Manifest",
-    "ManifestInfo",
-    "ManifestUnknown",
-    "NameUnknown",
-    "NotAllowed",
-    "NotFoundError",
-    "RateLimited",
-    "Reference",
-    "RegistryClient",
-    "RegistryError",
-    "RegistryProtocolError",
-    "RegistryTLSError",
-    "RegistryUnreachable",
-    "Transport",
-    "UnsupportedAuth",
-    "basic_authorization",
-    "fetch_token",
-    "format_challenges",
-    "parse_reference",
-    "parse_www_authenticate",
-    "ping",
-    "ssl_context",
-]
+import importlib
+from typing import Any
+
+_MODULES: dict[str, str] = {
+    "AuthenticationRequired": "errors",
+    "Authorizer": "client",
+    "BearerToken": "auth",
+    "BlobUnknown": "errors",
+    "Challenge": "challenge",
+    "CredentialRejected": "errors",
+    "DigestMismatch": "errors",
+    "InvalidChallenge": "errors",
+    "InvalidReference": "errors",
+    "Manifest": "client",
+    "ManifestInfo": "client",
+    "ManifestUnknown": "errors",
+    "NameUnknown": "errors",
+    "NotAllowed": "errors",
+    "NotFoundError": "errors",
+    "RateLimited": "errors",
+    "Reference": "reference",
+    "RegistryClient": "client",
+    "RegistryError": "errors",
+    "RegistryProtocolError": "errors",
+    "RegistryTLSError": "errors",
+    "RegistryUnreachable": "errors",
+    "Transport": "transport",
+    "UnsupportedAuth": "errors",
+    "basic_authorization": "auth",
+    "fetch_token": "auth",
+    "format_challenges": "challenge",
+    "parse_reference": "reference",
+    "parse_www_authenticate": "challenge",
+    "ping": "auth",
+    "ssl_context": "tls",
+}
+
+__all__ = sorted(_MODULES)
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value

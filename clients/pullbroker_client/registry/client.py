@@ -7,20 +7,17 @@ one, and once more with refresh=True when the registry answers 401.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, NoReturn, Protocol
+from typing import NoReturn, Protocol
 
 from pullbroker_client.registry.challenge import parse_www_authenticate
 from pullbroker_client.registry.errors import (
     AuthenticationRequired,
     BlobUnknown,
-    DigestMismatch,
     InvalidChallenge,
     ManifestUnknown,
     NotAllowed,
@@ -37,6 +34,11 @@ from pullbroker_client.registry.reference import (
     is_digest,
 )
 from pullbroker_client.registry.transport import DEFAULT_TIMEOUT, Response, Transport
+from pullbroker_client.registry.verify import (
+    digest_mismatch,
+    manifest_media_type,
+    verified_digest,
+)
 from pullbroker_client.secret import Secret
 
 MANIFEST_LIMIT = 4 * 1024 * 1024
@@ -111,8 +113,9 @@ class RegistryClient:
             if response.status_code != 200:
                 await self._fail(response, subject, ManifestUnknown)
             data = await response.read(MANIFEST_LIMIT)
-            digest = _verified_digest(response, reference, data, subject)
-            media_type = _media_type(response, data)
+            announced = response.header("docker-content-digest")
+            digest = verified_digest(announced, response.host, reference, data, subject)
+            media_type = manifest_media_type(response.header("content-type"), data)
         return Manifest(media_type=media_type, digest=digest, data=data)
 
     async def head_manifest(
@@ -125,7 +128,7 @@ class RegistryClient:
                 await self._fail(response, subject, ManifestUnknown)
         announced = response.header("docker-content-digest")
         if is_digest(reference) and announced and announced != reference:
-            raise _mismatch(subject, expected=reference, actual=announced)
+            raise digest_mismatch(subject, expected=reference, actual=announced)
         digest = reference if is_digest(reference) else announced
         if not digest or not is_digest(digest):
             raise RegistryProtocolError(
@@ -247,43 +250,6 @@ class RegistryClient:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
-
-
-def _verified_digest(response: Response, reference: str, data: bytes, subject: str) -> str:
-    """The manifest's digest, after checking it against the asked and the announced digest."""
-    announced = response.header("docker-content-digest")
-    if announced and not is_digest(announced):
-        raise RegistryProtocolError(
-            f"registry {response.host} sent an unusable Docker-Content-Digest for {subject}"
-        )
-    claims = [d for d in (reference if is_digest(reference) else None, announced) if d]
-    for claim in claims:
-        algorithm, _, _ = claim.partition(":")
-        actual = f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
-        if actual != claim:
-            raise _mismatch(subject, expected=claim, actual=actual)
-    return claims[0] if claims else f"sha256:{hashlib.sha256(data).hexdigest()}"
-
-
-def _mismatch(subject: str, *, expected: str, actual: str) -> DigestMismatch:
-    return DigestMismatch(
-        f"{subject} does not match its digest: expected {expected}, got {actual};"
-        " the registry or something between may be serving altered content",
-        expected=expected,
-        actual=actual,
-    )
-
-
-def _media_type(response: Response, data: bytes) -> str:
-    declared = response.header("content-type").partition(";")[0].strip()
-    if declared and declared not in ("application/json", "text/plain"):
-        return declared
-    try:
-        document: Any = json.loads(data)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return declared
-    media_type = document.get("mediaType") if isinstance(document, dict) else None
-    return media_type if isinstance(media_type, str) and media_type else declared
 
 
 def _bytes_to_skip(response: Response, offset: int, subject: str) -> int:

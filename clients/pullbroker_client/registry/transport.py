@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from pathlib import Path
 from types import TracebackType
 
 import httpx
@@ -27,6 +26,7 @@ from pullbroker_client.registry.errors import (
     RegistryTLSError,
     RegistryUnreachable,
 )
+from pullbroker_client.registry.tls import ssl_context
 from pullbroker_client.secret import Secret
 
 DEFAULT_TIMEOUT = 30.0
@@ -36,30 +36,6 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 QueryParams = Mapping[str, str | Sequence[str]]
-
-
-def ssl_context(ca_pem: str | None) -> ssl.SSLContext:
-    """A client context trusting only `ca_pem`, or the system store when it is None or empty.
-
-    The system store is OpenSSL's compiled-in location, read explicitly, because the default
-    loader also honours SSL_CERT_FILE/SSL_CERT_DIR, which this machine sets globally.
-    """
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if ca_pem:
-        try:
-            context.load_verify_locations(cadata=ca_pem)
-        except (ssl.SSLError, ValueError) as exc:
-            raise RegistryTLSError(
-                "the registry CA is not a valid PEM certificate bundle: check registry_ca_pem"
-            ) from exc
-        return context
-    paths = ssl.get_default_verify_paths()
-    cafile = paths.openssl_cafile if Path(paths.openssl_cafile).is_file() else None
-    capath = paths.openssl_capath if Path(paths.openssl_capath).is_dir() else None
-    if cafile or capath:
-        context.load_verify_locations(cafile=cafile, capath=capath)
-    return context
 
 
 def parse_retry_after(value: str | None) -> float | None:

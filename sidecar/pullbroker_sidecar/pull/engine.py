@@ -1,8 +1,8 @@
 """The pull engine: broker token -> manifest (via the index, for one platform) -> blobs -> dest.
 
-Manifests go through `RegistryClient` (small; it verifies their digests and answers a 401
-by asking the authorizer for a fresh token once). Blobs go through the threaded fetcher
-with the same rule, into the node store (or straight into an `oci:` layout). Destinations
+Manifests and blobs go through one threaded fetcher (no second HTTP stack on the node);
+manifests are verified against their digests, and a 401 asks the authorizer for a fresh
+token once. Blobs go into the node store (or straight into an `oci:` layout). Destinations
 only ever receive verified content, and only after every blob is stored, so a failed
 pull never leaves a tag (or a loaded image) pointing at missing blobs.
 """
@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pullbroker_client.registry.client import RegistryClient
+from pullbroker_client.registry.errors import AuthenticationRequired
 from pullbroker_client.registry.mediatypes import INDEX_TYPES
 from pullbroker_client.registry.reference import Reference, parse_reference
-from pullbroker_client.registry.transport import ssl_context
+from pullbroker_client.registry.tls import ssl_context
 
 from pullbroker_sidecar.errors import (
     GrantMismatch,
@@ -28,7 +28,7 @@ from pullbroker_sidecar.errors import (
 )
 from pullbroker_sidecar.pull.destinations import BlobSource, Destination, FetchedImage
 from pullbroker_sidecar.pull.download import DEFAULT_CONCURRENCY, BlobJob, download_blobs
-from pullbroker_sidecar.pull.fetch import BlobFetcher
+from pullbroker_sidecar.pull.fetch import BlobFetcher, FetchedManifest
 from pullbroker_sidecar.pull.layout import OciLayout
 from pullbroker_sidecar.pull.manifest import (
     ACCEPT,
@@ -135,16 +135,16 @@ class PullEngine:
         repository = ref.repository
         ca_pem = grant.registry_ca_pem or None
         url = grant.registry_url or f"https://{ref.registry_host}"
-        client = RegistryClient(url, ca_pem=ca_pem, authorizer=authorizer, timeout=self._timeout)
-        fetcher = BlobFetcher(client.base_url, ssl_context(ca_pem), timeout=self._timeout)
+        fetcher = BlobFetcher(url, ssl_context(ca_pem), timeout=self._timeout)
         try:
-            resolved = await self._resolve(client, repository, ref, platform)
+            resolved = await self._resolve(
+                _Manifests(fetcher, authorizer, repository), ref, platform
+            )
             job = BlobJob(fetcher, authorizer, target, repository, self._progress)
             blobs = resolved.manifest.blobs
             fetched = await download_blobs(job, blobs, concurrency=self._concurrency)
         finally:
             fetcher.close()
-            await client.aclose()
         target.put_blob(resolved.descriptor, resolved.data)
         image_ = FetchedImage(ref, resolved.descriptor, resolved.data, resolved.manifest)
         name = await asyncio.to_thread(destination.export, image_, target)
@@ -161,16 +161,16 @@ class PullEngine:
         )
 
     async def _resolve(
-        self, client: RegistryClient, repository: str, ref: Reference, wanted: Platform | None
+        self, manifests: _Manifests, ref: Reference, wanted: Platform | None
     ) -> _Resolved:
         image = str(ref)
-        found = await client.get_manifest(repository, ref.identifier, accept=ACCEPT)
+        found = await manifests.get(ref.identifier)
         media_type = effective_media_type(found.media_type, found.data, image)
         chosen: Platform | None = None
         if media_type in INDEX_TYPES:
             entry = _pick(parse_index(found.data, image), wanted or host_platform(), image)
             self._progress.note(f"{image}: {entry.platform} is {entry.digest}")
-            found = await client.get_manifest(repository, entry.digest, accept=ACCEPT)
+            found = await manifests.get(entry.digest)
             media_type = effective_media_type(found.media_type, found.data, image)
             if media_type in INDEX_TYPES:
                 raise UnsupportedManifest(
@@ -180,6 +180,28 @@ class PullEngine:
             chosen = entry.platform
         descriptor = Descriptor(media_type, found.digest, len(found.data), platform=chosen)
         return _Resolved(descriptor, found.data, parse_image_manifest(found.data, image))
+
+
+@dataclass(frozen=True)
+class _Manifests:
+    """Manifests through the blob fetcher (no second HTTP stack on the node): a 401 asks the
+    broker for a fresh token once, as blob downloads do."""
+
+    fetcher: BlobFetcher
+    authorizer: BrokerAuthorizer
+    repository: str
+
+    async def get(self, reference: str) -> FetchedManifest:
+        for refresh in (False, True):
+            authorization = await self.authorizer.authorization(refresh=refresh)
+            try:
+                return await asyncio.to_thread(
+                    self.fetcher.fetch_manifest, self.repository, reference, ACCEPT, authorization
+                )
+            except AuthenticationRequired:
+                if refresh:
+                    raise
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
 
 def _pick(entries: list[Descriptor], wanted: Platform, image: str) -> Descriptor:

@@ -26,7 +26,7 @@ import re
 import socket
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -35,6 +35,7 @@ from pullbroker_client.registry.errors import (
     AuthenticationRequired,
     BlobUnknown,
     InvalidChallenge,
+    ManifestUnknown,
     NotAllowed,
     RegistryError,
     RegistryProtocolError,
@@ -42,6 +43,7 @@ from pullbroker_client.registry.errors import (
     RegistryUnreachable,
     error_for_response,
 )
+from pullbroker_client.registry.verify import manifest_media_type, verified_digest
 from pullbroker_client.secret import Secret
 
 from pullbroker_sidecar.errors import PullCancelled
@@ -49,6 +51,7 @@ from pullbroker_sidecar.pull.layout import BlobSink
 from pullbroker_sidecar.pull.manifest import Descriptor
 
 READ_SIZE = 1 << 20
+MANIFEST_LIMIT = 4 << 20  # manifests and indexes are a few KiB; refuse to buffer more
 MAX_REDIRECTS = 5
 USER_AGENT = "pullbroker-sidecar/0.1"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -78,6 +81,15 @@ def _range_matches(resp: http.client.HTTPResponse, offset: int, size: int) -> bo
         return int(first) == offset and int(last) == size - 1 and total in ("*", str(size))
     length = resp.getheader("Content-Length")
     return length is not None and length.strip() == str(size - offset)
+
+
+@dataclass(frozen=True)
+class FetchedManifest:
+    """A manifest or index exactly as served, with its verified digest."""
+
+    media_type: str
+    digest: str
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -194,6 +206,54 @@ class BlobFetcher:
             )
         return _Step(stream=True, restart=offset > 0)  # the whole blob after all
 
+    def fetch_manifest(
+        self, repository: str, reference: str, accept: Sequence[str], authorization: Secret | None
+    ) -> FetchedManifest:
+        """GET a manifest or index, verified against the asked and announced digests."""
+        url = f"{self._base}/v2/{repository}/manifests/{reference}"
+        subject = f"manifest {reference} of {repository}"
+        for _ in range(MAX_REDIRECTS + 1):
+            origin = _Origin.of(url)
+            conn, resp = self._request(origin, url, authorization, accept=accept)
+            try:
+                if resp.status in _REDIRECTS:
+                    target = urljoin(url, resp.getheader("Location") or "")
+                    resp.read(_MAX_ERROR_BODY)
+                    if _Origin.of(target) != origin:
+                        authorization = None  # never carry the token to another host
+                    self._release(origin, conn, resp)
+                    url = target
+                    continue
+                manifest = self._manifest_answer(resp, origin, reference, subject)
+            except BaseException:
+                self._drop(conn)
+                raise
+            self._release(origin, conn, resp)
+            return manifest
+        raise RegistryProtocolError(f"more than {MAX_REDIRECTS} redirects for {subject}")
+
+    def _manifest_answer(
+        self, resp: http.client.HTTPResponse, origin: _Origin, reference: str, subject: str
+    ) -> FetchedManifest:
+        if resp.status == 401:
+            raise _unauthorized(resp, origin, subject)
+        try:
+            data = resp.read(MANIFEST_LIMIT + 1)
+        except (OSError, http.client.HTTPException) as exc:
+            raise self._translate(exc, origin) from None
+        if resp.status != 200:
+            raise error_for_response(
+                resp.status, data[:_MAX_ERROR_BODY], host=str(origin), subject=subject,
+                not_found=ManifestUnknown,
+            )  # fmt: skip
+        if len(data) > MANIFEST_LIMIT:
+            raise RegistryProtocolError(f"{subject} is larger than {MANIFEST_LIMIT} bytes")
+        announced = resp.getheader("Docker-Content-Digest")
+        digest = verified_digest(announced, str(origin), reference, data, subject)
+        return FetchedManifest(
+            manifest_media_type(resp.getheader("Content-Type"), data), digest, data
+        )
+
     def close(self) -> None:
         """Close every pooled connection."""
         with self._lock:
@@ -218,11 +278,19 @@ class BlobFetcher:
                     sock.shutdown(socket.SHUT_RDWR)
 
     def _request(
-        self, origin: _Origin, url: str, authorization: Secret | None, offset: int = 0
+        self,
+        origin: _Origin,
+        url: str,
+        authorization: Secret | None,
+        offset: int = 0,
+        *,
+        accept: Sequence[str] = (),
     ) -> tuple[http.client.HTTPSConnection, http.client.HTTPResponse]:
         parts = urlsplit(url)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+        if accept:
+            headers["Accept"] = ", ".join(accept)
         if offset:
             headers["Range"] = f"bytes={offset}-"
         if authorization is not None:

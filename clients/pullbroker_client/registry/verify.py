@@ -1,0 +1,54 @@
+"""Checking a manifest against its digests, and naming its media type; no HTTP stack here.
+
+Shared by the registry client and the sidecar's own fetcher, so both verify manifests the
+same way: the digest asked for (when the reference is one) and the Docker-Content-Digest the
+registry announced must both match the bytes received.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from pullbroker_client.registry.errors import DigestMismatch, RegistryProtocolError
+from pullbroker_client.registry.reference import is_digest
+
+
+def verified_digest(
+    announced: str | None, host: str, reference: str, data: bytes, subject: str
+) -> str:
+    """The manifest's digest, after checking it against the asked and the announced digest."""
+    if announced and not is_digest(announced):
+        raise RegistryProtocolError(
+            f"registry {host} sent an unusable Docker-Content-Digest for {subject}"
+        )
+    claims = [d for d in (reference if is_digest(reference) else None, announced) if d]
+    for claim in claims:
+        algorithm, _, _ = claim.partition(":")
+        actual = f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+        if actual != claim:
+            raise digest_mismatch(subject, expected=claim, actual=actual)
+    return claims[0] if claims else f"sha256:{hashlib.sha256(data).hexdigest()}"
+
+
+def digest_mismatch(subject: str, *, expected: str, actual: str) -> DigestMismatch:
+    return DigestMismatch(
+        f"{subject} does not match its digest: expected {expected}, got {actual};"
+        " the registry or something between may be serving altered content",
+        expected=expected,
+        actual=actual,
+    )
+
+
+def manifest_media_type(content_type: str | None, data: bytes) -> str:
+    """The declared Content-Type, else the document's own mediaType field."""
+    declared = (content_type or "").partition(";")[0].strip()
+    if declared and declared not in ("application/json", "text/plain"):
+        return declared
+    try:
+        document: Any = json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return declared
+    media_type = document.get("mediaType") if isinstance(document, dict) else None
+    return media_type if isinstance(media_type, str) and media_type else declared
