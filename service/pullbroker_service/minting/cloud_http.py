@@ -14,11 +14,11 @@ from pullbroker_client.registry.auth import ping
 from pullbroker_client.registry.challenge import Challenge
 from pullbroker_client.registry.errors import clean, error_for_response
 from pullbroker_client.registry.reference import check_repository
+from pullbroker_client.registry.tls import ssl_context
 from pullbroker_client.registry.transport import (
     Transport,
     display_host,
     parse_retry_after,
-    ssl_context,
     translate,
 )
 from pullbroker_client.secret import Secret

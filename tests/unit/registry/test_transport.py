@@ -14,7 +14,8 @@ from pullbroker_client.registry.errors import (
     RegistryTLSError,
     RegistryUnreachable,
 )
-from pullbroker_client.registry.transport import Transport, parse_retry_after, ssl_context
+from pullbroker_client.registry.tls import ssl_context
+from pullbroker_client.registry.transport import Transport, parse_retry_after
 from pullbroker_client.secret import Secret
 
 from tests.unit.registry.conftest import Serve

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from pullbroker_client.registry.errors import AuthenticationRequired
-from pullbroker_client.registry.transport import ssl_context
+from pullbroker_client.registry.tls import ssl_context
 from pullbroker_sidecar.errors import DigestMismatch
 from pullbroker_sidecar.pull.download import BlobJob, download_blobs
 from pullbroker_sidecar.pull.fetch import BlobFetcher

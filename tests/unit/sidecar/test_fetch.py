@@ -14,7 +14,7 @@ from pullbroker_client.registry.errors import (
     RegistryProtocolError,
     RegistryTLSError,
 )
-from pullbroker_client.registry.transport import ssl_context
+from pullbroker_client.registry.tls import ssl_context
 from pullbroker_client.secret import Secret
 from pullbroker_sidecar.errors import DigestMismatch, PullCancelled
 from pullbroker_sidecar.pull.fetch import BlobFetcher

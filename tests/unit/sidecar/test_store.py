@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pullbroker_client.registry.transport import ssl_context
+from pullbroker_client.registry.tls import ssl_context
 from pullbroker_client.secret import Secret
 from pullbroker_sidecar.errors import DigestMismatch
 from pullbroker_sidecar.pull.fetch import BlobFetcher
