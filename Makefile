@@ -59,8 +59,17 @@ test: $(STAMP) $(DEB_STAMP) check-protos lint typecheck imports
 test-unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
+# The broker and, once it is up, the sidecar daemon on the same home (dev CA, embedded
+# store): helpers talk to $(HOME_DIR)/sidecar.sock. Ctrl-C stops both.
 run: $(STAMP)
-	$(BIN)/pullbroker serve --home $(HOME_DIR) --listen $(LISTEN)
+	@trap 'kill $$broker $$sidecar 2>/dev/null; wait' INT TERM EXIT; \
+	$(BIN)/pullbroker serve --home $(HOME_DIR) --listen $(LISTEN) & broker=$$!; \
+	$(BIN)/python -c 'import json,sys,time,pathlib; f=pathlib.Path(sys.argv[1])/"broker.json"; pid=int(sys.argv[2]); \
+	  [time.sleep(0.1) for _ in range(300) if not (f.exists() and json.loads(f.read_text() or "{}").get("pid")==pid)]' $(HOME_DIR) $$broker; \
+	$(BIN)/pullbroker-sidecar run --home $(HOME_DIR) & sidecar=$$!; \
+	echo "broker and sidecar running in $(HOME_DIR) (Ctrl-C stops both); in another terminal:"; \
+	echo "  . .venv/bin/activate && pullbroker registry list --home $(HOME_DIR)"; \
+	wait $$broker
 
 demo: $(STAMP) $(DEB_STAMP)
 	$(BIN)/python -m tests.demo
