@@ -10,7 +10,6 @@ migrate`: it takes the home folder's lock exclusively, which a running broker ho
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import gc
 import json
 import os
@@ -20,7 +19,6 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from pullbroker_client.home import Home
@@ -40,13 +38,18 @@ from pullbroker_service.app.reconciler import Reconciler
 from pullbroker_service.app.registries import Registries
 from pullbroker_service.app.token_guard import GuardedLoginIssuer, GuardedTokenIssuer
 from pullbroker_service.app.tokens import TokenIssuer
+from pullbroker_service.backend_watch import first_check, start_background
+from pullbroker_service.broker_home import (
+    HomeLock,
+    migration_marker,
+    prepare_home,
+    remove_broker_json,
+    write_broker_json,
+)
 from pullbroker_service.config import BrokerConfig, ConfigError
 from pullbroker_service.devca import ensure_dev_ca
 from pullbroker_service.domain.errors import (
     BackendMismatch,
-    BackendUnavailable,
-    BrokerError,
-    HomeInUse,
 )
 from pullbroker_service.domain.hosts import DialPolicy
 from pullbroker_service.domain.kinds import KindSettings
@@ -86,14 +89,8 @@ class Broker:
         for close in reversed(self.closers):
             with suppress(Exception):  # one failing close must not keep the others open
                 await close()
-        _remove_broker_json(self.config.home, self.address)
+        remove_broker_json(self.config.home, self.address)
         _log.info("broker_stopped", address=self.address)
-
-
-def prepare_home(home: Home) -> None:
-    """Create the home folder and its private subfolders (0700)."""
-    for folder in (home.root, home.secrets_dir, home.logs_dir, home.tls_dir):
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
 async def start_broker(config: BrokerConfig) -> Broker:
@@ -120,7 +117,7 @@ async def start_broker(config: BrokerConfig) -> Broker:
         minters = build_minters(config)
         closers.append(minters.aclose)
         await check_secret_references(home, store, secrets.name)
-        available = await _first_check(secrets)
+        available = await first_check(secrets)
         services = _build_services(config, store, secrets, minters, policy, closers)
         server = await start_server(
             **services,
@@ -134,7 +131,7 @@ async def start_broker(config: BrokerConfig) -> Broker:
         await _close_all(closers)
         raise
     reconciler = Reconciler(store, secrets, grace_seconds=config.reconcile_grace_seconds)
-    closers += _start_background(config, server, secrets, reconciler, available)
+    closers += start_background(config, server, secrets, reconciler, available)
     broker = Broker(config, server, closers, secrets, reconciler)
     write_broker_json(home, server.address)
     _log.info("broker_started", address=server.address, home=str(home.root))
@@ -247,21 +244,6 @@ def server_tls(config: BrokerConfig) -> ServerTls:
     return ServerTls(certificate_chain=chain, private_key=key, client_ca=ca)
 
 
-def write_broker_json(home: Home, address: str) -> None:
-    """Atomically replace broker.json, so a client never reads half a file."""
-    tmp = home.broker_json.with_suffix(f".json.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"address": address, "pid": os.getpid()}) + "\n", encoding="utf-8")
-    os.replace(tmp, home.broker_json)
-
-
-def _remove_broker_json(home: Home, address: str) -> None:
-    # Only our own: a second broker may have taken over the home folder since.
-    with suppress(OSError, ValueError):
-        data = json.loads(home.broker_json.read_text(encoding="utf-8"))
-        if data.get("address") == address and data.get("pid") == os.getpid():
-            home.broker_json.unlink()
-
-
 async def serve(config: BrokerConfig) -> None:
     """Run until SIGTERM or SIGINT, then drain in-flight calls and exit."""
     stopping = asyncio.Event()
@@ -292,87 +274,6 @@ async def _close_all(closers: list[Any]) -> None:
             await close()
 
 
-async def _first_check(secrets: GuardedBackend) -> bool:
-    """True if the backend answers; False if it is down for now; raises if it never will
-    (BackendUnavailable without a retry hint: TLS, credential files, KEK file)."""
-    try:
-        await secrets.check()
-    except BackendUnavailable as exc:
-        if exc.retry_after is None:
-            raise
-        _log.warning("secret_backend_unavailable", backend=secrets.name, error=str(exc))
-        return False
-    return True
-
-
-def _start_background(
-    config: BrokerConfig,
-    server: BuiltServer,
-    secrets: GuardedBackend,
-    reconciler: Reconciler,
-    available: bool,
-) -> list[Callable[[], Any]]:
-    """The backend check and the reconciler, as tasks; returns their cancel-and-wait."""
-    watch = BackendWatch(secrets, server, config.backend_check_interval_seconds, available)
-    secrets.on_unavailable = watch.poke
-    tasks = [
-        asyncio.create_task(watch.run(), name="pullbroker-backend-watch"),
-        asyncio.create_task(
-            reconciler.run_periodically(config.reconcile_interval_seconds),
-            name="pullbroker-reconciler",
-        ),
-    ]
-
-    async def cancel() -> None:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    return [cancel]
-
-
-class BackendWatch:
-    """Checks the secret backend every `interval` seconds, and soon after a call found it
-    unavailable; health "pullbroker.secrets" (and "") follow, and changes are logged."""
-
-    def __init__(
-        self, secrets: GuardedBackend, server: BuiltServer, interval: float, available: bool
-    ) -> None:
-        self._secrets = secrets
-        self._server = server
-        self._interval = interval
-        self._wake = asyncio.Event()
-        self.available = available
-
-    def poke(self) -> None:
-        self._wake.set()
-
-    async def run(self) -> None:
-        await self._server.set_secrets_serving(self.available)
-        while True:
-            # A floor between checks: a burst of failing calls must not become a burst of checks.
-            await asyncio.sleep(min(1.0, self._interval))
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval)
-            self._wake.clear()
-            await self._check()
-
-    async def _check(self) -> None:
-        try:
-            await self._secrets.check()
-        except BrokerError as exc:
-            if self.available:
-                _log.warning(
-                    "secret_backend_unavailable", backend=self._secrets.name, error=str(exc)
-                )
-            self.available = False
-        else:
-            if not self.available:
-                _log.info("secret_backend_recovered", backend=self._secrets.name)
-            self.available = True
-        await self._server.set_secrets_serving(self.available)
-
-
 async def check_secret_references(home: Home, store: SqliteMetadataStore, backend: str) -> None:
     """Refuse to serve over an unfinished migration, or when every stored credential is in
     another backend than the configured one (the configuration was not switched)."""
@@ -394,40 +295,6 @@ async def check_secret_references(home: Home, store: SqliteMetadataStore, backen
             f"`pullbroker secrets migrate --to {backend}`"
         )
     _log.error("secret_references_foreign_backend", backend=backend, elsewhere=foreign)
-
-
-class HomeLock:
-    """flock on <home>/home.lock: brokers hold it shared, a migration exclusively. The kernel
-    drops it when the process dies, so a crash never leaves the home locked."""
-
-    def __init__(self, fd: int) -> None:
-        self._fd: int | None = fd
-
-    @classmethod
-    def acquire(cls, home: Home, *, exclusive: bool) -> HomeLock:
-        home.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(home.root / "home.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise HomeInUse(
-                f"a broker is running on {home.root}: stop it first (the migration works on "
-                "the stopped broker's files)"
-                if exclusive
-                else f"`pullbroker secrets migrate` is running on {home.root}: let it finish"
-            ) from None
-        return cls(fd)
-
-    async def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the last descriptor releases the lock
-            self._fd = None
-
-
-def migration_marker(home: Home) -> Path:
-    """Present while a migration runs, and after one was interrupted: no broker starts then."""
-    return home.secrets_dir / "migration.json"
 
 
 async def run_migration(
