@@ -8,6 +8,7 @@ DEB_STAMP := .cache/.debs-installed
 DEBS := docker-registry apache2-utils skopeo umoci docker.io containerd runc podman
 HOME_DIR ?= $(or $(PULLBROKER_HOME),$(HOME)/.pullbroker)
 LISTEN ?= 127.0.0.1:50051
+CONFIG ?=
 PROTO_SRC := $(wildcard protos/pullbroker/v1/*.proto)
 GEN_DIR := clients
 
@@ -63,7 +64,7 @@ test-unit: $(STAMP)
 # store): helpers talk to $(HOME_DIR)/sidecar.sock. Ctrl-C stops both.
 run: $(STAMP)
 	@trap 'kill $$broker $$sidecar 2>/dev/null; wait' INT TERM EXIT; \
-	$(BIN)/pullbroker serve --home $(HOME_DIR) --listen $(LISTEN) & broker=$$!; \
+	$(BIN)/pullbroker serve --home $(HOME_DIR) --listen $(LISTEN) $(if $(CONFIG),--config $(CONFIG)) & broker=$$!; \
 	$(BIN)/python -c 'import json,sys,time,pathlib; f=pathlib.Path(sys.argv[1])/"broker.json"; pid=int(sys.argv[2]); \
 	  [time.sleep(0.1) for _ in range(300) if not (f.exists() and json.loads(f.read_text() or "{}").get("pid")==pid)]' $(HOME_DIR) $$broker; \
 	$(BIN)/pullbroker-sidecar run --home $(HOME_DIR) & sidecar=$$!; \
