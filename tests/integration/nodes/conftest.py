@@ -117,7 +117,7 @@ def dockerd(node_dir: Path) -> Iterator[Dockerd]:
     """dockerd 20.10 on a private socket (config from REAL_COMPONENTS.md)."""
     absent = missing("dockerd", "docker", "containerd", "runc")
     if absent:
-        pytest.skip(f"{', '.join(absent)} not installed: {DOCKERD_HINT}")
+        pytest.fail(f"{', '.join(absent)} not installed: {DOCKERD_HINT} (make debs installs it)")
     root = node_dir / "docker"
     root.mkdir()
     runtime = Dockerd(root).start()
@@ -132,7 +132,7 @@ def containerd(node_dir: Path) -> Iterator[Containerd]:
     """containerd 1.6 with its own root, state and socket."""
     absent = missing("containerd", "ctr")
     if absent:
-        pytest.skip(f"{', '.join(absent)} not installed: {DOCKERD_HINT}")
+        pytest.fail(f"{', '.join(absent)} not installed: {DOCKERD_HINT} (make debs installs it)")
     root = node_dir / "ctrd"
     root.mkdir()
     runtime = Containerd(root).start()
@@ -147,7 +147,7 @@ def podman(node_dir: Path) -> Iterator[Podman]:
     """podman with fresh --root/--runroot storage."""
     absent = missing("podman")
     if absent:
-        pytest.skip(f"podman not installed: {PODMAN_HINT}")
+        pytest.fail(f"podman not installed: {PODMAN_HINT} (make debs installs it)")
     root = short_dir("podman")
     runtime = Podman(root)
     try:
