@@ -20,7 +20,7 @@ DEFAULT_HOME = "~/.pullbroker"
 
 @dataclass(frozen=True)
 class Home:
-    """A home folder; the properties name the files `docs/ARCHITECTURE.md` lists."""
+    """A home folder; the properties name the files the README's home-folder layout lists."""
 
     root: Path
 
