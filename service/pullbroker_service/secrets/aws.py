@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import boto3
 import botocore.config
 import botocore.exceptions as bex
+import structlog
 from botocore.exceptions import ClientError
 from pullbroker_client.secret import Secret
 
@@ -77,6 +78,9 @@ class AwsConnection:
             verify=str(self.ca_file) if self.ca_file else True,
             config=config,
         )
+
+
+log = structlog.get_logger()
 
 
 def _reveal(secret: Secret | None) -> str | None:
@@ -235,6 +239,12 @@ class AwsSecretsManagerBackend:
         except ClientError as exc:
             if error_code(exc) != "ResourceExistsException":
                 raise
+        # The name exists (first write since this process started, or a registry id coming
+        # back, e.g. a migration back into AWS, while its old secret waits out its recovery
+        # window): a scheduled secret is restored first, since AWS refuses writes to it.
+        if _scheduled(client, name):
+            client.restore_secret(SecretId=name)
+            log.info("secret_restored", secret=name, registry_id=key)
         return client.put_secret_value(SecretId=name, SecretBinary=value)
 
     async def get(self, ref: SecretRef) -> bytes:

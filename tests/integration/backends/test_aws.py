@@ -143,6 +143,20 @@ class TestVersionsAndDeletion:
         await backend.delete("reg1")
         await backend.delete_version(ref)
 
+    async def test_put_restores_a_secret_waiting_out_its_recovery_window(
+        self, moto: MotoServer, prefix: str
+    ) -> None:
+        """The same registry id written again (a migration back into AWS) restores the
+        scheduled secret and stores the new value as current."""
+        backend = _backend(moto, prefix, recovery_window_days=7)
+        await backend.put("reg1", b"old")
+        await backend.delete("reg1")
+        again = _backend(moto, prefix, recovery_window_days=7)  # no cached ARN: a new broker
+        ref = await again.put("reg1", b"new")
+        assert await again.get(ref) == b"new"
+        assert not raw_secretsmanager(moto).describe_secret(SecretId=ref.key).get("DeletedDate")
+        assert await again.list_keys() == ["reg1"]
+
     @pytest.mark.parametrize("days", [0, 6, 31])
     def test_recovery_window_out_of_range_is_refused(self, moto: MotoServer, days: int) -> None:
         """A recovery window outside 7-30 days is refused at construction."""
