@@ -304,6 +304,19 @@ class AwsSecretsManagerBackend:
             await self._run(lambda c: self._deprecate(c, ref.key, ref.version))
 
     def _deprecate(self, client: Any, arn: str, version: str) -> None:
+        # The common case, retiring the version a rotation just superseded: it holds only
+        # AWSPREVIOUS, and one call removes it. Anything else takes the described path.
+        try:
+            client.update_secret_version_stage(
+                SecretId=arn, VersionStage=_PREVIOUS, RemoveFromVersionId=version
+            )
+            return
+        except ClientError as exc:
+            code = error_code(exc)
+            if code == "ResourceNotFoundException":
+                return  # the secret is gone: nothing to deprecate
+            if code not in ("InvalidParameterException", "InvalidRequestException"):
+                raise
         stages = _stages(client, arn)
         if stages is None or not stages.get(version):
             return  # no such secret, or the version already has no labels
