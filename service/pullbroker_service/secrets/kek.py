@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import os
@@ -42,7 +43,13 @@ class KeyWrapper(Protocol):
 
 def context_aad(context: Mapping[str, str]) -> bytes:
     """A canonical byte form of a context, so the same mapping always gives the same AAD."""
-    return json.dumps(dict(context), sort_keys=True, separators=(",", ":")).encode()
+    return _canonical(tuple(sorted(context.items())))
+
+
+@functools.lru_cache(maxsize=4096)
+def _canonical(items: tuple[tuple[str, str], ...]) -> bytes:
+    # Every credential read needs its context's AAD; registries are few, so remember them.
+    return json.dumps(dict(items), sort_keys=True, separators=(",", ":")).encode()
 
 
 class FileKeyWrapper:
