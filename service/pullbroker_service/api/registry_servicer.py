@@ -15,8 +15,6 @@ from pullbroker_service.domain.model import Credential, RegistryRecord
 from pullbroker_service.minting.base import ProbeResult
 
 UPDATABLE_PATHS = ("display_name", "registry_ca_pem", "allow_basic_passthrough")
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 1000
 
 
 class RegistriesUseCases(Protocol):
@@ -76,10 +74,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         return convert.record_to_proto(record)
 
     async def ListRegistries(self, request: Any, context: Any) -> Any:  # noqa: N802
-        if request.page_size < 0:
-            raise InvalidArgument("page_size must not be negative (0 means 50, at most 1000)")
-        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        records, next_token = await self._registries.list(size, request.page_token)
+        records, next_token = await self._registries.list(request.page_size, request.page_token)
         return registry_pb2.ListRegistriesResponse(
             registries=[convert.record_to_proto(r) for r in records],
             next_page_token=next_token,

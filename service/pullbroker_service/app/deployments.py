@@ -13,8 +13,6 @@ pointing at nothing. Watchers wake on this broker's own writes and re-read the s
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 from collections.abc import AsyncIterator, Callable
 from contextlib import suppress
 from dataclasses import dataclass, replace
@@ -26,6 +24,7 @@ from pullbroker_client.registry.reference import Reference, parse_reference
 
 from pullbroker_service.app.audit import AuditSink
 from pullbroker_service.app.lookup import new_etag, utc_now
+from pullbroker_service.app.paging import paged
 from pullbroker_service.app.policy_source import PolicyProvider
 from pullbroker_service.app.registries import Registries
 from pullbroker_service.domain.audit import Action, Outcome, outcome_for
@@ -57,8 +56,6 @@ from pullbroker_service.store.deployments import DeploymentStore
 
 log = structlog.get_logger()
 
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 1000
 _REPORT_ATTEMPTS = 5
 
 
@@ -118,18 +115,14 @@ class Deployments:
     async def list(
         self, page_size: int, page_token: str, *, registry: str = "", include_terminated: bool
     ) -> tuple[list[DeploymentRecord], str]:
-        if page_size < 0:
-            raise InvalidArgument("page_size must not be negative (0 means 50, at most 1000)")
-        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         registry_id = (await self._registries.get(registry)).id if registry else None
-        found = await self._store.list_page(
-            size + 1,
-            _decode_page_token(page_token) if page_token else None,
-            registry_id=registry_id,
-            include_terminated=include_terminated,
+        return await paged(
+            page_size,
+            page_token,
+            lambda limit, after: self._store.list_page(
+                limit, after, registry_id=registry_id, include_terminated=include_terminated
+            ),
         )
-        page = found[:size]
-        return page, _encode_page_token(page[-1].id) if len(found) > size else ""
 
     async def terminate(self, caller: Identity, name: str, etag: str = "") -> DeploymentRecord:
         try:
@@ -336,16 +329,3 @@ def _check_host(ref: Reference, registry: RegistryRecord) -> None:
             f"image {ref} is on host {host}, but registry {registry.display_name!r} holds a "
             f"credential for {registry.host}: pick the registry for {host}"
         )
-
-
-def _encode_page_token(last_id: str) -> str:
-    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
-
-
-def _decode_page_token(token: str) -> str:
-    try:
-        return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise InvalidArgument(
-            "page_token is not one this broker issued: start again without it"
-        ) from exc

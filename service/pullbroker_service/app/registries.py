@@ -13,8 +13,6 @@ operation, allowed or not, is an audit event when an AuditSink is given.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime
@@ -32,6 +30,7 @@ from pullbroker_service.app.lookup import (
     resolve,
     utc_now,
 )
+from pullbroker_service.app.paging import paged
 from pullbroker_service.app.ratelimit import LimitKind, RateLimiter
 from pullbroker_service.domain.audit import Action, Outcome
 from pullbroker_service.domain.errors import (
@@ -65,8 +64,6 @@ from pullbroker_service.store.base import MetadataStore
 
 T = TypeVar("T")
 
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 1000
 
 log = structlog.get_logger()
 
@@ -140,14 +137,7 @@ class Registries:
         return await resolve(self._store, name)
 
     async def list(self, page_size: int, page_token: str) -> tuple[list[RegistryRecord], str]:
-        if page_size < 0:
-            raise InvalidArgument("page_size must not be negative")
-        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        after = _decode_page_token(page_token) if page_token else None
-        found = await self._store.list_page(size + 1, after)
-        page = found[:size]
-        more = len(found) > size
-        return page, _encode_page_token(page[-1].id) if more else ""
+        return await paged(page_size, page_token, self._store.list_page)
 
     async def update(
         self,
@@ -420,16 +410,3 @@ def _judge(result: object) -> tuple[Outcome, str]:
 def _or(value: T | None, default: T) -> T:
     """An update field: None means "leave as it is"."""
     return default if value is None else value
-
-
-def _encode_page_token(last_id: str) -> str:
-    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
-
-
-def _decode_page_token(token: str) -> str:
-    try:
-        return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise InvalidArgument(
-            "page_token is not one this broker issued: start again without it"
-        ) from exc
