@@ -33,6 +33,20 @@ def open_private_database(path: Path, *, synchronous: str = "NORMAL") -> sqlite3
     return conn
 
 
+def check_schema_version(conn: sqlite3.Connection, path: Path, version: int, *, what: str) -> None:
+    """Record `version` in a new file's schema_version table; refuse a newer file's."""
+    row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+    if row[0] is None:
+        conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+    elif row[0] > version:
+        conn.close()
+        raise BackendUnavailable(
+            f"{what} {path} has schema {row[0]}, newer than this broker's {version}: "
+            "upgrade pullbroker",
+            retry_after=None,
+        )
+
+
 class SqliteWorker:
     """Runs functions of a connection on one thread; `connect` opens it on first use."""
 

@@ -28,7 +28,11 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pullbroker_service.domain.errors import BackendUnavailable, SecretCorrupted, SecretMissing
 from pullbroker_service.domain.model import SecretRef
 from pullbroker_service.secrets.kek import NONCE_BYTES, KeyWrapper
-from pullbroker_service.sqlite_worker import SqliteWorker, open_private_database
+from pullbroker_service.sqlite_worker import (
+    SqliteWorker,
+    check_schema_version,
+    open_private_database,
+)
 
 T = TypeVar("T")
 
@@ -189,16 +193,7 @@ class LocalSecretBackend:
 def _connect(path: Path) -> sqlite3.Connection:
     conn = open_private_database(path, synchronous="FULL")
     conn.executescript(_SCHEMA)
-    row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
-    if row[0] is None:
-        conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-    elif row[0] > SCHEMA_VERSION:
-        conn.close()
-        raise BackendUnavailable(
-            f"local secret store {path} has schema {row[0]}, newer than this broker's "
-            f"{SCHEMA_VERSION}: upgrade pullbroker",
-            retry_after=None,
-        )
+    check_schema_version(conn, path, SCHEMA_VERSION, what="local secret store")
     return conn
 
 

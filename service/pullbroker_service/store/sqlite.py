@@ -18,12 +18,15 @@ from typing import Any, TypeVar, cast
 
 from pullbroker_service.domain.errors import (
     AlreadyExists,
-    BackendUnavailable,
     EtagMismatch,
     RegistryNotFound,
 )
 from pullbroker_service.domain.model import RecordState, RegistryKind, RegistryRecord, SecretRef
-from pullbroker_service.sqlite_worker import SqliteWorker, open_private_database
+from pullbroker_service.sqlite_worker import (
+    SqliteWorker,
+    check_schema_version,
+    open_private_database,
+)
 
 T = TypeVar("T")
 
@@ -201,16 +204,7 @@ class SqliteMetadataStore:
 def _connect(path: Path) -> sqlite3.Connection:
     conn = open_private_database(path, synchronous="NORMAL")
     conn.executescript(_SCHEMA)
-    row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
-    if row[0] is None:
-        conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-    elif row[0] > SCHEMA_VERSION:
-        conn.close()
-        raise BackendUnavailable(
-            f"metadata store {path} has schema {row[0]}, newer than this broker's "
-            f"{SCHEMA_VERSION}: upgrade pullbroker",
-            retry_after=None,
-        )
+    check_schema_version(conn, path, SCHEMA_VERSION, what="metadata store")
     return conn
 
 
