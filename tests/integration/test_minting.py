@@ -21,6 +21,7 @@ from pullbroker_service.domain.errors import (
     RegistryTLSFailure,
     RegistryUnreachable,
 )
+from pullbroker_service.domain.hosts import DialPolicy
 from pullbroker_service.domain.model import (
     AuthKind,
     BasicCredential,
@@ -36,6 +37,8 @@ from tests.harness.process import free_port
 from tests.harness.registry import HtpasswdRegistry, PlainRegistry, TokenAuthRegistry
 from tests.harness.standard import ALICE, BOB, StandardImages
 from tests.harness.token_server import TokenServer
+
+LOOPBACK = DialPolicy(allow_loopback=True)  # the harness registries listen on 127.0.0.1
 
 pytestmark = pytest.mark.integration
 
@@ -91,7 +94,7 @@ async def manifest_digest(registry: TokenAuthRegistry, token: MintedToken, repo:
 
 @pytest.fixture
 async def minter() -> AsyncIterator[BearerMinter]:
-    m = BearerMinter(timeout=5.0)
+    m = BearerMinter(timeout=5.0, dial_policy=LOOPBACK)
     try:
         yield m
     finally:

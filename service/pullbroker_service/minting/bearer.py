@@ -65,9 +65,9 @@ ANONYMOUS_TTL = timedelta(minutes=5)
 """How long an ANONYMOUS or BASIC answer is reused: short, so a registry that starts asking
 for auth, or a rotated pass-through credential, is noticed soon."""
 BASIC_TTL = timedelta(minutes=5)
-LOCAL_DIAL_POLICY = DialPolicy(allow_loopback=True)
-"""What a minter built without a policy may dial: loopback too (tests, one-host setups).
-main.py passes the configured policy, which refuses loopback and private addresses."""
+DEFAULT_DIAL_POLICY = DialPolicy()
+"""What a minter built without a policy may dial: no loopback, no private addresses (SSRF).
+main.py passes the configured policy; tests against local registries pass their own."""
 PASSTHROUGH_MARK = "basic_passthrough"
 """`MintedToken.extra` key set on a BASIC token that is the stored credential itself."""
 
@@ -100,7 +100,7 @@ class BearerMinter:
         backoff: UpstreamBackoff | None = None,
         dial_policy: DialPolicy | None = None,
     ) -> None:
-        self._guard = DialGuard(dial_policy or LOCAL_DIAL_POLICY, monotonic=monotonic)
+        self._guard = DialGuard(dial_policy or DEFAULT_DIAL_POLICY, monotonic=monotonic)
         self._timeout = timeout
         self._challenge_ttl = challenge_ttl
         self._monotonic = monotonic

@@ -34,6 +34,7 @@ from pullbroker_service.app.token_guard import GuardedLoginIssuer, GuardedTokenI
 from pullbroker_service.app.tokens import TokenIssuer
 from pullbroker_service.config import ServerLimits
 from pullbroker_service.devca import ensure_dev_ca
+from pullbroker_service.domain.hosts import DialPolicy
 from pullbroker_service.domain.model import (
     Credential,
     RecordState,
@@ -56,6 +57,8 @@ from tests.integration.cloud.aws_world import AwsWorld
 from tests.integration.cloud.fixtures_azure import AzureWorld
 from tests.integration.cloud.fixtures_google import GoogleWorld
 
+LOOPBACK = DialPolicy(allow_loopback=True)  # the harness registries listen on 127.0.0.1
+
 T = TypeVar("T")
 
 ALLOWED = "team/app"
@@ -74,7 +77,7 @@ def cloud_minters(aws: AwsWorld, google: GoogleWorld, azure: AzureWorld) -> Mint
     """Every kind, the cloud minters pointed at moto and the fixtures (trusting their CA)."""
     ca_pem = google.registry.ca_pem
     return MinterRegistry.default(
-        BearerMinter(timeout=10.0),
+        BearerMinter(timeout=10.0, dial_policy=LOOPBACK),
         ecr=EcrMinter(EcrConfig(endpoint_url=aws.url, sts_endpoint_url=aws.url)),
         google=GoogleMinter(
             GoogleConfig(allowed_oauth_hosts=frozenset({google.oauth.host}), oauth_ca_pem=ca_pem)

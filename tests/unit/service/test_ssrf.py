@@ -203,6 +203,19 @@ class TestMinterDials:
             await minter.aclose()
         assert https_registry.requests == []
 
+    async def test_minter_without_a_policy_is_strict(
+        self, https_registry: HTTPSServer, tls: LocalCA
+    ) -> None:
+        """A minter built with no dial policy refuses loopback too: safe by default."""
+        minter = BearerMinter(timeout=5.0)
+        try:
+            record = record_for(f"https://localhost:{https_registry.port}", tls.ca_pem)
+            with pytest.raises(InvalidRegistry, match="loopback"):
+                await minter.mint(record, None, "team/app")
+        finally:
+            await minter.aclose()
+        assert https_registry.requests == []
+
     @pytest.mark.parametrize(
         ("realm", "fragment"),
         [
