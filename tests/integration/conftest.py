@@ -48,10 +48,16 @@ class RunningBroker:
     def client(self, role: str = "admin", tls: TlsFiles | None = None) -> BrokerClient:
         return BrokerClient(self.target(role, tls), timeout=20.0)
 
-    def issue_client_cert(self, name: str, *, uri: str | None = None, cn: str) -> TlsFiles:
+    def issue_client_cert(
+        self, name: str, *, uri: str | None = None, cn: str, uris: tuple[str, ...] = ()
+    ) -> TlsFiles:
         """A client certificate from this home's dev CA (uri: a SPIFFE ID, or none)."""
         ca = CertificateAuthority.load(self.home.ca_cert, self.home.ca_key)
-        cert_pem, key_pem = ca.issue(LeafSpec(cn, uris=(uri,) if uri else (), client=True))
+        spec = LeafSpec(cn, uris=((uri,) if uri else ()) + uris, client=True)
+        return self.write_client_cert(name, *ca.issue(spec))
+
+    def write_client_cert(self, name: str, cert_pem: bytes, key_pem: bytes) -> TlsFiles:
+        """TlsFiles for a client certificate and key made elsewhere (e.g. a crafted one)."""
         folder = self.home.root.parent / "extra-certs"
         folder.mkdir(exist_ok=True)
         (folder / f"{name}.crt").write_bytes(cert_pem)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pullbroker.v1 import registry_pb2, registry_pb2_grpc
 from pullbroker_client.broker import BrokerCallError
@@ -159,3 +164,82 @@ class TestRequestIds:
         log = broker.home.broker_log.read_text()
         lines = [line for line in log.splitlines() if request_id in line]
         assert any('"rpc_failed"' in line and "PERMISSION_DENIED" in line for line in lines)
+
+
+def crafted_client_cert(broker: RunningBroker, cn: str, sans: list[x509.GeneralName]) -> bytes:
+    """A client certificate signed by the broker's own CA with exactly `sans` (PEM, key apart)."""
+    ca = CertificateAuthority.load(broker.home.ca_cert, broker.home.ca_key)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .sign(ca.key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return cert.public_bytes(serialization.Encoding.PEM) + b"\0" + key_pem
+
+
+def present(broker: RunningBroker, name: str, cn: str, sans: list[x509.GeneralName]) -> TlsFiles:
+    cert_pem, _, key_pem = crafted_client_cert(broker, cn, sans).partition(b"\0")
+    return broker.write_client_cert(name, cert_pem, key_pem)
+
+
+ADMIN_ID = "spiffe://pullbroker.local/admin"
+
+
+class TestIdentityFromUriSansOnly:
+    """Identity is the one spiffe:// URI SAN, else the CN: no other SAN type can claim one."""
+
+    @pytest.mark.parametrize(
+        "forged",
+        [x509.DNSName(ADMIN_ID), x509.RFC822Name(ADMIN_ID)],
+        ids=["dns-san", "email-san"],
+    )
+    def test_non_uri_san_cannot_impersonate_admin(
+        self, broker: RunningBroker, forged: x509.GeneralName
+    ) -> None:
+        """A DNS or e-mail SAN spelled as the admin's SPIFFE ID is ignored: the caller is its CN."""
+        tls = present(broker, "forger", "node-x", [forged])
+        with broker.client(tls=tls) as client, pytest.raises(BrokerCallError) as caught:
+            client.list_registries()
+        assert caught.value.code is grpc.StatusCode.PERMISSION_DENIED
+        assert "CN=node-x" in caught.value.message
+        assert ADMIN_ID not in caught.value.message
+
+    def test_uri_san_beside_forged_dns_san_is_the_identity(self, broker: RunningBroker) -> None:
+        """With a real URI SAN and a forged DNS one, the URI SAN alone decides (a node here)."""
+        sans = [x509.DNSName(ADMIN_ID), x509.UniformResourceIdentifier(STRANGER)]
+        tls = present(broker, "mixed", "node-x", sans)
+        with broker.client(tls=tls) as client, pytest.raises(BrokerCallError) as caught:
+            client.list_registries()
+        assert caught.value.code is grpc.StatusCode.PERMISSION_DENIED
+        assert STRANGER in caught.value.message
+
+    def test_two_spiffe_uri_sans_are_refused(self, broker: RunningBroker) -> None:
+        """Two spiffe:// URI SANs (any case) are not an SVID: UNAUTHENTICATED, not the CN."""
+        sans = [
+            x509.UniformResourceIdentifier(ADMIN_ID),
+            x509.UniformResourceIdentifier("SPIFFE://pullbroker.local/node/a"),
+        ]
+        tls = present(broker, "twoids", "admin", sans)
+        with broker.client(tls=tls) as client, pytest.raises(BrokerCallError) as caught:
+            client.list_registries()
+        assert caught.value.code is grpc.StatusCode.UNAUTHENTICATED
+        assert "several SPIFFE IDs" in caught.value.message
+
+    def test_real_admin_uri_san_still_admin(self, broker: RunningBroker) -> None:
+        """The admin's own URI SAN in a crafted certificate of the same CA is the admin."""
+        tls = present(broker, "admin2", "whatever", [x509.UniformResourceIdentifier(ADMIN_ID)])
+        with broker.client(tls=tls) as client:
+            assert list(client.list_registries().registries) == []

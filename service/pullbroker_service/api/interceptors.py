@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +46,6 @@ _MAX_REQUEST_ID = 128
 # A unary call that takes longer is ended with DEADLINE_EXCEEDED, whatever deadline the client
 # set (or none): a hung upstream must not pin broker resources. Streams (Watch) are exempt.
 DEFAULT_MAX_CALL_SECONDS = 60.0
-_SAN_KEY = "x509_subject_alternative_name"
 
 RolesFor = Callable[[str], frozenset[str]]
 
@@ -62,14 +61,12 @@ def current_caller() -> Identity:
 
 
 def peer_identity_name(context: Any, allow_insecure: bool) -> str:
-    """The policy name of the peer: SPIFFE ID, else "CN=<cn>"; a plaintext peer is insecure-dev."""
-    # Fast path: the verified peer's SANs alone (no dict of every TLS property per call).
-    # gRPC returns None here for a peer that did not authenticate with a certificate.
-    sans = context.peer_identities()
-    if sans and context.peer_identity_key() == _SAN_KEY:
-        spiffe = [san for san in sans if san.startswith(b"spiffe://")]
-        if len(spiffe) == 1:
-            return identity_name(spiffe[0].decode("utf-8", "replace"), None)
+    """The policy name of the peer: its SPIFFE ID, else "CN=<cn>"; plaintext is insecure-dev.
+
+    Read from the auth context's typed properties only. `peer_identities()` is not used: gRPC
+    fills it with every SAN type alike, so a DNS or e-mail SAN spelled `spiffe://…/admin` (which
+    any CA that signs requester-chosen DNS names will issue) would pass for a SPIFFE ID.
+    """
     return _identity_from_auth_context(context.auth_context(), allow_insecure)
 
 
@@ -81,19 +78,28 @@ def _identity_from_auth_context(auth: dict[str, list[bytes]], allow_insecure: bo
         raise Unauthenticated(
             "the broker accepts only mutual TLS: connect with a client certificate"
         )
-    # gRPC sets peer_spiffe_id only for exactly one spiffe:// URI SAN; look for ourselves so
-    # that a certificate with several (not a valid SVID) is refused, not read as a CN.
-    spiffe_ids = [
-        u
-        for u in (v.decode("utf-8", "replace") for v in auth.get("peer_uri", ()))
-        if u.startswith("spiffe://")
-    ]
+    spiffe_ids = spiffe_ids_from_uri_sans(auth.get("peer_uri", ()))
     if len(spiffe_ids) > 1:
         raise Unauthenticated(
             "the client certificate has several SPIFFE IDs: issue it with exactly one"
         )
-    spiffe = spiffe_ids[0] if spiffe_ids else _first(auth, "peer_spiffe_id")
-    return identity_name(spiffe, _first(auth, "x509_common_name"))
+    return identity_name(spiffe_ids[0] if spiffe_ids else None, _first(auth, "x509_common_name"))
+
+
+def spiffe_ids_from_uri_sans(uris: Iterable[bytes]) -> list[str]:
+    """The SPIFFE IDs among a certificate's URI SANs, scheme and trust domain in lower case.
+
+    The SPIFFE spec makes both case-insensitive, so `SPIFFE://TD/x` is the same ID as
+    `spiffe://td/x`: counting it too means a second spelling cannot slip past the one-ID rule.
+    """
+    found: list[str] = []
+    for raw in uris:
+        uri = raw.decode("utf-8", "replace")
+        scheme, sep, rest = uri.partition("://")
+        if sep and scheme.lower() == "spiffe":
+            domain, slash, path = rest.partition("/")
+            found.append(f"spiffe://{domain.lower()}{slash}{path}")
+    return found
 
 
 def _first(auth: dict[str, list[bytes]], key: str) -> str | None:

@@ -61,6 +61,21 @@ class TestPeerIdentityName:
         with pytest.raises(Unauthenticated, match="several SPIFFE IDs"):
             peer_identity_name(context, False)
 
+    @pytest.mark.parametrize("san_type", ["peer_dns", "peer_email"])
+    def test_other_san_types_never_name_a_spiffe_id(self, san_type: str) -> None:
+        """A DNS or e-mail SAN spelled spiffe://…/admin is no SPIFFE ID: the name is the CN."""
+        context = tls(x509_common_name=[b"node-x"], **{san_type: [b"spiffe://td/admin"]})
+        context._properties["x509_subject_alternative_name"] = [b"spiffe://td/admin"]
+        assert peer_identity_name(context, False) == "CN=node-x"
+
+    def test_spiffe_scheme_and_trust_domain_are_case_insensitive(self) -> None:
+        """SPIFFE://TD/x is spiffe://td/x, and counts toward the one-ID rule."""
+        upper = tls(peer_uri=[b"SPIFFE://TD.Example/node/a"], x509_common_name=[b"n"])
+        assert peer_identity_name(upper, False) == "spiffe://td.example/node/a"
+        two = tls(peer_uri=[b"spiffe://td/admin", b"Spiffe://td/node/a"])
+        with pytest.raises(Unauthenticated, match="several SPIFFE IDs"):
+            peer_identity_name(two, False)
+
     def test_plaintext_is_refused_unless_dev_port(self) -> None:
         """A plaintext peer is refused, or is insecure-dev when the dev port is on."""
         plaintext = AuthContext(transport_security_type=[b"insecure"])
