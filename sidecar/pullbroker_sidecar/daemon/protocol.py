@@ -39,6 +39,8 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
+from pullbroker_client.jsonlimits import loads_bounded
+
 from pullbroker_sidecar.errors import DaemonUnavailable
 
 VERSION = 1
@@ -50,6 +52,8 @@ SYSTEM_SOCKET = "/run/pullbroker/sidecar.sock"
 HOME_ENV = "PULLBROKER_HOME"
 DEFAULT_HOME = "~/.pullbroker"
 MAX_LINE = 64 * 1024
+# Frames are two levels deep ({"registries": {host: user}}); more is a confused or hostile peer.
+MAX_DEPTH = 8
 DEFAULT_TIMEOUT = 30.0
 # sockaddr_un.sun_path is 108 bytes on Linux, one of which is the terminating NUL.
 MAX_SOCKET_PATH = 107
@@ -92,8 +96,8 @@ def encode(message: Mapping[str, Any]) -> bytes:
 
 
 def decode(line: bytes) -> dict[str, Any]:
-    """A protocol line as a JSON object; ValueError when it is not one."""
-    document = json.loads(line)
+    """A protocol line as a JSON object; ValueError (only) when it is not one."""
+    document = loads_bounded(line, MAX_DEPTH)
     if not isinstance(document, dict):
         raise ValueError("not a JSON object")
     return document

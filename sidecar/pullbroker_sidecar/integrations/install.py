@@ -21,35 +21,41 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+import pullbroker_client
+
 import pullbroker_sidecar
 
 HELPERS = {
     "docker-credential-pullbroker": "docker_credential",
     "pullbroker-credential-provider": "kubelet_provider",
 }
+# (package, module file) pairs every helper needs besides its own module. The client's
+# jsonlimits (standard library only) bounds the nesting of the daemon's answers.
 _SHARED = (
-    "__init__.py",
-    "errors.py",
-    "daemon/__init__.py",
-    "daemon/protocol.py",
-    "integrations/__init__.py",
+    (pullbroker_sidecar, "__init__.py"),
+    (pullbroker_sidecar, "errors.py"),
+    (pullbroker_sidecar, "daemon/__init__.py"),
+    (pullbroker_sidecar, "daemon/protocol.py"),
+    (pullbroker_sidecar, "integrations/__init__.py"),
+    (pullbroker_client, "__init__.py"),
+    (pullbroker_client, "jsonlimits.py"),
 )
 SHEBANG = b"#!/usr/bin/env python3\n"
+_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
 def build(module: str) -> bytes:
     """The zipapp bytes (shebang included) of one helper module."""
-    package = Path(pullbroker_sidecar.__file__).parent
+    files = [*_SHARED, (pullbroker_sidecar, f"integrations/{module}.py")]
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for relative in (*_SHARED, f"integrations/{module}.py"):
-            info = zipfile.ZipInfo(
-                f"pullbroker_sidecar/{relative}", date_time=(1980, 1, 1, 0, 0, 0)
-            )
-            archive.writestr(info, (package / relative).read_bytes())
+        for package, relative in files:
+            root = Path(package.__file__ or "").parent
+            info = zipfile.ZipInfo(f"{package.__name__}/{relative}", date_time=_EPOCH)
+            archive.writestr(info, (root / relative).read_bytes())
         main = f"import sys\nfrom pullbroker_sidecar.integrations.{module} import main\n"
         main += "sys.exit(main())\n"
-        archive.writestr(zipfile.ZipInfo("__main__.py", date_time=(1980, 1, 1, 0, 0, 0)), main)
+        archive.writestr(zipfile.ZipInfo("__main__.py", date_time=_EPOCH), main)
     return SHEBANG + buffer.getvalue()
 
 
