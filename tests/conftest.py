@@ -5,11 +5,13 @@ Broker fixtures live in tests/integration/conftest.py and tests/e2e/conftest.py.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.harness.certs import TestCA
 from tests.harness.jwt_signer import KeyIdMode
@@ -24,6 +26,16 @@ from tests.harness.standard import (
 from tests.harness.token_server import TokenServer
 
 _TOOLS = ("docker-registry", "skopeo", "htpasswd")
+
+# Property tests take their example counts from one profile, chosen with HYPOTHESIS_PROFILE:
+# "default" for `make test`, "thorough" before a release or after touching a parser, "quick"
+# while editing. No deadline: the machine is shared, and a slow example is not a failure.
+settings.register_profile("default", max_examples=100, deadline=None)
+settings.register_profile(
+    "thorough", max_examples=2_000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("quick", max_examples=20, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 def _require_tools() -> None:

@@ -1,4 +1,4 @@
-"""What the broker client sends and returns: request builders and typed results.
+"""What the broker client sends and returns besides the generated RPCs: typed results.
 
 `IssuedPullToken` and `IssuedRegistryLogin` hold their token or secret as a `Secret`.
 """
@@ -9,10 +9,9 @@ import base64
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from google.protobuf import field_mask_pb2
-from pullbroker.v1 import deployment_pb2, pull_pb2, registry_pb2
+from pullbroker.v1 import pull_pb2, registry_pb2
 
 from pullbroker_client.secret import Secret
 
@@ -67,27 +66,21 @@ class IssuedRegistryLogin:
     registry_ca_pem: str
 
 
-def basic_credential(username: str, password: Secret) -> Any:
+def basic_credential(username: str, password: Secret) -> registry_pb2.Credential:
     """A Credential message (username + password, token, PAT or robot secret)."""
     return registry_pb2.Credential(
         basic=registry_pb2.BasicCredential(username=username, password=password.reveal())
     )
 
 
-def field_mask(paths: Sequence[str]) -> Any:
+def field_mask(paths: Sequence[str] | field_mask_pb2.FieldMask) -> field_mask_pb2.FieldMask:
+    """A FieldMask from its paths (or the mask itself)."""
+    if isinstance(paths, field_mask_pb2.FieldMask):
+        return paths
     return field_mask_pb2.FieldMask(paths=list(paths))
 
 
-def test_request(name: str | None, registry: Any, credential: Any, repository: str) -> Any:
-    request = registry_pb2.TestConnectionRequest(credential=credential, repository=repository)
-    if name is not None:
-        request.name = name
-    elif registry is not None:
-        request.registry.CopyFrom(registry)
-    return request
-
-
-def issued_token(message: Any) -> IssuedPullToken:
+def issued_token(message: pull_pb2.PullToken) -> IssuedPullToken:
     expire = message.expire_time.ToDatetime(tzinfo=dt.UTC)
     return IssuedPullToken(
         registry=message.registry,
@@ -104,7 +97,7 @@ def issued_token(message: Any) -> IssuedPullToken:
     )
 
 
-def issued_login(message: Any) -> IssuedRegistryLogin:
+def issued_login(message: pull_pb2.RegistryLogin) -> IssuedRegistryLogin:
     return IssuedRegistryLogin(
         registry=message.registry,
         registry_host=message.registry_host,
@@ -117,25 +110,3 @@ def issued_login(message: Any) -> IssuedRegistryLogin:
         passthrough=message.passthrough,
         registry_ca_pem=message.registry_ca_pem,
     )
-
-
-def login_request(
-    image: str, registry: str | None, force_refresh: bool, service_account_token: Secret | None
-) -> Any:
-    return pull_pb2.IssueRegistryLoginRequest(
-        image=image,
-        registry=registry or "",
-        force_refresh=force_refresh,
-        service_account_token=service_account_token.reveal() if service_account_token else "",
-    )
-
-
-def create_deployment_request(
-    deployment_id: str, deployment: Any, inline_registry: Any | None, credential: Any | None
-) -> Any:
-    request = deployment_pb2.CreateDeploymentRequest(
-        deployment_id=deployment_id, deployment=deployment, credential=credential
-    )
-    if inline_registry is not None:
-        request.inline_registry.CopyFrom(inline_registry)
-    return request

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeAlias, TypeVar
 
 import grpc
 from pullbroker.v1 import deployment_pb2
@@ -36,6 +36,9 @@ from pullbroker_sidecar import errors as sidecar
 MAX_MESSAGE = 1024
 
 T = TypeVar("T")
+if TYPE_CHECKING:  # ValueType exists only in the generated stubs
+    Category: TypeAlias = deployment_pb2.FailureCategory.ValueType
+    State: TypeAlias = deployment_pb2.DeploymentState.ValueType
 
 AUTHENTICATION = deployment_pb2.FAILURE_CATEGORY_AUTHENTICATION
 NOT_ALLOWED = deployment_pb2.FAILURE_CATEGORY_NOT_ALLOWED
@@ -46,7 +49,7 @@ RATE_LIMITED = deployment_pb2.FAILURE_CATEGORY_RATE_LIMITED
 UNSPECIFIED = deployment_pb2.FAILURE_CATEGORY_UNSPECIFIED
 
 # (category, what to check) per registry error class; the most specific class wins.
-_REGISTRY: dict[type[Exception], tuple[int, str]] = {
+_REGISTRY: dict[type[Exception], tuple[Category, str]] = {
     registry.CredentialRejected: (AUTHENTICATION, "authentication failed"),
     registry.AuthenticationRequired: (AUTHENTICATION, "authentication failed"),
     registry.NotAllowed: (NOT_ALLOWED, "not allowed to pull"),
@@ -57,7 +60,7 @@ _REGISTRY: dict[type[Exception], tuple[int, str]] = {
     registry.DigestMismatch: (DIGEST_MISMATCH, "digest mismatch"),
     sidecar.DigestMismatch: (DIGEST_MISMATCH, "digest mismatch"),
 }
-_BROKER: dict[grpc.StatusCode, tuple[int, str]] = {
+_BROKER: dict[grpc.StatusCode, tuple[Category, str]] = {
     grpc.StatusCode.PERMISSION_DENIED: (NOT_ALLOWED, "not allowed to pull"),
     grpc.StatusCode.NOT_FOUND: (NOT_FOUND, "image or tag not found"),
     grpc.StatusCode.RESOURCE_EXHAUSTED: (RATE_LIMITED, "rate limited"),
@@ -71,16 +74,15 @@ class StatusReporter(Protocol):
 
     async def report_deployment_status(
         self,
-        name: str,
-        state: int,
-        *,
+        name: str = "",
+        state: State = deployment_pb2.DEPLOYMENT_STATE_UNSPECIFIED,
         digest: str = "",
-        failure_category: int = 0,
+        failure_category: Category = UNSPECIFIED,
         message: str = "",
-    ) -> Any: ...
+    ) -> deployment_pb2.Deployment: ...
 
 
-def failure_of(exc: BaseException) -> tuple[int, str]:
+def failure_of(exc: BaseException) -> tuple[Category, str]:
     """(FailureCategory value, message) for an error a pull failed with."""
     if isinstance(exc, BrokerCallError):
         category, label = _BROKER.get(exc.code, (UNSPECIFIED, "the broker refused the token"))

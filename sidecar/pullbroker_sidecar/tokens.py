@@ -34,7 +34,7 @@ class PullTokenIssuer(Protocol):
     """What the broker client offers the sidecar (`AsyncBrokerClient`)."""
 
     async def issue_pull_token(
-        self, image: str, registry: str | None = None, force_refresh: bool = False
+        self, image: str, registry: str = "", force_refresh: bool = False
     ) -> IssuedPullToken: ...
 
 
@@ -44,9 +44,8 @@ class RegistryLoginIssuer(Protocol):
     async def issue_registry_login(
         self,
         image: str,
-        registry: str | None = None,
+        registry: str = "",
         force_refresh: bool = False,
-        *,
         service_account_token: Secret | None = None,
     ) -> IssuedRegistryLogin: ...
 
@@ -120,7 +119,7 @@ class BrokerAuthorizer:
     async def _issue(self, *, force: bool) -> None:
         self.broker_calls += 1
         token = await self._broker.issue_pull_token(
-            self._image, registry=self._registry, force_refresh=force
+            self._image, registry=self._registry or "", force_refresh=force
         )
         now = self._clock()
         expires_at = token.expires_at.timestamp()

@@ -123,7 +123,7 @@ class BrokerChannel:
             self._swap(self._build(), "started")
 
     async def issue_pull_token(
-        self, image: str, registry: str | None = None, force_refresh: bool = False
+        self, image: str, registry: str = "", force_refresh: bool = False
     ) -> IssuedPullToken:
         """IssuePullToken, retried with backoff while the broker is unreachable."""
         return await self._retried(
@@ -133,9 +133,8 @@ class BrokerChannel:
     async def issue_registry_login(
         self,
         image: str,
-        registry: str | None = None,
+        registry: str = "",
         force_refresh: bool = False,
-        *,
         service_account_token: Secret | None = None,
     ) -> IssuedRegistryLogin:
         """IssueRegistryLogin, retried with backoff while the broker is unreachable."""

@@ -129,7 +129,7 @@ class LoginCache:
         if service_account_token is not None:
             self.broker_calls += 1
             return await self._issuer.issue_registry_login(
-                str(ref), registry=registry, service_account_token=service_account_token
+                str(ref), registry=registry or "", service_account_token=service_account_token
             )
         key = (ref.name, registry)
         entry = self._entries.get(key)
@@ -142,7 +142,7 @@ class LoginCache:
         self._pending[key] = future
         try:
             self.broker_calls += 1
-            login = await self._issuer.issue_registry_login(str(ref), registry=registry)
+            login = await self._issuer.issue_registry_login(str(ref), registry=registry or "")
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved here: waiters, if any, get it through the await

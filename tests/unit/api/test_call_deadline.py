@@ -18,11 +18,11 @@ class NodeContext:
     def __init__(self) -> None:
         self.aborted: tuple[grpc.StatusCode, str] | None = None
 
-    def peer_identities(self) -> list[bytes]:
-        return [b"spiffe://pullbroker.local/node/n1"]
-
-    def peer_identity_key(self) -> str:
-        return "x509_subject_alternative_name"
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return {
+            "transport_security_type": [b"ssl"],
+            "peer_uri": [b"spiffe://pullbroker.local/node/n1"],
+        }
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return ()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from pullbroker_client.registry.challenge import (
     Challenge,
@@ -153,21 +153,18 @@ class TestTable:
 class TestProperties:
     """Generated from the grammar, or arbitrary text."""
 
-    @settings(max_examples=400, deadline=None)
     @given(rendered_header())
     def test_valid_headers_parse(self, case: tuple[str, list[Challenge]]) -> None:
         """Every header the grammar allows parses to its challenges."""
         header, expected = case
         assert parse_www_authenticate(header) == expected
 
-    @settings(max_examples=300, deadline=None)
     @given(rendered_header())
     def test_format_round_trips(self, case: tuple[str, list[Challenge]]) -> None:
         """parse(format(challenges)) == challenges."""
         challenges = parse_www_authenticate(case[0])
         assert parse_www_authenticate(format_challenges(challenges)) == challenges
 
-    @settings(max_examples=500, deadline=None)
     @given(st.text() | st.text(' \t,="\\aAbB=/+x', max_size=40))
     def test_arbitrary_text_parses_or_raises_invalid_challenge(self, header: str) -> None:
         """Junk raises InvalidChallenge and nothing else; whatever parses round-trips."""
@@ -178,7 +175,6 @@ class TestProperties:
         assert challenges
         assert parse_www_authenticate(format_challenges(challenges)) == challenges
 
-    @settings(max_examples=200, deadline=None)
     @given(rendered_header(), st.data())
     def test_truncated_headers_never_raise_anything_else(
         self, case: tuple[str, list[Challenge]], data: st.DataObject

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from pullbroker_client.registry.errors import InvalidReference, RegistryError
 from pullbroker_client.registry.reference import (
@@ -193,14 +193,12 @@ class TestHelpers:
 class TestProperties:
     """Generated from the grammar, or arbitrary text: parse, normalise, round-trip."""
 
-    @settings(max_examples=300, deadline=None)
     @given(valid_references())
     def test_valid_references_parse_to_their_normal_form(self, case: tuple[str, Reference]) -> None:
         """Every reference the grammar allows parses to the normalised Reference."""
         text, expected = case
         assert parse_reference(text) == expected
 
-    @settings(max_examples=300, deadline=None)
     @given(valid_references())
     def test_canonical_string_round_trips(self, case: tuple[str, Reference]) -> None:
         """parse(str(ref)) == ref, and the canonical string is a fixed point."""
@@ -208,7 +206,6 @@ class TestProperties:
         assert parse_reference(str(ref)) == ref
         assert str(parse_reference(str(ref))) == str(ref)
 
-    @settings(max_examples=200, deadline=None)
     @given(valid_references(), st.data())
     def test_uppercase_repository_is_refused(
         self, case: tuple[str, Reference], data: st.DataObject
@@ -222,7 +219,6 @@ class TestProperties:
         with pytest.raises(InvalidReference, match="repository names must be lowercase"):
             parse_reference(f"{ref.domain}/{path}:{ref.tag or 'latest'}")
 
-    @settings(max_examples=500, deadline=None)
     @given(st.text() | st.text("abcAB019:/@._-[]", max_size=40))
     def test_arbitrary_text_parses_or_raises_invalid_reference(self, text: str) -> None:
         """Junk raises InvalidReference and nothing else; whatever parses round-trips."""
@@ -232,7 +228,6 @@ class TestProperties:
             return
         assert parse_reference(str(ref)) == ref
 
-    @settings(max_examples=200, deadline=None)
     @given(valid_references(), st.sampled_from(["!", " ", "\n", "é", "$", "@@", "::"]), st.data())
     def test_foreign_characters_are_refused(
         self, case: tuple[str, Reference], junk: str, data: st.DataObject

@@ -30,7 +30,7 @@ class StubIssuer:
         self.calls: list[tuple[str, str | None, bool]] = []
 
     async def issue_pull_token(
-        self, image: str, registry: str | None = None, force_refresh: bool = False
+        self, image: str, registry: str = "", force_refresh: bool = False
     ) -> IssuedPullToken:
         self.calls.append((image, registry, force_refresh))
         await asyncio.sleep(0)
@@ -80,7 +80,7 @@ class StubLoginIssuer:
         self.calls: list[tuple[str, str | None, bool]] = []
 
     async def issue_registry_login(
-        self, image: str, registry: str | None = None, force_refresh: bool = False
+        self, image: str, registry: str = "", force_refresh: bool = False
     ) -> IssuedRegistryLogin:
         self.calls.append((image, registry, force_refresh))
         await asyncio.sleep(0)

@@ -78,7 +78,7 @@ class TestLogins:
         assert login.repository == "team/app"
         assert login.remaining(clock.now) == pytest.approx(300)
         assert (login.identity_token, login.passthrough) == (False, False)
-        assert issuer.calls == [(f"{HOST}/team/app:v1", None, False)]
+        assert issuer.calls == [(f"{HOST}/team/app:v1", "", False)]
 
     @pytest.mark.parametrize(("identity_token", "passthrough"), [(True, False), (False, True)])
     async def test_identity_token_and_passthrough_are_kept(
@@ -129,7 +129,7 @@ class TestLogins:
         logins = _logins(issuer, clock, [f"{HOST}/team/app:v1"])
         login = await logins.for_host(f"https://{HOST}/")
         assert login.username == "robot"
-        assert issuer.calls == [(f"{HOST}/team/app:v1", None, False)]
+        assert issuer.calls == [(f"{HOST}/team/app:v1", "", False)]
         assert logins.registries() == {HOST: "robot"}
 
     async def test_undeclared_registry_is_not_found(self) -> None:
