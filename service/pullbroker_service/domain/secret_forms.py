@@ -42,7 +42,9 @@ def derived_forms(secret: str, username: str | None = None) -> set[str]:
     if username is not None:
         pair = f"{username}:{secret}".encode()
         forms.add("Basic " + base64.b64encode(pair).decode("ascii"))
-    forms |= _embedded_base64(secret.encode())
+    # As itself, or JSON-escaped inside a larger blob (a docker config.json's auths) encoded whole.
+    for text in {secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}:
+        forms |= _embedded_base64(text.encode())
     return {form for form in forms if form}
 
 

@@ -39,6 +39,7 @@ class Hostile:
 
     token_reply: Callable[[Recorded], Reply]
     server: HTTPSServer | None = None
+    ca_pem: str = ""
     drip_started: threading.Event = field(default_factory=threading.Event)
     drip_ended: threading.Event = field(default_factory=threading.Event)
     drip_finished: bool = False
@@ -97,7 +98,7 @@ def hostile_world(
         hostile.token_reply = reply or hostile.drip
         server = HTTPSServer(hostile.handle, tls).__enter__()
         started.append(server)
-        hostile.server = server
+        hostile.server, hostile.ca_pem = server, tls.ca_pem
         return hostile, record_for(server, tls)
 
     try:
