@@ -46,7 +46,8 @@ SECRET_KEY_NAMES = frozenset(
 )
 # Shorter values would blank common words in every line; credentials are never this short.
 MIN_SECRET_LENGTH = 6
-_MAX_REGISTERED = 4096
+# A credential registers a dozen forms (domain/secret_forms.py): room for about a thousand.
+_MAX_REGISTERED = 16384
 
 
 class _SecretValues:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -30,8 +31,15 @@ from pullbroker_client.secret import Secret
 
 DEFAULT_EXPIRES_IN = 60
 """Seconds a token lives when the endpoint does not say (the Docker token spec's default)."""
+MAX_EXPIRES_IN = 3600
+"""The longest lifetime believed (seconds). Registry tokens live minutes (Docker Hub and GHCR
+300 s, Harbor 30 min, GAR and Quay 1 h); a longer claim is clamped, which is always safe (the
+token is asked for again sooner), and keeps a hostile 1e12 or Infinity out of date arithmetic."""
 
-_TOKEN_BODY_LIMIT = 1024 * 1024
+TOKEN_BODY_LIMIT = 64 * 1024
+"""Largest token answer read (bytes). Real ones are 1-2 KiB (Docker Hub, GHCR) to a few KiB
+(GAR, ACR JWTs with claims, a refresh_token beside the token); 64 KiB leaves ten times that
+and keeps what a broker caches per token small (a 1 MiB "token" x 10,000 keys is 10 GiB)."""
 
 
 @dataclass(frozen=True)
@@ -109,7 +117,7 @@ async def fetch_token(
     if username is not None and password is not None:
         credential = basic_authorization(username, password)
     response = await transport.request(
-        "GET", realm, params=params, authorization=credential, limit=_TOKEN_BODY_LIMIT
+        "GET", realm, params=params, authorization=credential, limit=TOKEN_BODY_LIMIT
     )
     _raise_for_token_status(response, anonymous=credential is None)
     return _parse_token(response, " ".join(s for s in scopes if s))
@@ -174,23 +182,51 @@ def _parse_token(response: Response, scope: str) -> BearerToken:
             f"token endpoint {response.host} answered 200 without a token in a JSON object"
         )
     assert isinstance(document, dict)
-    issued_at = _issued_at(document.get("issued_at"))
-    expires_in = document.get("expires_in")
-    if isinstance(expires_in, bool) or not isinstance(expires_in, int | float) or expires_in <= 0:
-        expires_in = DEFAULT_EXPIRES_IN
+    now = datetime.now(UTC)
+    issued_at = _issued_at(document.get("issued_at"), now)
+    try:
+        lifetime = token_lifetime(document.get("expires_in"))
+    except ValueError:
+        raise RegistryProtocolError(
+            f"token endpoint {response.host} answered an expires_in that is not a number of seconds"
+        ) from None
     return BearerToken(
-        token=Secret(token),
-        issued_at=issued_at,
-        expires_at=issued_at + timedelta(seconds=expires_in),
-        scope=scope,
+        token=Secret(token), issued_at=issued_at, expires_at=issued_at + lifetime, scope=scope
     )
 
 
-def _issued_at(value: object) -> datetime:
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            return datetime.now(UTC)
-        return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-    return datetime.now(UTC)
+def token_lifetime(
+    expires_in: object,
+    *,
+    default: float = DEFAULT_EXPIRES_IN,
+    maximum: float = MAX_EXPIRES_IN,
+) -> timedelta:
+    """A token's lifetime from an `expires_in` as a registry or OAuth endpoint sent it.
+
+    Absent, not a number, or not positive: `default` (the spec's rule). Larger than `maximum`
+    (1e12, Infinity, a 5000-digit integer): `maximum`. NaN: ValueError (no sane reading).
+    """
+    if isinstance(expires_in, bool) or not isinstance(expires_in, int | float):
+        return timedelta(seconds=default)
+    if isinstance(expires_in, float) and math.isnan(expires_in):
+        raise ValueError("expires_in is NaN")
+    if expires_in <= 0:
+        return timedelta(seconds=default)
+    # Compared before any conversion: float() of a huge int overflows, timedelta() of inf too.
+    return timedelta(seconds=maximum if expires_in >= maximum else float(expires_in))
+
+
+def _issued_at(value: object, now: datetime) -> datetime:
+    """The endpoint's `issued_at`, never later than our clock: a date in the future (year
+    9999) would push the expiry past what the registry honours and beyond what dates hold."""
+    if not isinstance(value, str):
+        return now
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return now
+    try:
+        parsed = parsed.astimezone(UTC) if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    except OverflowError:  # year 1 at +05:00 is before the first representable instant
+        return now
+    return min(parsed, now)

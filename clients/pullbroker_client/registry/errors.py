@@ -27,6 +27,7 @@ only a registry's short `code` and `message` fields, cleaned and truncated.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from pullbroker_client.errors import ClientError
@@ -142,9 +143,16 @@ _BY_STATUS: dict[int, type[RegistryError]] = {
 _TEMPORARY_STATUS = frozenset({408, 500, 502, 503, 504})
 
 
+# An upstream that echoes the request quotes our Authorization header: whatever follows an auth
+# scheme's name is a credential or a token, never something a person needs to read.
+_AUTH_VALUE = re.compile(r"(?i)\b(basic|bearer)(?:\s+|%20|\+)[A-Za-z0-9+/=._~%-]{8,}")
+
+
 def clean(text: str, limit: int) -> str:
-    """`text` with control characters dropped, cut to `limit` characters; safe for a message."""
-    printable = "".join(ch for ch in text if ch.isprintable())
+    """`text` with control characters dropped, Authorization values blanked, cut to `limit`
+    characters; the only form in which upstream text is quoted in a message."""
+    printable = "".join(ch for ch in text[: limit * 4] if ch.isprintable())
+    printable = _AUTH_VALUE.sub(r"\1 [redacted]", printable)
     return printable if len(printable) <= limit else printable[: limit - 1] + "…"
 
 

@@ -27,7 +27,8 @@ from pullbroker_service.domain.model import (
     RegistryKind,
     RegistryRecord,
 )
-from pullbroker_service.logging import register_secret_value
+from pullbroker_service.domain.secret_forms import credential_forms
+from pullbroker_service.logging import register_secret_value, register_secret_values, scrub
 from pullbroker_service.minting.base import ProbeResult
 from pullbroker_service.minting.logins import MintedLogin
 
@@ -107,6 +108,8 @@ def credential_from_proto(message: Any, present: bool = True) -> Credential | No
         )
     else:
         return None
+    # Every encoding an upstream could echo (Basic header, percent-encoded form field, ...).
+    register_secret_values(credential_forms(credential))
     return credential
 
 
@@ -138,7 +141,8 @@ def record_to_proto(record: RegistryRecord) -> Any:
 def probe_to_proto(result: ProbeResult) -> Any:
     return registry_pb2.TestConnectionResponse(
         outcome=_OUTCOMES.get(result.outcome, registry_pb2.CONNECTION_OUTCOME_UNSPECIFIED),
-        message=result.message,
+        # Built from upstream answers: scrubbed like every other message leaving the broker.
+        message=scrub(result.message),
         latency=duration(result.latency_seconds),
         auth_scheme=result.auth_scheme,
     )

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from datetime import UTC, datetime
-
-from pullbroker_client.secret import Secret
 
 from pullbroker_service.domain.errors import (
     FailedPrecondition,
@@ -20,7 +17,8 @@ from pullbroker_service.domain.model import (
     RegistryRecord,
     credential_from_bytes,
 )
-from pullbroker_service.logging import register_secret_value
+from pullbroker_service.domain.secret_forms import credential_forms
+from pullbroker_service.logging import register_secret_values
 from pullbroker_service.secrets.base import SecretBackend
 from pullbroker_service.store.base import MetadataStore
 
@@ -69,9 +67,7 @@ async def load_credential(secrets: SecretBackend, record: RegistryRecord) -> Cre
             f"the stored credential of registry {record.display_name!r} is not readable: "
             "rotate it (pullbroker registry update --credential ...)"
         ) from exc
-    # The credential is plaintext in memory from here on: no log line may carry it.
-    for field in dataclasses.fields(credential):
-        value = getattr(credential, field.name)
-        if isinstance(value, Secret):
-            register_secret_value(value)
+    # The credential is plaintext in memory from here on: no log line, error or audit row may
+    # carry it, nor any encoding of it an upstream could echo back (secret_forms.py).
+    register_secret_values(credential_forms(credential))
     return credential

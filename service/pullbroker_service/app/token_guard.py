@@ -13,6 +13,7 @@ a node something to pull with), its reason saying it is a login and how far it r
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
@@ -33,6 +34,8 @@ PASSTHROUGH_REASON = "basic pass-through: the registry's stored credential was h
 LOGIN_REASON = "registry login for container runtimes"
 M = TypeVar("M", bound=MintedToken)
 
+CANCELLED = "cancelled: the caller gave up or its deadline passed before the token was ready"
+INTERNAL = "internal error in the broker: see its log"
 UNSCOPED_LOGIN_REASON = (
     f"{LOGIN_REASON}: allows whatever the registry's stored identity may pull until it expires"
 )
@@ -85,15 +88,16 @@ class _Guard:
                 self._limiter.check(caller.name, LimitKind.ISSUE_PULL_TOKEN)
             minted, record = await work()
         except BrokerError as exc:
-            if self._audit is not None:
-                self._audit.event(
-                    Action.TOKEN_ISSUE,
-                    outcome_for(exc),
-                    caller,
-                    registry=registry or "",
-                    repository=_repository(image),
-                    reason=f"{refusal_prefix}{exc}",
-                )
+            self._refused(caller, image, registry, outcome_for(exc), f"{refusal_prefix}{exc}")
+            raise
+        except asyncio.CancelledError:
+            self._refused(caller, image, registry, Outcome.FAILED, f"{refusal_prefix}{CANCELLED}")
+            raise
+        except Exception as exc:
+            # A bug, not a refusal: the interceptor logs it and answers INTERNAL; the audit
+            # trail still shows the call, with the error's type only (its text may quote data).
+            reason = f"{refusal_prefix}{INTERNAL} ({type(exc).__name__})"
+            self._refused(caller, image, registry, Outcome.FAILED, reason)
             raise
         if self._audit is not None:
             self._audit.event(
@@ -106,6 +110,19 @@ class _Guard:
                 reason=reason_for(minted),
             )
         return minted, record
+
+    def _refused(
+        self, caller: Identity, image: str, registry: str | None, outcome: Outcome, reason: str
+    ) -> None:
+        if self._audit is not None:
+            self._audit.event(
+                Action.TOKEN_ISSUE,
+                outcome,
+                caller,
+                registry=registry or "",
+                repository=_repository(image),
+                reason=reason,
+            )
 
 
 class GuardedTokenIssuer:

@@ -32,13 +32,19 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 from pullbroker_client.registry import errors as client
-from pullbroker_client.registry.auth import DEFAULT_EXPIRES_IN, basic_authorization
+from pullbroker_client.registry.auth import (
+    DEFAULT_EXPIRES_IN,
+    TOKEN_BODY_LIMIT,
+    basic_authorization,
+    token_lifetime,
+)
 from pullbroker_client.registry.challenge import Challenge
 from pullbroker_client.registry.transport import Response
 from pullbroker_client.secret import Secret
@@ -222,7 +228,7 @@ class AzureMinter:
             challenge.realm or "",
             params=params,
             authorization=basic_authorization(cred.username, cred.password),
-            limit=1 << 20,
+            limit=TOKEN_BODY_LIMIT,
         )
         return _access_token(_answer(response), registry, _TOKEN)
 
@@ -356,5 +362,11 @@ def _lifetime(token: Secret) -> timedelta:
     exp = claims.get("exp") if isinstance(claims, dict) else None
     if isinstance(exp, bool) or not isinstance(exp, int | float):
         return default
-    remaining = timedelta(seconds=exp - time.time())
-    return min(remaining, MAX_TOKEN_LIFETIME) if remaining > timedelta(0) else default
+    try:
+        remaining: float = float(exp) - time.time()
+    except OverflowError:  # an integer of thousands of digits
+        remaining = math.inf
+    try:
+        return token_lifetime(remaining, maximum=MAX_TOKEN_LIFETIME.total_seconds())
+    except ValueError:  # NaN
+        return default

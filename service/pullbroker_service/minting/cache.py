@@ -2,8 +2,16 @@
 
 A deploy storm of N nodes asking for one image costs one upstream mint: the first miss starts
 the mint as a task and every later caller for the same key awaits that task. Errors are not
-cached (the next caller mints again) and reach every waiter of the failed mint. A waiter that
-is cancelled does not cancel the mint the others wait for.
+cached (the next caller mints again) and reach every waiter of the failed mint.
+
+A mint belongs to its waiters: one waiter that gives up does not cancel it for the others, but
+when the last one leaves the mint is cancelled, and with it the upstream connection. A mint
+also has a deadline of its own (`mint_deadline`): the HTTP client's timeout is per read, so a
+token endpoint dripping a byte at a time would otherwise hold it open for ever.
+
+The cache is bounded by bytes as well as entries: a token's size is whatever the registry
+chose to send (capped by TOKEN_BODY_LIMIT in the client), and 10,000 entries of 1 MiB would
+be 10 GiB. The least recently used entries go first.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from pullbroker_service.domain.errors import RegistryUnreachable
 from pullbroker_service.domain.model import MintedToken
 
 CacheKey = tuple[str, int, str]
@@ -21,36 +30,72 @@ CacheKey = tuple[str, int, str]
 
 Clock = Callable[[], datetime]
 
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+"""64 MiB: about 30,000 real tokens of 2 KiB, or 1,000 of the largest answer accepted."""
+DEFAULT_MINT_DEADLINE = 30.0
+"""Seconds a whole mint may take (ping, token request, cloud exchanges): three times the
+per-read timeout, and still under a node's own patience for a pull token."""
+ENTRY_OVERHEAD = 512
+"""Bytes counted per entry beside its strings: the key, the entry and MintedToken objects."""
+
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def token_size(token: MintedToken) -> int:
+    """The bytes an entry holding `token` is counted for."""
+    strings = [token.token.reveal(), token.username, token.scope, token.repository]
+    strings += [*token.extra.keys(), *token.extra.values()]
+    return ENTRY_OVERHEAD + sum(len(s) for s in strings)
 
 
 @dataclass
 class _Entry:
     token: MintedToken
     fresh_until: datetime
+    size: int
 
 
 @dataclass
 class _Flight:
     task: asyncio.Future[MintedToken]
+    waiters: int = 0
     stale: bool = field(default=False)  # its registry was invalidated: do not keep the result
 
 
 class TokenCache:
     """Bounded LRU of minted tokens with one in-flight mint per key."""
 
-    def __init__(self, *, max_entries: int = 10_000, clock: Clock = utc_now) -> None:
-        if max_entries < 1:
-            raise ValueError("max_entries must be at least 1")
+    def __init__(
+        self,
+        *,
+        max_entries: int = 10_000,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        mint_deadline: float = DEFAULT_MINT_DEADLINE,
+        clock: Clock = utc_now,
+    ) -> None:
+        if max_entries < 1 or max_bytes < 1 or mint_deadline <= 0:
+            raise ValueError("max_entries, max_bytes and mint_deadline must be positive")
         self._max = max_entries
+        self._max_bytes = max_bytes
+        self._deadline = mint_deadline
         self._clock = clock
         self._entries: OrderedDict[CacheKey, _Entry] = OrderedDict()
+        self._bytes = 0
         self._inflight: dict[CacheKey, _Flight] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def size_bytes(self) -> int:
+        """The bytes the cached entries are counted for (see `token_size`)."""
+        return self._bytes
+
+    @property
+    def mints_in_flight(self) -> int:
+        return len(self._inflight)
 
     async def get(
         self,
@@ -70,30 +115,54 @@ class TokenCache:
                 if self._clock() < entry.fresh_until:
                     self._entries.move_to_end(key)
                     return entry.token, True
-                del self._entries[key]
+                self._drop(key)
         flight = self._inflight.get(key)
         if flight is None:
             flight = self._start(key, mint)
-        return await asyncio.shield(flight.task), False
+        return await self._wait(key, flight), False
 
     def invalidate_registry(self, registry_id: str) -> None:
         """Forget every token of a registry (rotation, deletion, changed settings)."""
         for key in [k for k in self._entries if k[0] == registry_id]:
-            del self._entries[key]
+            self._drop(key)
         for key in [k for k in self._inflight if k[0] == registry_id]:
             self._inflight.pop(key).stale = True
 
     def clear(self) -> None:
         self._entries.clear()
+        self._bytes = 0
         for flight in self._inflight.values():
             flight.stale = True
         self._inflight.clear()
 
     def _start(self, key: CacheKey, mint: Callable[[], Awaitable[MintedToken]]) -> _Flight:
-        flight = _Flight(asyncio.ensure_future(mint()))
+        flight = _Flight(asyncio.ensure_future(self._bounded(mint)))
         self._inflight[key] = flight
         flight.task.add_done_callback(lambda _: self._settle(key, flight))
         return flight
+
+    async def _bounded(self, mint: Callable[[], Awaitable[MintedToken]]) -> MintedToken:
+        try:
+            async with asyncio.timeout(self._deadline):
+                return await mint()
+        except TimeoutError:
+            raise RegistryUnreachable(
+                f"minting a token took longer than {self._deadline:g} s (the registry or its "
+                "token endpoint answers too slowly): gave up; retry later"
+            ) from None
+
+    async def _wait(self, key: CacheKey, flight: _Flight) -> MintedToken:
+        flight.waiters += 1
+        try:
+            return await asyncio.shield(flight.task)
+        finally:
+            flight.waiters -= 1
+            if flight.waiters == 0 and not flight.task.done():
+                # Nobody is left to hand the token to: stop reading from upstream. Removed
+                # now, so a caller arriving before the task has unwound starts a fresh mint.
+                if self._inflight.get(key) is flight:
+                    del self._inflight[key]
+                flight.task.cancel()
 
     def _settle(self, key: CacheKey, flight: _Flight) -> None:
         if self._inflight.get(key) is flight:
@@ -114,9 +183,16 @@ class TokenCache:
         # skewed registry clock cannot make us serve a token past its expiry.
         now = self._clock()
         fresh_until = min(now + lifetime / 2, token.expires_at - lifetime / 2)
-        if fresh_until <= now:
+        size = token_size(token)
+        if fresh_until <= now or size > self._max_bytes:
             return
-        self._entries[key] = _Entry(token, fresh_until)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
+        self._drop(key)
+        self._entries[key] = _Entry(token, fresh_until, size)
+        self._bytes += size
+        while len(self._entries) > self._max or self._bytes > self._max_bytes:
+            self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: CacheKey) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._bytes -= entry.size

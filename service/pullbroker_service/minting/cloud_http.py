@@ -10,7 +10,7 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx
 from pullbroker_client.registry import errors as client
-from pullbroker_client.registry.auth import ping
+from pullbroker_client.registry.auth import TOKEN_BODY_LIMIT, ping
 from pullbroker_client.registry.challenge import Challenge
 from pullbroker_client.registry.errors import clean, error_for_response
 from pullbroker_client.registry.reference import check_repository
@@ -54,7 +54,7 @@ def checked_repository(repository: str) -> str:
 
 
 _JSON = "application/json"
-_MAX_ANSWER = 1 << 20
+_MAX_ANSWER = TOKEN_BODY_LIMIT  # an OAuth answer is a few KiB, like a registry token's
 
 
 class CloudHttp:
@@ -99,8 +99,11 @@ class CloudHttp:
             ) as response:
                 async for chunk in response.aiter_bytes():
                     body += chunk
-                    if len(body) > _MAX_ANSWER:  # an OAuth answer is a few KiB
-                        raise UpstreamProtocolError(f"{display_host(target)} answered too much")
+                    if len(body) > _MAX_ANSWER:
+                        raise UpstreamProtocolError(
+                            f"{display_host(target)} answered more than {_MAX_ANSWER} bytes "
+                            "where a token was expected"
+                        )
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise translate(exc, display_host(target)) from exc
         try:

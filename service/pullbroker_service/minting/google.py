@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from pullbroker_client.registry import errors as client
-from pullbroker_client.registry.auth import DEFAULT_EXPIRES_IN, fetch_token
+from pullbroker_client.registry.auth import fetch_token, token_lifetime
 from pullbroker_client.secret import Secret
 
 from pullbroker_service.domain.cloud_kinds import (
@@ -219,9 +219,12 @@ def service_account_assertion(
 def _lifetime(expires_in: object) -> timedelta:
     """The access token's `expires_in`, within (0, 1 h]; the registry spec's default when
     Google did not say (shorter is safe: the login is asked for again)."""
-    if isinstance(expires_in, bool) or not isinstance(expires_in, int | float) or expires_in <= 0:
-        return timedelta(seconds=DEFAULT_EXPIRES_IN)
-    return min(timedelta(seconds=float(expires_in)), MAX_ACCESS_TOKEN_LIFETIME)
+    try:
+        return token_lifetime(expires_in, maximum=MAX_ACCESS_TOKEN_LIFETIME.total_seconds())
+    except ValueError:
+        raise UpstreamProtocolError(
+            "Google's token endpoint answered an expires_in that is not a number of seconds"
+        ) from None
 
 
 def _b64url(data: bytes) -> str:
