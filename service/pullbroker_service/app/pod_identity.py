@@ -22,7 +22,6 @@ The token is used for verification only: it is never logged, stored or put in a 
 from __future__ import annotations
 
 import base64
-import json
 import os
 import re
 import time
@@ -35,6 +34,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from pullbroker_client.jsonlimits import loads_bounded
 from pullbroker_client.secret import Secret
 
 from pullbroker_service.domain.pod_identity import (
@@ -214,7 +214,7 @@ def load_jwks_file(path: Path) -> tuple[SigningKey, ...]:
     if len(data) > MAX_KEYS_FILE:
         raise PodKeysUnavailable(f"Kubernetes key file {path} is larger than {MAX_KEYS_FILE} bytes")
     try:
-        document = json.loads(data)
+        document = loads_bounded(data)
     except ValueError:
         raise PodKeysUnavailable(
             f"Kubernetes key file {path} is not JSON: save the cluster's /openid/v1/jwks there"
@@ -303,7 +303,7 @@ def _algorithm(header: Mapping[str, object]) -> str:
 
 def _json_part(part: str, what: str) -> Mapping[str, object]:
     try:
-        value = json.loads(_b64decode(part, what))
+        value = loads_bounded(_b64decode(part, what), max_depth=16)
     except ValueError:
         value = None
     if not isinstance(value, dict):
