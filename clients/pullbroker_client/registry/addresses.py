@@ -95,7 +95,9 @@ def embedded_ipv4(address: IPAddress) -> tuple[ipaddress.IPv4Address, ...]:
     if address in _NAT64_LOCAL:
         packed = address.packed
         layouts = [b"".join(packed[part] for part in parts) for parts in _RFC6052_SLICES]
-        return tuple(dict.fromkeys([*map(ipaddress.IPv4Address, layouts), low32]))
+        carried = [*map(ipaddress.IPv4Address, layouts), low32]
+        # The layouts a deployment does not use read as zeros there: 0/8 is never a target.
+        return tuple(dict.fromkeys(a for a in carried if a not in _THIS_NETWORK))
     if address.sixtofour is not None:
         return (address.sixtofour,)
     if address.teredo is not None:
