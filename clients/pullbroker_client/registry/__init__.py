@@ -4,6 +4,9 @@ reference.py   parse_reference -> Reference (Docker's grammar and normalisation)
 challenge.py   parse_www_authenticate -> [Challenge]
 errors.py      RegistryError tree (drawn there), registry error bodies -> classes
 tls.py         ssl_context: explicit TLS trust (no httpx)
+addresses.py   DialPolicy, address_refusal: which addresses may be dialled (pure)
+dial.py        the dial guard for sockets: resolve once, judge, connect (no httpx)
+guarded_backend.py  the same guard as an httpcore network backend
 transport.py   Transport: manual redirects, error mapping (httpx)
 auth.py        ping, fetch_token -> BearerToken, basic_authorization
 client.py      RegistryClient (get_manifest, head_manifest, stream_blob), Authorizer
@@ -25,6 +28,8 @@ _MODULES: dict[str, str] = {
     "BlobUnknown": "errors",
     "Challenge": "challenge",
     "CredentialRejected": "errors",
+    "DialPolicy": "addresses",
+    "DialRefused": "errors",
     "DigestMismatch": "errors",
     "InvalidChallenge": "errors",
     "InvalidReference": "errors",

@@ -26,7 +26,7 @@ from pullbroker_client.registry.errors import (
     UnsupportedAuth,
     error_for_response,
 )
-from pullbroker_client.registry.transport import Response, Transport, display_host
+from pullbroker_client.registry.transport import Response, Transport, display_host, same_origin
 from pullbroker_client.secret import Secret
 
 DEFAULT_EXPIRES_IN = 60
@@ -69,7 +69,15 @@ def basic_authorization(username: str, password: Secret) -> Secret:
 
 async def ping(transport: Transport, base_url: str) -> list[Challenge]:
     """The registry's challenges from GET /v2/, or [] when it lets anyone in."""
-    response = await transport.request("GET", f"{base_url.rstrip('/')}/v2/", limit=64 * 1024)
+    asked = httpx.URL(f"{base_url.rstrip('/')}/v2/")
+    response = await transport.request("GET", str(asked), limit=64 * 1024)
+    if not same_origin(response.url, asked):
+        # Whoever answers a redirected ping is not the registry: its challenge would send
+        # the credential to a realm of its choosing, its 200 would skip auth altogether.
+        raise RegistryProtocolError(
+            f"registry {display_host(asked)} redirected GET /v2/ to another host"
+            f" ({response.host}): only the registry's own answer can name its token service"
+        )
     if response.status_code == 200:
         return []
     if response.status_code == 401:

@@ -16,6 +16,7 @@
         ├── RateLimited                       429 / TOOMANYREQUESTS, .retry_after  (temporary)
         ├── DigestMismatch                    content does not hash to the digest asked for
         ├── UnsupportedAuth                   no usable challenge, or an unsafe token realm
+        ├── DialRefused                       a host resolves to an address the dial policy refuses
         └── RegistryProtocolError             an answer we cannot use (5xx are temporary)
 
 `.temporary` says whether retrying the same call later may succeed (go-containerregistry's
@@ -117,6 +118,25 @@ class DigestMismatch(RegistryError):
 
 class UnsupportedAuth(RegistryError):
     """The registry asks for an auth scheme we do not speak, or names an unsafe token realm."""
+
+
+class DialRefused(RegistryError):
+    """A host (first hop or a redirect's target) resolves to an address the client must not
+    dial: link-local, metadata, or outside its dial policy (SSRF). Nothing was sent to it.
+
+    `host` is the refused host, `address` the refused address, `reason` why ("is a loopback
+    address"), and `via` the host whose redirect led there ("" for a first hop).
+    """
+
+    def __init__(self, *, host: str, address: str, reason: str, via: str = "") -> None:
+        self.host, self.address, self.reason, self.via = host, address, reason, via
+        resolved = "" if address == host.strip("[]") else f" resolves to {address}, which"
+        said = f"{host}{resolved} {reason}: refused"
+        super().__init__(f"{via} redirected to {said}" if via else said)
+
+    def redirected_from(self, via: str) -> DialRefused:
+        """This refusal, as met on a redirect from `via`."""
+        return DialRefused(host=self.host, address=self.address, reason=self.reason, via=via)
 
 
 class RegistryProtocolError(RegistryError):

@@ -4,9 +4,12 @@ The only module that touches httpx. It decides TLS trust from the PEM it is give
 the environment (REQUESTS_CA_BUNDLE, SSL_CERT_FILE and proxies are ignored), follows at most
 five redirects and drops `Authorization` as soon as one leaves the first origin (blob
 downloads are redirected to object storage that must not see the registry token), and turns
-httpx exceptions into the tree in errors.py. The authorization value is a Secret until the
-request is built; httpx renders it as "[secure]" in reprs, and no message here names more of
-a URL than its host, since redirect URLs often carry signed query strings.
+httpx exceptions into the tree in errors.py. Every connection, first hop and redirect target
+alike, passes the dial guard (guarded_backend.py): a host whose addresses the dial policy
+refuses is never connected to, and DialRefused names the redirect that led there. The
+authorization value is a Secret until the request is built; httpx renders it as "[secure]"
+in reprs, and no message here names more of a URL than its host, since redirect URLs often
+carry signed query strings.
 """
 
 from __future__ import annotations
@@ -20,12 +23,16 @@ from types import TracebackType
 
 import httpx
 
+from pullbroker_client.registry.addresses import BASELINE, DialPolicy
+from pullbroker_client.registry.dial import AsyncResolver, async_system_resolve
 from pullbroker_client.registry.errors import (
+    DialRefused,
     RegistryError,
     RegistryProtocolError,
     RegistryTLSError,
     RegistryUnreachable,
 )
+from pullbroker_client.registry.guarded_backend import GuardedBackend, guarded_transport
 from pullbroker_client.registry.tls import ssl_context
 from pullbroker_client.secret import Secret
 
@@ -132,7 +139,12 @@ class Response:
 
 
 class Transport:
-    """HTTP client for registries and token endpoints. Close it with `aclose()`."""
+    """HTTP client for registries and token endpoints. Close it with `aclose()`.
+
+    `dial_policy` judges every address connected to (the broker passes its SSRF policy; the
+    default refuses only link-local, metadata, unspecified and multicast addresses);
+    `resolve` is the resolver the guard asks, once per connection.
+    """
 
     def __init__(
         self,
@@ -140,10 +152,13 @@ class Transport:
         ca_pem: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         max_redirects: int = MAX_REDIRECTS,
+        dial_policy: DialPolicy = BASELINE,
+        resolve: AsyncResolver = async_system_resolve,
     ) -> None:
         self._max_redirects = max_redirects
+        backend = GuardedBackend(dial_policy, resolve=resolve)
         self._client = httpx.AsyncClient(
-            verify=ssl_context(ca_pem),
+            transport=guarded_transport(ssl_context(ca_pem), backend),
             trust_env=False,
             timeout=httpx.Timeout(timeout),
             follow_redirects=False,
@@ -200,8 +215,14 @@ class Transport:
         headers: Mapping[str, str],
         authorization: Secret | None,
     ) -> httpx.Response:
+        came_from = ""
         for _ in range(self._max_redirects + 1):
-            raw = await self._send(method, url, headers, authorization)
+            try:
+                raw = await self._send(method, url, headers, authorization)
+            except DialRefused as exc:
+                if not came_from:
+                    raise
+                raise exc.redirected_from(came_from) from None
             if raw.status_code not in _REDIRECTS:
                 return raw
             await raw.aclose()
@@ -210,7 +231,7 @@ class Transport:
                 authorization = None
             if raw.status_code == 303 and method != "HEAD":
                 method = "GET"
-            url = target
+            came_from, url = display_host(url), target
         raise RegistryProtocolError(
             f"{display_host(url)} redirected more than {self._max_redirects} times"
         )
@@ -326,6 +347,11 @@ def _redirect_target(current: httpx.URL, location: str | None) -> httpx.URL:
             f"{display_host(current)} redirected from https to plain http; refusing the downgrade"
         )
     return target
+
+
+def same_origin(a: httpx.URL, b: httpx.URL) -> bool:
+    """Whether `a` and `b` share scheme, host and (effective) port."""
+    return _origin(a) == _origin(b)
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int]:

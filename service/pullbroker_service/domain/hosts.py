@@ -9,10 +9,32 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
+from pullbroker_client.registry.addresses import (
+    METADATA_ADDRESSES,
+    DialPolicy,
+    IPAddress,
+    address_refusal,
+    parse_address,
+)
+
 from pullbroker_service.domain.errors import InvalidRegistry
+
+__all__ = [
+    "DOCKER_HUB_HOST",
+    "METADATA_ADDRESSES",
+    "DialPolicy",
+    "IPAddress",
+    "address_refusal",
+    "canonical_image_host",
+    "check_dialable",
+    "check_resolved",
+    "expected_realm_hosts",
+    "host_of_url",
+    "normalize_registry_url",
+    "refused",
+]
 
 DOCKER_HUB_HOST = "registry-1.docker.io"
 """Where Docker Hub answers the v2 API; `docker.io` is only the name image references use."""
@@ -31,35 +53,8 @@ _KNOWN_REALMS: dict[str, frozenset[str]] = {
 # Cloud metadata endpoints by name; their addresses are link-local and refused below.
 _FORBIDDEN_NAMES = frozenset({"metadata.google.internal", "metadata", "instance-data"})
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-METADATA_ADDRESSES: frozenset[IPAddress] = frozenset(
-    ipaddress.ip_address(a)
-    for a in (
-        "169.254.169.254",  # AWS, GCP, Azure, OpenStack instance metadata
-        "169.254.170.2",  # AWS ECS task metadata and credentials
-        "fd00:ec2::254",  # AWS instance metadata over IPv6 (a ULA, not link-local)
-        "100.100.100.200",  # Alibaba Cloud instance metadata (shared address space)
-    )
-)
-"""Addresses refused whatever the policy: they hand out the broker's own cloud credentials."""
-
 # A last label that is all digits or 0x-hex makes resolvers read the name as IPv4 (inet_aton).
 _NUMERIC_LABEL = re.compile(r"^(?:0x[0-9a-f]*|[0-9]+)$")
-
-
-@dataclass(frozen=True)
-class DialPolicy:
-    """Which address ranges the broker may dial for user-supplied registry URLs and token
-    realms. Link-local, metadata, unspecified and multicast addresses are refused whatever
-    this says; the defaults refuse loopback and private addresses too (SSRF)."""
-
-    allow_loopback: bool = False
-    """Allow 127.0.0.0/8 and ::1 (a registry on the broker's own host; tests)."""
-
-    allow_private: bool = False
-    """Allow private and reserved ranges (10/8, 172.16/12, 192.168/16, fc00::/7, 100.64/10,
-    ...): registries on the internal network."""
 
 
 _DNS_NAME = re.compile(
@@ -118,7 +113,8 @@ def check_dialable(name: str, field: str, policy: DialPolicy | None = None) -> N
     multicast, and IPv4 addresses in disguise (`2852039166`, `0xa9fea9fe`).
 
     With a `policy`, loopback and private literal addresses are judged by it too; names are
-    judged again, by the addresses they resolve to, when the broker dials (`check_resolved`).
+    judged by the addresses they resolve to on every connection the broker opens (the
+    registry client's dial guard, pullbroker_client.registry.dial).
     """
     try:
         address: IPAddress | None = ipaddress.ip_address(name)
@@ -138,7 +134,7 @@ def check_dialable(name: str, field: str, policy: DialPolicy | None = None) -> N
         return
     reason = address_refusal(address, policy)
     if reason:
-        raise InvalidRegistry(f"{field} host {name} {reason}: refused{_advice(reason)}")
+        raise refused(field, name, name, reason)
 
 
 def check_resolved(name: str, addresses: Iterable[str], field: str, policy: DialPolicy) -> None:
@@ -147,44 +143,17 @@ def check_resolved(name: str, addresses: Iterable[str], field: str, policy: Dial
     Every address counts, not just the first: the connection may use any of them.
     """
     for text in addresses:
-        try:
-            address = ipaddress.ip_address(text.split("%", 1)[0])  # drop an IPv6 zone id
-        except ValueError:
-            continue
-        reason = address_refusal(address, policy)
+        address = parse_address(text)
+        reason = address_refusal(address, policy) if address is not None else ""
         if reason:
-            shown = "" if text == name else f" resolves to {text}, which"
-            raise InvalidRegistry(f"{field} host {name}{shown} {reason}: refused{_advice(reason)}")
+            raise refused(field, name, text, reason)
 
 
-def address_refusal(address: IPAddress, policy: DialPolicy | None) -> str:
-    """Why the broker must not dial `address` ("" if it may).
-
-    Without a policy only the always-refused ranges count (link-local, metadata, unspecified,
-    multicast). IPv4 addresses wrapped in IPv6 (::ffff:a.b.c.d, 6to4) are judged as IPv4.
-    """
-    inner = _embedded_ipv4(address)
-    if inner is not None:
-        return address_refusal(inner, policy)
-    if address in METADATA_ADDRESSES:
-        return "is a cloud metadata service address" + (
-            " (link-local)" if address.is_link_local else ""
-        )
-    if address.is_link_local or address.is_unspecified or address.is_multicast:
-        return "is a link-local, unspecified or multicast address"
-    if policy is None:
-        return ""
-    if address.is_loopback:
-        return "" if policy.allow_loopback else "is a loopback address"
-    if not address.is_global:
-        return "" if policy.allow_private else "is a private or reserved address"
-    return ""
-
-
-def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
-    if isinstance(address, ipaddress.IPv6Address):
-        return address.ipv4_mapped or address.sixtofour
-    return None
+def refused(field: str, name: str, address: str, reason: str) -> InvalidRegistry:
+    """The error for `field`'s host `name` refused because `address` (one of its addresses,
+    or itself) `reason`, with the setting that would allow it when there is one."""
+    shown = "" if address == name else f" resolves to {address}, which"
+    return InvalidRegistry(f"{field} host {name}{shown} {reason}: refused{_advice(reason)}")
 
 
 def _advice(reason: str) -> str:

@@ -7,8 +7,9 @@ known token host. Registries that let anyone in (200 on /v2/) get an ANONYMOUS t
 Basic-only registries are refused unless the record allows pass-through, in which case the
 credential itself is handed out as a BASIC token (marked, and audited by the issuer).
 TLS trust is the record's registry_ca_pem or the system store, never the environment.
-Right before the registry or its token realm is dialled, the dial guard (dial_guard.py) checks
-every address the host resolves to against the broker's dial policy (SSRF).
+Every connection to the registry, its token realm or any redirect's target passes the
+registry client's dial guard with the broker's dial policy (SSRF): the host is resolved
+once, every address judged, and the checked address is the one connected to.
 
 Telling failures apart: a token endpoint that refuses a scoped request is asked once more
 without a scope; if it then accepts the credential, the credential is fine and only the
@@ -30,6 +31,7 @@ from urllib.parse import urlsplit
 from pullbroker_client.registry import errors as client
 from pullbroker_client.registry.auth import BearerToken, fetch_token, ping
 from pullbroker_client.registry.challenge import Challenge
+from pullbroker_client.registry.dial import AsyncResolver, async_system_resolve
 from pullbroker_client.registry.reference import check_repository
 from pullbroker_client.registry.transport import Transport
 from pullbroker_client.secret import Secret
@@ -53,13 +55,17 @@ from pullbroker_service.domain.model import (
     RegistryRecord,
 )
 from pullbroker_service.minting.base import ProbeResult, pull_scope
-from pullbroker_service.minting.dial_guard import DialGuard
 from pullbroker_service.minting.generic import GENERIC
 from pullbroker_service.minting.probe_check import verify_token
 from pullbroker_service.minting.ratelimit import BackoffKey, UpstreamBackoff
 from pullbroker_service.minting.token_claims import grants_pull
 from pullbroker_service.minting.token_kind import TokenKind
-from pullbroker_service.minting.upstream import domain_error, probe_outcome, record_label
+from pullbroker_service.minting.upstream import (
+    domain_error,
+    probe_outcome,
+    record_label,
+    refused_realm,
+)
 
 ANONYMOUS_TTL = timedelta(minutes=5)
 """How long an ANONYMOUS or BASIC answer is reused: short, so a registry that starts asking
@@ -99,8 +105,10 @@ class BearerMinter:
         now: Callable[[], datetime] = utc_now,
         backoff: UpstreamBackoff | None = None,
         dial_policy: DialPolicy | None = None,
+        resolve: AsyncResolver = async_system_resolve,
     ) -> None:
-        self._guard = DialGuard(dial_policy or DEFAULT_DIAL_POLICY, monotonic=monotonic)
+        self._dial_policy = dial_policy or DEFAULT_DIAL_POLICY
+        self._resolve = resolve
         self._timeout = timeout
         self._challenge_ttl = challenge_ttl
         self._monotonic = monotonic
@@ -124,7 +132,6 @@ class BearerMinter:
         key = _backoff_key(registry, credential)  # also refuses a non-basic credential
         try:
             self._backoff.check(key, record_label(registry))
-            await self._guard.check(_url_host(registry.url), "registry url")
             transport = self._transport(registry)
             challenges = await self._challenges(registry, transport)
             token = await self._token(registry, credential, repository, transport, challenges)
@@ -152,7 +159,6 @@ class BearerMinter:
         try:
             try:
                 self._backoff.check(key, record_label(registry))
-                await self._guard.check(_url_host(registry.url), "registry url")
                 transport = self._transport(registry)
                 challenges = await ping(transport, registry.url)  # fresh: never the cached one
                 scheme = _scheme_of(challenges)
@@ -177,7 +183,12 @@ class BearerMinter:
     def _transport(self, record: RegistryRecord) -> Transport:
         transport = self._transports.get(record.registry_ca_pem)
         if transport is None:
-            transport = Transport(ca_pem=record.registry_ca_pem or None, timeout=self._timeout)
+            transport = Transport(
+                ca_pem=record.registry_ca_pem or None,
+                timeout=self._timeout,
+                dial_policy=self._dial_policy,
+                resolve=self._resolve,
+            )
             self._transports[record.registry_ca_pem] = transport
         return transport
 
@@ -192,18 +203,6 @@ class BearerMinter:
         if record.id and challenges:
             self._seen[key] = _Seen(self._monotonic(), challenges)
         return challenges
-
-    async def _check_realm_address(self, challenge: Challenge, record: RegistryRecord) -> None:
-        """The realm's host must resolve only to addresses the dial policy allows."""
-        host = urlsplit(challenge.realm or "").hostname
-        if not host:
-            return
-        try:
-            await self._guard.check(host, "token realm")
-        except InvalidRegistry as exc:
-            raise UpstreamProtocolError(
-                f"registry {record.host} names a token realm the broker must not dial: {exc}"
-            ) from exc
 
     def _forget(self, record: RegistryRecord) -> None:
         self._seen.pop((record.id, record.url, record.registry_ca_pem), None)
@@ -246,9 +245,11 @@ class BearerMinter:
         bearer = _find(challenges, "bearer")
         if bearer is not None:
             check_realm(bearer, record)
-            await self._check_realm_address(bearer, record)
             username, password = _basic_pair(record, credential)
-            token = await _fetch(transport, bearer, scope, username, password, record.url)
+            try:
+                token = await _fetch(transport, bearer, scope, username, password, record.url)
+            except client.DialRefused as exc:
+                raise refused_realm(exc, record) from exc
             issued, expires = token.issued_at.astimezone(UTC), token.expires_at.astimezone(UTC)
             return MintedToken(AuthKind.BEARER, "", token.token, scope, issued, expires, repository)
         if _find(challenges, "basic") is not None:
@@ -318,10 +319,6 @@ def _check_grant(
     if grants_pull(token.token.reveal(), repository) is False:
         refused = client.NotAllowed(f"the token grants no pull on {repository}")
         raise domain_error(refused, record, repository, anonymous=key[1] == "", hints=kind.hints)
-
-
-def _url_host(url: str) -> str:
-    return urlsplit(url).hostname or ""
 
 
 def _find(challenges: list[Challenge], scheme: str) -> Challenge | None:

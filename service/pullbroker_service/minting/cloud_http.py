@@ -13,6 +13,7 @@ from pullbroker_client.registry import errors as client
 from pullbroker_client.registry.auth import TOKEN_BODY_LIMIT, ping
 from pullbroker_client.registry.challenge import Challenge
 from pullbroker_client.registry.errors import clean, error_for_response
+from pullbroker_client.registry.guarded_backend import GuardedBackend, guarded_transport
 from pullbroker_client.registry.reference import check_repository
 from pullbroker_client.registry.tls import ssl_context
 from pullbroker_client.registry.transport import (
@@ -174,8 +175,11 @@ class CloudHttp:
     def _client(self, ca_pem: str) -> httpx.AsyncClient:
         http_client = self._oauth.get(ca_pem)
         if http_client is None:
+            # No redirects are followed here, but the one connection still passes the
+            # baseline dial guard (never link-local or metadata addresses).
+            backend = GuardedBackend()
             http_client = httpx.AsyncClient(
-                verify=ssl_context(ca_pem or None),
+                transport=guarded_transport(ssl_context(ca_pem or None), backend),
                 trust_env=False,
                 follow_redirects=False,
                 timeout=httpx.Timeout(self._timeout),

@@ -28,6 +28,7 @@ from pullbroker_service.domain.errors import (
     RegistryUnreachable,
     UpstreamProtocolError,
 )
+from pullbroker_service.domain.hosts import refused
 from pullbroker_service.domain.model import RegistryRecord
 
 
@@ -62,6 +63,8 @@ def domain_error(
         return _rejected(exc, host, name, anonymous, hints)
     if isinstance(exc, client.InvalidReference):
         return InvalidReference(str(exc))
+    if isinstance(exc, client.DialRefused):
+        return _dial_refused(exc, name)
     if isinstance(exc, client.NotAllowed) and anonymous:
         return PullNotAllowed(
             f"anonymous pulls of {subject} from {host} are not allowed (registry {name}): "
@@ -87,6 +90,24 @@ def domain_error(
     if isinstance(exc, client.RegistryTLSError):
         return RegistryTLSFailure(f"registry {name}: {exc}")
     return UpstreamProtocolError(f"registry {name}: {exc}")
+
+
+def _dial_refused(exc: client.DialRefused, name: str) -> BrokerError:
+    """The registry's own host is a bad record (INVALID_ARGUMENT, naming the setting that
+    allows it); a redirect to a refused address is the registry misbehaving."""
+    if not exc.via:
+        return refused("registry url", exc.host, exc.address, exc.reason)
+    return UpstreamProtocolError(
+        f"registry {name}: {exc}; the broker follows no redirect to an address it must not dial"
+    )
+
+
+def refused_realm(exc: client.DialRefused, record: RegistryRecord) -> UpstreamProtocolError:
+    """The error for a token realm (or a redirect from it) the dial guard refused."""
+    detail = exc if exc.via else refused("token realm", exc.host, exc.address, exc.reason)
+    return UpstreamProtocolError(
+        f"registry {record.host} names a token realm the broker must not dial: {detail}"
+    )
 
 
 def _rejected(

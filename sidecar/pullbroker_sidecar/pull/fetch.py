@@ -7,7 +7,9 @@ fetcher took ~0.45 s and ~26 MiB (skopeo: ~0.75 s). `ssl` reads, `hashlib` updat
 
 It follows the registry client's rules: trust is the explicit `SSLContext` given, never
 the environment; a redirect to another origin (scheme, host, port) never carries
-`Authorization`, and once dropped it is not sent again; only HTTPS is followed; failed
+`Authorization`, and once dropped it is not sent again; only HTTPS is followed; every
+connection (first hop and each redirect's target) passes the dial guard, which resolves
+the host once and refuses link-local and metadata addresses before connecting; failed
 answers become the registry client's error classes (401 -> AuthenticationRequired, which
 the engine answers by asking the broker for a fresh token once).
 
@@ -30,23 +32,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
-from pullbroker_client.registry.challenge import parse_www_authenticate
+from pullbroker_client.registry.addresses import BASELINE, DialPolicy
+from pullbroker_client.registry.dial import CheckedHTTPSConnection, Resolver, system_resolve
 from pullbroker_client.registry.errors import (
-    AuthenticationRequired,
     BlobUnknown,
-    InvalidChallenge,
     ManifestUnknown,
-    NotAllowed,
-    RegistryError,
     RegistryProtocolError,
-    RegistryTLSError,
-    RegistryUnreachable,
     error_for_response,
 )
 from pullbroker_client.registry.verify import manifest_media_type, verified_digest
 from pullbroker_client.secret import Secret
 
 from pullbroker_sidecar.errors import PullCancelled
+from pullbroker_sidecar.pull.fetch_errors import translate, unauthorized
 from pullbroker_sidecar.pull.layout import BlobSink
 from pullbroker_sidecar.pull.manifest import Descriptor
 
@@ -119,10 +117,13 @@ class BlobFetcher:
         *,
         timeout: float = 30.0,
         read_size: int = READ_SIZE,
+        dial_policy: DialPolicy = BASELINE,
+        resolve: Resolver = system_resolve,
     ) -> None:
         self._base = base_url.rstrip("/")
         _Origin.of(self._base)
         self._context = context
+        self._dial = dial_policy, resolve
         self._timeout = timeout
         self._read_size = read_size
         self._idle: dict[_Origin, list[http.client.HTTPSConnection]] = {}
@@ -192,7 +193,7 @@ class BlobFetcher:
             resp.read(_MAX_ERROR_BODY)
             return _Step(location=target)
         if resp.status == 401:
-            raise _unauthorized(resp, origin, subject)
+            raise unauthorized(resp, origin, subject)
         if offset and resp.status == 206:
             if _range_matches(resp, offset, descriptor.size):
                 return _Step(stream=True)
@@ -236,7 +237,7 @@ class BlobFetcher:
         self, resp: http.client.HTTPResponse, origin: _Origin, reference: str, subject: str
     ) -> FetchedManifest:
         if resp.status == 401:
-            raise _unauthorized(resp, origin, subject)
+            raise unauthorized(resp, origin, subject)
         try:
             data = resp.read(MANIFEST_LIMIT + 1)
         except (OSError, http.client.HTTPException) as exc:
@@ -331,9 +332,11 @@ class BlobFetcher:
             pool = self._idle.get(origin)
             conn = pool.pop() if pool else None
             if conn is None:
-                conn = http.client.HTTPSConnection(
-                    origin.host, origin.port, timeout=self._timeout, context=self._context
-                )
+                policy, resolve = self._dial
+                conn = CheckedHTTPSConnection(
+                    origin.host, origin.port, timeout=self._timeout, context=self._context,
+                    policy=policy, resolve=resolve,
+                )  # fmt: skip
             self._active.add(conn)
             return conn
 
@@ -345,7 +348,7 @@ class BlobFetcher:
     def _translate(self, exc: BaseException, origin: _Origin) -> BaseException:
         if self._aborted and isinstance(exc, OSError | http.client.HTTPException):
             return PullCancelled("blob download stopped: the pull is being abandoned")
-        return _translate(exc, origin)
+        return translate(exc, origin)
 
     def _release(
         self, origin: _Origin, conn: http.client.HTTPSConnection, resp: http.client.HTTPResponse
@@ -356,42 +359,6 @@ class BlobFetcher:
         with self._lock:
             self._active.discard(conn)
             self._idle.setdefault(origin, []).append(conn)
-
-
-def _unauthorized(resp: http.client.HTTPResponse, origin: _Origin, subject: str) -> RegistryError:
-    """401: NotAllowed for a scope the token lacks (a new token will not widen it), else
-    AuthenticationRequired, which the engine answers with a fresh token once."""
-    errors: set[str | None] = set()
-    for header in resp.headers.get_all("WWW-Authenticate") or []:
-        try:
-            errors.update(c.error for c in parse_www_authenticate(header))
-        except InvalidChallenge:
-            continue
-    if "insufficient_scope" in errors:
-        return NotAllowed(
-            f"registry {origin} refused {subject} (insufficient_scope): the token "
-            "does not allow pulling this repository",
-            code="insufficient_scope",
-        )
-    return AuthenticationRequired(f"registry {origin} answered 401 for {subject}")
-
-
-def _translate(exc: BaseException, origin: _Origin) -> BaseException:
-    if isinstance(exc, RegistryError | PullCancelled) or not isinstance(exc, Exception):
-        return exc
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return RegistryTLSError(
-            f"TLS verification of registry {origin} failed ({exc.verify_message}): "
-            "check the registry's CA certificate in its broker record"
-        )
-    if isinstance(exc, TimeoutError | socket.timeout):
-        return RegistryUnreachable(f"registry {origin} did not answer in time")
-    if isinstance(exc, OSError | http.client.HTTPException):
-        return RegistryUnreachable(
-            f"connection to registry {origin} failed ({type(exc).__name__}): "
-            "check that it is up and reachable from this node"
-        )
-    return exc
 
 
 def _safe(url: str) -> str:

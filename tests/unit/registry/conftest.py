@@ -15,7 +15,7 @@ Serve = Callable[..., HTTPSServer]
 
 @pytest.fixture(scope="session")
 def local_ca(tmp_path_factory: pytest.TempPathFactory) -> LocalCA:
-    """The CA the test servers' certificates chain to (names: localhost, 127.0.0.1)."""
+    """The CA the test servers' certificates chain to (localhost, registry.test, 127.0.0.1)."""
     return make_ca(tmp_path_factory.mktemp("ca"))
 
 

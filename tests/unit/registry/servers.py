@@ -41,7 +41,7 @@ class LocalCA:
 
 
 def make_ca(folder: Path, common_name: str = "pullbroker test CA") -> LocalCA:
-    """A fresh CA and a server certificate for localhost and 127.0.0.1, written to `folder`."""
+    """A fresh CA and a server certificate for localhost, registry.test and 127.0.0.1."""
     folder.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
@@ -59,7 +59,12 @@ def make_ca(folder: Path, common_name: str = "pullbroker test CA") -> LocalCA:
     )
     key = ec.generate_private_key(ec.SECP256R1())
     san = x509.SubjectAlternativeName(
-        [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+        [
+            x509.DNSName("localhost"),
+            # A name only an injected resolver knows: tests of the dial guard's pinning.
+            x509.DNSName("registry.test"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        ]
     )
     cert = (
         x509.CertificateBuilder()

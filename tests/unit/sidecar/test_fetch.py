@@ -11,6 +11,7 @@ import pytest
 from pullbroker_client.registry.errors import (
     AuthenticationRequired,
     BlobUnknown,
+    DialRefused,
     RegistryProtocolError,
     RegistryTLSError,
 )
@@ -165,3 +166,70 @@ class TestFetch:
             fetcher.fetch("team/app", DESCRIPTOR, TOKEN, writer, cancel=cancel)
         fetcher.close()
         assert _names(layout) == []
+
+
+class TestDialGuard:
+    """Every connection the fetcher opens passes the dial guard: redirect targets that are
+    link-local or metadata addresses are refused before any connect (names resolve through
+    an injected resolver, so nothing leaves this host)."""
+
+    @pytest.mark.parametrize(
+        "answers",
+        [
+            ["169.254.169.254"],
+            ["fd00:ec2::254"],
+            ["64:ff9b::a9fe:a9fe"],  # metadata through NAT64
+            ["127.0.0.1", "169.254.170.2"],  # one good answer does not save the host
+            ["fe80::1"],
+        ],
+    )
+    def test_blob_redirect_to_refused_address(
+        self,
+        server: RecordingServer,
+        other: RecordingServer,
+        test_ca: TestCA,
+        tmp_path: Path,
+        answers: list[str],
+    ) -> None:
+        """The blob is not fetched, the error names the host (not the signed URL), and the
+        redirect target, though listening on this host, sees nothing."""
+        lookups: list[str] = []
+
+        def resolve(host: str) -> list[str]:
+            lookups.append(host)
+            return answers
+
+        server.answers[PATH] = Answer(
+            307, headers={"Location": other.url("storage.test") + "/blob?sig=abc"}
+        )
+        fetcher = BlobFetcher(server.url(), ssl_context(test_ca.pem), timeout=5, resolve=resolve)
+        layout = OciLayout.open(tmp_path / "oci")
+        try:
+            with (
+                layout.blob_writer(DESCRIPTOR) as writer,
+                pytest.raises(DialRefused, match=r"storage\.test resolves to") as caught,
+            ):
+                fetcher.fetch("team/app", DESCRIPTOR, TOKEN, writer, cancel=threading.Event())
+        finally:
+            fetcher.close()
+        assert "sig=abc" not in str(caught.value)
+        assert lookups == ["storage.test"]
+        assert other.seen == []
+        assert not layout.has_blob(DESCRIPTOR)
+
+    def test_manifest_redirect_to_literal_metadata_address(
+        self, server: RecordingServer, test_ca: TestCA
+    ) -> None:
+        """A literal metadata address in Location is refused as written, without a lookup."""
+        path = "/v2/team/app/manifests/v1"
+        server.answers[path] = Answer(307, headers={"Location": "https://[::ffff:a9fe:a9fe]/m"})
+
+        def resolve(host: str) -> list[str]:
+            raise AssertionError(f"{host} must not be resolved")
+
+        fetcher = BlobFetcher(server.url(), ssl_context(test_ca.pem), timeout=5, resolve=resolve)
+        try:
+            with pytest.raises(DialRefused, match="cloud metadata service"):
+                fetcher.fetch_manifest("team/app", "v1", ["application/json"], TOKEN)
+        finally:
+            fetcher.close()
