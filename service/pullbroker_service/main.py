@@ -221,8 +221,8 @@ def build_minters(config: BrokerConfig) -> MinterRegistry:
     return MinterRegistry.default(
         BearerMinter(dial_policy=dial),
         ecr=EcrMinter(ecr),
-        google=GoogleMinter(),
-        azure=AzureMinter(),
+        google=GoogleMinter(dial_policy=dial),
+        azure=AzureMinter(dial_policy=dial),
     )
 
 

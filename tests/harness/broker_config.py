@@ -10,8 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pullbroker_client.registry.addresses import DialPolicy
 
 TEST_SETTINGS: dict[str, Any] = {"allow_loopback_registries": True}
+LOOPBACK = DialPolicy(allow_loopback=True)
+"""The dial policy of minters built directly in tests: the harness listens on 127.0.0.1."""
 
 
 def write_test_config(path: Path, **settings: Any) -> Path:

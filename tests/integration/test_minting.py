@@ -21,7 +21,6 @@ from pullbroker_service.domain.errors import (
     RegistryTLSFailure,
     RegistryUnreachable,
 )
-from pullbroker_service.domain.hosts import DialPolicy
 from pullbroker_service.domain.model import (
     AuthKind,
     BasicCredential,
@@ -31,14 +30,13 @@ from pullbroker_service.domain.model import (
 )
 from pullbroker_service.minting.bearer import BearerMinter
 
+from tests.harness.broker_config import LOOPBACK
 from tests.harness.canary import find_in_text, new_canary
 from tests.harness.certs import TestCA
 from tests.harness.process import free_port
 from tests.harness.registry import HtpasswdRegistry, PlainRegistry, TokenAuthRegistry
 from tests.harness.standard import ALICE, BOB, StandardImages
 from tests.harness.token_server import TokenServer
-
-LOOPBACK = DialPolicy(allow_loopback=True)  # the harness registries listen on 127.0.0.1
 
 pytestmark = pytest.mark.integration
 

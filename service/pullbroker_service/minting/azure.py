@@ -60,6 +60,7 @@ from pullbroker_service.domain.errors import (
     RegistryUnreachable,
     UpstreamProtocolError,
 )
+from pullbroker_service.domain.hosts import DialPolicy
 from pullbroker_service.domain.model import (
     AuthKind,
     AzureServicePrincipal,
@@ -132,7 +133,11 @@ _TOKEN = _Step(
 class AzureMinter:
     """Minter for kind acr. One per broker; close it with `aclose()`."""
 
-    def __init__(self, config: AzureConfig | None = None) -> None:
+    def __init__(
+        self, config: AzureConfig | None = None, *, dial_policy: DialPolicy | None = None
+    ) -> None:
+        """`dial_policy`: which addresses the registry and AAD hosts may resolve to
+        (default: public addresses only, as for every minter)."""
         self._config = config or AzureConfig()
         authority = urlsplit(self._config.authority)
         if authority.scheme != "https" or (
@@ -140,7 +145,7 @@ class AzureMinter:
             and authority.hostname not in self._config.allowed_authority_hosts
         ):
             raise ValueError("the AAD authority must be https on an allowed host")
-        self._http = CloudHttp(self._config.timeout_seconds)
+        self._http = CloudHttp(self._config.timeout_seconds, dial_policy or DialPolicy())
 
     async def mint(
         self, registry: RegistryRecord, credential: Credential | None, repository: str

@@ -10,6 +10,7 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx
 from pullbroker_client.registry import errors as client
+from pullbroker_client.registry.addresses import DialPolicy
 from pullbroker_client.registry.auth import TOKEN_BODY_LIMIT, ping
 from pullbroker_client.registry.challenge import Challenge
 from pullbroker_client.registry.errors import clean, error_for_response
@@ -63,17 +64,23 @@ class CloudHttp:
 
     OAuth endpoints take form POSTs, which the registry Transport does not send, so this class
     keeps its own httpx clients for them (same explicit SSLContext, no redirects, no proxies).
+    Every connection, to the registry or to an OAuth endpoint, passes `dial_policy`.
     """
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, dial_policy: DialPolicy) -> None:
         self._timeout = timeout
+        self._dial_policy = dial_policy
         self._oauth: dict[str, httpx.AsyncClient] = {}
         self._registry: dict[str, Transport] = {}
 
     def registry_transport(self, registry: RegistryRecord) -> Transport:
         transport = self._registry.get(registry.registry_ca_pem)
         if transport is None:
-            transport = Transport(ca_pem=registry.registry_ca_pem or None, timeout=self._timeout)
+            transport = Transport(
+                ca_pem=registry.registry_ca_pem or None,
+                timeout=self._timeout,
+                dial_policy=self._dial_policy,
+            )
             self._registry[registry.registry_ca_pem] = transport
         return transport
 
@@ -175,9 +182,8 @@ class CloudHttp:
     def _client(self, ca_pem: str) -> httpx.AsyncClient:
         http_client = self._oauth.get(ca_pem)
         if http_client is None:
-            # No redirects are followed here, but the one connection still passes the
-            # baseline dial guard (never link-local or metadata addresses).
-            backend = GuardedBackend()
+            # No redirects are followed here; the one connection passes the dial guard.
+            backend = GuardedBackend(self._dial_policy)
             http_client = httpx.AsyncClient(
                 transport=guarded_transport(ssl_context(ca_pem or None), backend),
                 trust_env=False,

@@ -54,6 +54,7 @@ from pullbroker_service.domain.errors import (
     RegistryUnreachable,
     UpstreamProtocolError,
 )
+from pullbroker_service.domain.hosts import DialPolicy
 from pullbroker_service.domain.model import (
     AuthKind,
     Credential,
@@ -94,11 +95,15 @@ class GoogleConfig:
 class GoogleMinter:
     """Minter for kinds gcr and gar. One per broker; close it with `aclose()`."""
 
-    def __init__(self, config: GoogleConfig | None = None) -> None:
+    def __init__(
+        self, config: GoogleConfig | None = None, *, dial_policy: DialPolicy | None = None
+    ) -> None:
+        """`dial_policy`: which addresses the registry and OAuth hosts may resolve to
+        (default: public addresses only, as for every minter)."""
         self._config = config or GoogleConfig()
         if not 0 < self._config.assertion_seconds <= _MAX_ASSERTION_SECONDS:
             raise ValueError("assertion_seconds must be within (0, 3600]")
-        self._http = CloudHttp(self._config.timeout_seconds)
+        self._http = CloudHttp(self._config.timeout_seconds, dial_policy or DialPolicy())
 
     async def mint(
         self, registry: RegistryRecord, credential: Credential | None, repository: str

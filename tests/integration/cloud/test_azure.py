@@ -28,6 +28,7 @@ from pullbroker_service.domain.model import (
 )
 from pullbroker_service.minting.azure import AzureConfig, AzureMinter
 
+from tests.harness.broker_config import LOOPBACK
 from tests.harness.process import free_port
 from tests.integration.cloud.fixtures_azure import AzureWorld
 from tests.integration.cloud.fixtures_https import Reply
@@ -45,7 +46,7 @@ async def make() -> AsyncIterator[Make]:
     made: list[AzureMinter] = []
 
     def build(config: AzureConfig | None = None) -> AzureMinter:
-        made.append(AzureMinter(config))
+        made.append(AzureMinter(config, dial_policy=LOOPBACK))
         return made[-1]
 
     yield build

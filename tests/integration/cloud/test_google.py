@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from pullbroker_client.secret import Secret
 from pullbroker_service.domain.errors import (
+    BrokerError,
     CredentialRejected,
     InvalidRegistry,
     RateLimited,
@@ -30,6 +31,7 @@ from pullbroker_service.domain.model import (
 )
 from pullbroker_service.minting.google import READ_ONLY_SCOPE, GoogleConfig, GoogleMinter
 
+from tests.harness.broker_config import LOOPBACK
 from tests.harness.certs import TestCA
 from tests.harness.process import free_port
 from tests.integration.cloud.fixtures_google import (
@@ -55,7 +57,7 @@ async def make() -> AsyncIterator[Make]:
     made: list[GoogleMinter] = []
 
     def build(config: GoogleConfig | None = None) -> GoogleMinter:
-        made.append(GoogleMinter(config))
+        made.append(GoogleMinter(config, dial_policy=LOOPBACK))
         return made[-1]
 
     yield build
@@ -162,6 +164,20 @@ class TestSsrf:
                 )
         finally:
             registry.stop()
+        assert google_fresh.realm.seen() == []
+
+    async def test_loopback_endpoints_need_the_brokers_allowance(
+        self, google_fresh: GoogleWorld
+    ) -> None:
+        """A minter on the broker's default policy dials no loopback OAuth host or registry."""
+        minter = GoogleMinter(config_for(google_fresh))
+        try:
+            with pytest.raises(BrokerError, match="loopback") as caught:
+                await minter.mint(gcr(google_fresh), key(google_fresh, READER), "team/app")
+        finally:
+            await minter.aclose()
+        assert not isinstance(caught.value, RegistryUnreachable)
+        assert google_fresh.oauth.seen() == []
         assert google_fresh.realm.seen() == []
 
 

@@ -19,7 +19,6 @@ from pullbroker_client.secret import Secret
 from pullbroker_service.app.policy_source import StaticPolicy
 from pullbroker_service.app.registries import Registries
 from pullbroker_service.app.tokens import TokenIssuer
-from pullbroker_service.domain.hosts import DialPolicy
 from pullbroker_service.domain.identity import Identity
 from pullbroker_service.domain.kinds import RegistrySpec
 from pullbroker_service.domain.model import (
@@ -39,11 +38,10 @@ from pullbroker_service.secrets.kek import FileKeyWrapper
 from pullbroker_service.secrets.local import LocalSecretBackend
 from pullbroker_service.store.sqlite import SqliteMetadataStore
 
+from tests.harness.broker_config import LOOPBACK
 from tests.harness.canary import new_canary
 from tests.harness.images import build_image, push_image
 from tests.harness.registry import Registry, TokenAuthRegistry
-
-LOOPBACK = DialPolicy(allow_loopback=True)  # the harness registries listen on 127.0.0.1
 
 ADMIN = Identity("spiffe://pullbroker.local/admin", frozenset({"admin"}))
 NODE = Identity("spiffe://pullbroker.local/node/n1", frozenset({"node"}))

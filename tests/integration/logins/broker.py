@@ -34,7 +34,6 @@ from pullbroker_service.app.token_guard import GuardedLoginIssuer, GuardedTokenI
 from pullbroker_service.app.tokens import TokenIssuer
 from pullbroker_service.config import ServerLimits
 from pullbroker_service.devca import ensure_dev_ca
-from pullbroker_service.domain.hosts import DialPolicy
 from pullbroker_service.domain.model import (
     Credential,
     RecordState,
@@ -53,11 +52,10 @@ from pullbroker_service.secrets.kek import FileKeyWrapper
 from pullbroker_service.secrets.local import LocalSecretBackend
 from pullbroker_service.store.sqlite import SqliteMetadataStore
 
+from tests.harness.broker_config import LOOPBACK
 from tests.integration.cloud.aws_world import AwsWorld
 from tests.integration.cloud.fixtures_azure import AzureWorld
 from tests.integration.cloud.fixtures_google import GoogleWorld
-
-LOOPBACK = DialPolicy(allow_loopback=True)  # the harness registries listen on 127.0.0.1
 
 T = TypeVar("T")
 
@@ -80,14 +78,16 @@ def cloud_minters(aws: AwsWorld, google: GoogleWorld, azure: AzureWorld) -> Mint
         BearerMinter(timeout=10.0, dial_policy=LOOPBACK),
         ecr=EcrMinter(EcrConfig(endpoint_url=aws.url, sts_endpoint_url=aws.url)),
         google=GoogleMinter(
-            GoogleConfig(allowed_oauth_hosts=frozenset({google.oauth.host}), oauth_ca_pem=ca_pem)
+            GoogleConfig(allowed_oauth_hosts=frozenset({google.oauth.host}), oauth_ca_pem=ca_pem),
+            dial_policy=LOOPBACK,
         ),
         azure=AzureMinter(
             AzureConfig(
                 authority=azure.aad.url,
                 allowed_authority_hosts=frozenset({azure.aad.host}),
                 authority_ca_pem=azure.registry.ca_pem,
-            )
+            ),
+            dial_policy=LOOPBACK,
         ),
     )
 
