@@ -15,15 +15,14 @@ import json
 import os
 import signal
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from pullbroker_client.home import Home
 
-from pullbroker_service.api.server import BuiltServer, ServerTls, start_server
+from pullbroker_service.api.server import BuiltServer, ServerTls, Services, start_server
 from pullbroker_service.app.access import AccessChecker
 from pullbroker_service.app.audit import AuditSink
 from pullbroker_service.app.deployments import Deployments
@@ -64,6 +63,9 @@ from pullbroker_service.secrets.factory import GuardedBackend, build_secret_back
 from pullbroker_service.store.sqlite import SqliteMetadataStore
 from pullbroker_service.store.sqlite_deployments import SqliteDeploymentStore
 
+# Everything start_broker builds is closed, last built first, by one of these.
+Closer = Callable[[], Awaitable[object]]
+
 _log = get_logger("pullbroker_service.main")
 
 
@@ -73,7 +75,7 @@ class Broker:
 
     config: BrokerConfig
     server: BuiltServer
-    closers: list[Any] = field(default_factory=list)
+    closers: list[Closer] = field(default_factory=list)
     secrets: GuardedBackend | None = None
     """The secret backend in use (tests reach the reconciler and the backend through it)."""
     reconciler: Reconciler | None = None
@@ -107,7 +109,7 @@ async def start_broker(config: BrokerConfig) -> Broker:
     if made:
         _log.info("dev_ca_created", files=[str(p.relative_to(home.root)) for p in made])
     lock = HomeLock.acquire(home, exclusive=False)
-    closers: list[Any] = [lock.release]
+    closers: list[Closer] = [lock.release]
     try:
         policy = PolicyMemo(PolicySource(config.policy_file))
         store = build_store(config)
@@ -120,7 +122,7 @@ async def start_broker(config: BrokerConfig) -> Broker:
         available = await first_check(secrets)
         services = _build_services(config, store, secrets, minters, policy, closers)
         server = await start_server(
-            **services,
+            services,
             roles_for=policy.roles_for,
             tls=server_tls(config),
             listen=config.listen,
@@ -144,8 +146,8 @@ def _build_services(
     secrets: GuardedBackend,
     minters: MinterRegistry,
     policy: PolicyMemo,
-    closers: list[Any],
-) -> dict[str, Any]:
+    closers: list[Closer],
+) -> Services:
     """The use cases the API serves, sharing one token cache, audit sink and rate limiter."""
     home = config.home
     deployment_store = SqliteDeploymentStore(home.metadata_db)
@@ -166,18 +168,18 @@ def _build_services(
     )
     pods = build_pod_verifier(config)
     issuer = TokenIssuer(store, secrets, minters, cache, policy, pods=pods)
-    return {
-        "registries": registries,
-        "issuer": GuardedTokenIssuer(issuer, audit=audit, limiter=limiter),
+    return Services(
+        registries=registries,
+        issuer=GuardedTokenIssuer(issuer, audit=audit, limiter=limiter),
         # The same cache as the tokens': a rotation or deletion drops logins too.
-        "logins": GuardedLoginIssuer(
+        logins=GuardedLoginIssuer(
             LoginIssuer(store, secrets, minters, cache, policy, pods=pods),
             audit=audit,
             limiter=limiter,
         ),
-        "deployments": Deployments(deployment_store, registries, policy, audit=audit),
-        "access": AccessChecker(store, policy),
-    }
+        deployments=Deployments(deployment_store, registries, policy, audit=audit),
+        access=AccessChecker(store, policy),
+    )
 
 
 def rate_limits(config: BrokerConfig) -> dict[LimitKind, Limit]:
@@ -268,7 +270,7 @@ async def serve(config: BrokerConfig) -> None:
             loop.remove_signal_handler(sig)
 
 
-async def _close_all(closers: list[Any]) -> None:
+async def _close_all(closers: list[Closer]) -> None:
     for close in reversed(closers):
         with suppress(Exception):
             await close()

@@ -7,7 +7,6 @@ with the log scrubber so no later log line can carry them.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 from google.protobuf import duration_pb2, timestamp_pb2
 from pullbroker.v1 import pull_pb2, registry_pb2
@@ -76,7 +75,7 @@ def type_from_kind(kind: RegistryKind) -> registry_pb2.RegistryType.ValueType:
     return _KIND_TO_TYPE[RegistryKind(kind)]
 
 
-def spec_from_proto(registry: Any) -> RegistrySpec:
+def spec_from_proto(registry: registry_pb2.Registry) -> RegistrySpec:
     """A RegistrySpec from a Registry message (validation proper happens in the domain)."""
     if not registry.display_name:
         raise InvalidArgument("registry.display_name is required, e.g. team-ghcr")
@@ -90,7 +89,9 @@ def spec_from_proto(registry: Any) -> RegistrySpec:
     )
 
 
-def credential_from_proto(message: Any, present: bool = True) -> Credential | None:
+def credential_from_proto(
+    message: registry_pb2.Credential, present: bool = True
+) -> Credential | None:
     """The domain credential of a Credential message; None when absent or empty."""
     which = message.WhichOneof("kind") if present else None
     credential: Credential
@@ -118,7 +119,7 @@ def _secret(value: str) -> Secret:
     return Secret(value)
 
 
-def record_to_proto(record: RegistryRecord) -> Any:
+def record_to_proto(record: RegistryRecord) -> registry_pb2.Registry:
     """The Registry message for a record; credential fields do not exist on it."""
     return registry_pb2.Registry(
         name=record.resource_name,
@@ -138,7 +139,7 @@ def record_to_proto(record: RegistryRecord) -> Any:
     )
 
 
-def probe_to_proto(result: ProbeResult) -> Any:
+def probe_to_proto(result: ProbeResult) -> registry_pb2.TestConnectionResponse:
     return registry_pb2.TestConnectionResponse(
         outcome=_OUTCOMES.get(result.outcome, registry_pb2.CONNECTION_OUTCOME_UNSPECIFIED),
         # Built from upstream answers: scrubbed like every other message leaving the broker.
@@ -148,7 +149,7 @@ def probe_to_proto(result: ProbeResult) -> Any:
     )
 
 
-def token_to_proto(token: MintedToken, record: RegistryRecord) -> Any:
+def token_to_proto(token: MintedToken, record: RegistryRecord) -> pull_pb2.PullToken:
     """The PullToken message; the token is revealed here, at its point of use.
 
     Short-lived tokens are not registered for value scrubbing: they are never logged (key-name
@@ -171,7 +172,7 @@ def token_to_proto(token: MintedToken, record: RegistryRecord) -> Any:
     )
 
 
-def login_to_proto(login: MintedLogin, record: RegistryRecord) -> Any:
+def login_to_proto(login: MintedLogin, record: RegistryRecord) -> pull_pb2.RegistryLogin:
     """The RegistryLogin message; the secret is revealed here, at its point of use (and, like
     a token's, not registered for scrubbing: pass-through secrets already are, where read)."""
     return pull_pb2.RegistryLogin(
@@ -188,13 +189,13 @@ def login_to_proto(login: MintedLogin, record: RegistryRecord) -> Any:
     )
 
 
-def timestamp(value: dt.datetime) -> Any:
+def timestamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
     ts = timestamp_pb2.Timestamp()
     ts.FromDatetime(value if value.tzinfo else value.replace(tzinfo=dt.UTC))
     return ts
 
 
-def duration(seconds: float) -> Any:
+def duration(seconds: float) -> duration_pb2.Duration:
     d = duration_pb2.Duration()
     d.FromNanoseconds(round(max(0.0, seconds) * 1e9))
     return d

@@ -40,7 +40,7 @@ _CATEGORIES: dict[FailureCategory, int] = {
 _CATEGORY_OF = {v: k for k, v in _CATEGORIES.items()}
 
 
-def target_from_proto(message: Any) -> Target:
+def target_from_proto(message: deployment_pb2.DeploymentTarget) -> Target:
     """The domain target of a DeploymentTarget; INVALID_ARGUMENT naming what is missing."""
     which = message.WhichOneof("kind")
     if which == "kubernetes":
@@ -58,7 +58,7 @@ def target_from_proto(message: Any) -> Target:
     )
 
 
-def target_to_proto(target: Target) -> Any:
+def target_to_proto(target: Target) -> deployment_pb2.DeploymentTarget:
     message = deployment_pb2.DeploymentTarget()
     if target.kind is TargetKind.KUBERNETES:
         namespace, _, workload = target.path.partition("/")
@@ -72,7 +72,7 @@ def target_to_proto(target: Target) -> Any:
     return message
 
 
-def new_deployment_from_proto(request: Any) -> NewDeployment:
+def new_deployment_from_proto(request: deployment_pb2.CreateDeploymentRequest) -> NewDeployment:
     """A NewDeployment from a CreateDeploymentRequest."""
     if not request.HasField("deployment"):
         raise InvalidArgument("deployment is required (image, target, and registry)")
@@ -105,7 +105,7 @@ def new_deployment_from_proto(request: Any) -> NewDeployment:
     )
 
 
-def report_from_proto(request: Any) -> Report:
+def report_from_proto(request: deployment_pb2.ReportDeploymentStatusRequest) -> Report:
     state = _STATE_OF.get(request.state)
     if state is None:
         raise InvalidArgument("state is required: DEPLOYING, DEPLOYED or FAILED")
@@ -115,7 +115,7 @@ def report_from_proto(request: Any) -> Report:
     return Report(state, request.digest.strip(), category, request.message.strip())
 
 
-def deployment_to_proto(record: DeploymentRecord) -> Any:
+def deployment_to_proto(record: DeploymentRecord) -> deployment_pb2.Deployment:
     return deployment_pb2.Deployment(
         name=record.resource_name,
         image=record.image,

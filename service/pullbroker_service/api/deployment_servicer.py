@@ -4,11 +4,12 @@ the Deployments use cases."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from typing import Protocol
 
 from pullbroker.v1 import deployment_pb2, deployment_pb2_grpc
 
 from pullbroker_service.api import deployment_convert as convert
+from pullbroker_service.api.context import Context
 from pullbroker_service.api.interceptors import current_caller
 from pullbroker_service.app.deployments import NewDeployment
 from pullbroker_service.domain.deployment import DeploymentRecord, Report
@@ -40,16 +41,22 @@ class DeploymentServicer(deployment_pb2_grpc.DeploymentServiceServicer):
     def __init__(self, deployments: DeploymentUseCases) -> None:
         self._deployments = deployments
 
-    async def CreateDeployment(self, request: Any, context: Any) -> Any:  # noqa: N802
+    async def CreateDeployment(
+        self, request: deployment_pb2.CreateDeploymentRequest, context: Context
+    ) -> deployment_pb2.Deployment:
         new = convert.new_deployment_from_proto(request)
         record = await self._deployments.create(current_caller(), new)
         return convert.deployment_to_proto(record)
 
-    async def GetDeployment(self, request: Any, context: Any) -> Any:  # noqa: N802
+    async def GetDeployment(
+        self, request: deployment_pb2.GetDeploymentRequest, context: Context
+    ) -> deployment_pb2.Deployment:
         record = await self._deployments.get(_required_name(request.name))
         return convert.deployment_to_proto(record)
 
-    async def ListDeployments(self, request: Any, context: Any) -> Any:  # noqa: N802
+    async def ListDeployments(
+        self, request: deployment_pb2.ListDeploymentsRequest, context: Context
+    ) -> deployment_pb2.ListDeploymentsResponse:
         records, next_token = await self._deployments.list(
             request.page_size,
             request.page_token,
@@ -61,12 +68,16 @@ class DeploymentServicer(deployment_pb2_grpc.DeploymentServiceServicer):
             next_page_token=next_token,
         )
 
-    async def TerminateDeployment(self, request: Any, context: Any) -> Any:  # noqa: N802
+    async def TerminateDeployment(
+        self, request: deployment_pb2.TerminateDeploymentRequest, context: Context
+    ) -> deployment_pb2.Deployment:
         name = _required_name(request.name)
         record = await self._deployments.terminate(current_caller(), name, request.etag)
         return convert.deployment_to_proto(record)
 
-    async def WatchDeployment(self, request: Any, context: Any) -> AsyncIterator[Any]:  # noqa: N802
+    async def WatchDeployment(
+        self, request: deployment_pb2.WatchDeploymentRequest, context: Context
+    ) -> AsyncIterator[deployment_pb2.Deployment]:
         async for record in self._deployments.watch(_required_name(request.name)):
             yield convert.deployment_to_proto(record)
 
@@ -77,7 +88,9 @@ class DeploymentReportingServicer(deployment_pb2_grpc.DeploymentReportingService
     def __init__(self, deployments: DeploymentUseCases) -> None:
         self._deployments = deployments
 
-    async def ReportDeploymentStatus(self, request: Any, context: Any) -> Any:  # noqa: N802
+    async def ReportDeploymentStatus(
+        self, request: deployment_pb2.ReportDeploymentStatusRequest, context: Context
+    ) -> deployment_pb2.Deployment:
         report = convert.report_from_proto(request)
         name = _required_name(request.name)
         record = await self._deployments.report(current_caller(), name, report)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 from pullbroker.v1 import policy_pb2, policy_pb2_grpc
 
+from pullbroker_service.api.context import Context
 from pullbroker_service.app.access import AccessExplanation
 from pullbroker_service.domain.errors import InvalidArgument
 
@@ -22,7 +23,9 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     def __init__(self, access: AccessChecking) -> None:
         self._access = access
 
-    async def CheckAccess(self, request: Any, context: Any) -> Any:  # noqa: N802
+    async def CheckAccess(
+        self, request: policy_pb2.CheckAccessRequest, context: Context
+    ) -> policy_pb2.CheckAccessResponse:
         identity, image = request.identity.strip(), request.image.strip()
         if not image:
             raise InvalidArgument("image is required, e.g. ghcr.io/acme/app:1.2")

@@ -3,13 +3,12 @@ registry logins for the container runtimes on them."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import grpc
-from pullbroker.v1 import pull_pb2_grpc
+from pullbroker.v1 import pull_pb2, pull_pb2_grpc
 from pullbroker_client.secret import Secret
 
 from pullbroker_service.api import convert
+from pullbroker_service.api.context import Context
 from pullbroker_service.api.interceptors import current_caller
 from pullbroker_service.app.token_guard import LoginIssuing, TokenIssuing
 from pullbroker_service.domain.errors import InvalidArgument
@@ -28,9 +27,13 @@ class PullServicer(pull_pb2_grpc.PullServiceServicer):
         """`logins` None: IssueRegistryLogin answers UNIMPLEMENTED."""
         self._issuer = issuer
         self._logins = logins
-        self._messages: dict[tuple[int, int], tuple[MintedToken, RegistryRecord, Any]] = {}
+        self._messages: dict[
+            tuple[int, int], tuple[MintedToken, RegistryRecord, pull_pb2.PullToken]
+        ] = {}
 
-    async def IssuePullToken(self, request: Any, context: Any) -> Any:  # noqa: N802
+    async def IssuePullToken(
+        self, request: pull_pb2.IssuePullTokenRequest, context: Context
+    ) -> pull_pb2.PullToken:
         image = _image(request)
         token, record = await self._issuer.issue(
             current_caller(),
@@ -41,7 +44,9 @@ class PullServicer(pull_pb2_grpc.PullServiceServicer):
         )
         return self._message(token, record)
 
-    async def IssueRegistryLogin(self, request: Any, context: Any) -> Any:  # noqa: N802
+    async def IssueRegistryLogin(
+        self, request: pull_pb2.IssueRegistryLoginRequest, context: Context
+    ) -> pull_pb2.RegistryLogin:
         if self._logins is None:
             await context.abort(
                 grpc.StatusCode.UNIMPLEMENTED, "this broker is not set up to issue registry logins"
@@ -57,7 +62,7 @@ class PullServicer(pull_pb2_grpc.PullServiceServicer):
         )
         return convert.login_to_proto(login, record)
 
-    def _message(self, token: MintedToken, record: RegistryRecord) -> Any:
+    def _message(self, token: MintedToken, record: RegistryRecord) -> pull_pb2.PullToken:
         key = (id(token), id(record))
         built = self._messages.get(key)
         # Identity, not equality, and both objects are held by the entry, so an id cannot be
@@ -71,7 +76,7 @@ class PullServicer(pull_pb2_grpc.PullServiceServicer):
         return message
 
 
-def _image(request: Any) -> str:
+def _image(request: pull_pb2.IssuePullTokenRequest | pull_pb2.IssueRegistryLoginRequest) -> str:
     image: str = request.image.strip()
     if not image:
         raise InvalidArgument("image is required, e.g. ghcr.io/acme/app:1.2")
@@ -80,7 +85,9 @@ def _image(request: Any) -> str:
     return image
 
 
-def _service_account_token(request: Any) -> Secret | None:
+def _service_account_token(
+    request: pull_pb2.IssuePullTokenRequest | pull_pb2.IssueRegistryLoginRequest,
+) -> Secret | None:
     """The pod's service-account token, if the node sent one (a Secret from here on)."""
     token = request.service_account_token.strip()
     return Secret(token) if token else None

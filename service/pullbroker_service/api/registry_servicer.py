@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 from pullbroker.v1 import registry_pb2, registry_pb2_grpc
 
 from pullbroker_service.api import convert
+from pullbroker_service.api.context import Context
 from pullbroker_service.api.interceptors import current_caller
 from pullbroker_service.domain.errors import InvalidArgument
 from pullbroker_service.domain.identity import Identity
@@ -59,7 +60,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     def __init__(self, registries: RegistriesUseCases) -> None:
         self._registries = registries
 
-    async def CreateRegistry(self, request: Any, context: Any) -> Any:  # noqa: N802
+    async def CreateRegistry(
+        self, request: registry_pb2.CreateRegistryRequest, context: Context
+    ) -> registry_pb2.Registry:
         if not request.HasField("registry"):
             raise InvalidArgument("registry is required (display_name, type and url)")
         spec = convert.spec_from_proto(request.registry)
@@ -69,18 +72,24 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         record = await self._registries.create(current_caller(), spec, credential, request.test)
         return convert.record_to_proto(record)
 
-    async def GetRegistry(self, request: Any, context: Any) -> Any:  # noqa: N802
+    async def GetRegistry(
+        self, request: registry_pb2.GetRegistryRequest, context: Context
+    ) -> registry_pb2.Registry:
         record = await self._registries.get(_required_name(request.name, "name"))
         return convert.record_to_proto(record)
 
-    async def ListRegistries(self, request: Any, context: Any) -> Any:  # noqa: N802
+    async def ListRegistries(
+        self, request: registry_pb2.ListRegistriesRequest, context: Context
+    ) -> registry_pb2.ListRegistriesResponse:
         records, next_token = await self._registries.list(request.page_size, request.page_token)
         return registry_pb2.ListRegistriesResponse(
             registries=[convert.record_to_proto(r) for r in records],
             next_page_token=next_token,
         )
 
-    async def UpdateRegistry(self, request: Any, context: Any) -> Any:  # noqa: N802
+    async def UpdateRegistry(
+        self, request: registry_pb2.UpdateRegistryRequest, context: Context
+    ) -> registry_pb2.Registry:
         registry = request.registry
         name = _required_name(registry.name, "registry.name")
         if not registry.etag:
@@ -107,12 +116,16 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         )
         return convert.record_to_proto(record)
 
-    async def DeleteRegistry(self, request: Any, context: Any) -> Any:  # noqa: N802
+    async def DeleteRegistry(
+        self, request: registry_pb2.DeleteRegistryRequest, context: Context
+    ) -> registry_pb2.DeleteRegistryResponse:
         name = _required_name(request.name, "name")
         await self._registries.delete(current_caller(), name, request.etag or None)
         return registry_pb2.DeleteRegistryResponse()
 
-    async def TestConnection(self, request: Any, context: Any) -> Any:  # noqa: N802
+    async def TestConnection(
+        self, request: registry_pb2.TestConnectionRequest, context: Context
+    ) -> registry_pb2.TestConnectionResponse:
         credential = convert.credential_from_proto(
             request.credential, request.HasField("credential")
         )
@@ -140,7 +153,7 @@ def _required_name(value: str, field: str) -> str:
     return value.strip()
 
 
-def _mask_paths(request: Any) -> set[str]:
+def _mask_paths(request: registry_pb2.UpdateRegistryRequest) -> set[str]:
     paths = set(request.update_mask.paths) if request.HasField("update_mask") else set()
     unknown = sorted(paths - set(UPDATABLE_PATHS))
     if unknown:

@@ -66,6 +66,20 @@ class ServerTls:
     client_ca: bytes
 
 
+@dataclass(frozen=True)
+class Services:
+    """The use cases the API serves; a service whose use case is None is not offered."""
+
+    registries: RegistriesUseCases
+    issuer: TokenIssuing
+    logins: LoginIssuing | None = None
+    """None: IssueRegistryLogin answers UNIMPLEMENTED."""
+    deployments: DeploymentUseCases | None = None
+    """None: DeploymentService and DeploymentReportingService are not registered."""
+    access: AccessChecking | None = None
+    """None: PolicyService is not registered."""
+
+
 @dataclass
 class BuiltServer:
     """A started server, the addresses it listens on, and its health servicer."""
@@ -113,12 +127,8 @@ def server_options(limits: ServerLimits) -> list[tuple[str, int]]:
 
 
 async def start_server(
+    services: Services,
     *,
-    registries: RegistriesUseCases,
-    issuer: TokenIssuing,
-    logins: LoginIssuing | None = None,
-    deployments: DeploymentUseCases | None = None,
-    access: AccessChecking | None = None,
     roles_for: RolesFor,
     tls: ServerTls,
     listen: str,
@@ -133,11 +143,15 @@ async def start_server(
         max_call_seconds=limits.max_call_seconds,
     )
     guarded: Any = GuardedRegistrar(server, guard)  # quacks like the server for add_*()
-    registry_pb2_grpc.add_RegistryServiceServicer_to_server(RegistryServicer(registries), guarded)
-    pull_pb2_grpc.add_PullServiceServicer_to_server(PullServicer(issuer, logins), guarded)
+    registry_pb2_grpc.add_RegistryServiceServicer_to_server(
+        RegistryServicer(services.registries), guarded
+    )
+    pull_pb2_grpc.add_PullServiceServicer_to_server(
+        PullServicer(services.issuer, services.logins), guarded
+    )
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, guarded)
-    extra = _add_governance(guarded, deployments, access)
+    extra = _add_governance(guarded, services.deployments, services.access)
     names = (REGISTRY_SERVICE, PULL_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME, *extra)
     # Not enable_server_reflection(): it picks the sync servicer for anything but a real aio server.
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(

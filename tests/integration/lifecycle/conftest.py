@@ -29,6 +29,7 @@ from pullbroker_service.api.server import (
     POLICY_SERVICE,
     BuiltServer,
     ServerTls,
+    Services,
     start_server,
 )
 from pullbroker_service.app.access import AccessChecker
@@ -187,13 +188,16 @@ class LifecycleBroker:
             limiter=limiter,
         )
         issuer = TokenIssuer(store, self.secrets, minters, cache, policy)
-        return await start_server(
+        services = Services(
             registries=registries,
             issuer=GuardedTokenIssuer(issuer, audit=self.audit, limiter=limiter),
             deployments=Deployments(
                 deployment_store, registries, policy, audit=self.audit, poll_interval=0.5
             ),
             access=AccessChecker(store, policy),
+        )
+        return await start_server(
+            services,
             roles_for=lambda name: policy.current().roles_for(name),
             tls=ServerTls(
                 certificate_chain=home.cert("server").read_bytes(),

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from pullbroker_client.broker import BrokerClient, BrokerTarget
 from pullbroker_client.home import Home
 from pullbroker_client.tls import TlsFiles
-from pullbroker_service.api.server import BuiltServer, ServerTls, start_server
+from pullbroker_service.api.server import BuiltServer, ServerTls, Services, start_server
 from pullbroker_service.app.audit import AuditSink
 from pullbroker_service.app.logins import LoginIssuer
 from pullbroker_service.app.policy_source import PolicySource
@@ -177,12 +177,15 @@ class LoginBroker:
         logins = GuardedLoginIssuer(
             LoginIssuer(self.store, self.secrets, minters, cache, policy), audit=self.audit
         )
-        return await start_server(
+        services = Services(
             logins=logins,
             registries=Registries(self.store, self.secrets, minters, cache),
             issuer=GuardedTokenIssuer(
                 TokenIssuer(self.store, self.secrets, minters, cache, policy), audit=self.audit
             ),
+        )
+        return await start_server(
+            services,
             roles_for=lambda name: policy.current().roles_for(name),
             tls=ServerTls(
                 certificate_chain=home.cert("server").read_bytes(),
