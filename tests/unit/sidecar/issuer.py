@@ -78,11 +78,18 @@ class StubLoginIssuer:
         self.passthrough = passthrough
         self.refuse = refuse
         self.calls: list[tuple[str, str | None, bool]] = []
+        self.pod_tokens: list[str | None] = []
+        """The service-account token each call carried (revealed), in call order."""
 
     async def issue_registry_login(
-        self, image: str, registry: str = "", force_refresh: bool = False
+        self,
+        image: str,
+        registry: str = "",
+        force_refresh: bool = False,
+        service_account_token: Secret | None = None,
     ) -> IssuedRegistryLogin:
         self.calls.append((image, registry, force_refresh))
+        self.pod_tokens.append(service_account_token.reveal() if service_account_token else None)
         await asyncio.sleep(0)
         if self.refuse:
             raise BrokerCallError(grpc.StatusCode.FAILED_PRECONDITION, NO_LOGIN_MESSAGE)

@@ -68,6 +68,32 @@ class TestLoginCache:
         assert cache.broker_calls == 1
 
 
+class TestPodScopedLogins:
+    """A login asked for with a pod's service-account token is that pod's alone."""
+
+    async def test_never_shared_between_pods(self) -> None:
+        """Two pods asking for one image: two broker calls, each with its own pod's token."""
+        issuer = StubLoginIssuer(FakeClock())
+        cache = LoginCache(issuer, clock=issuer.clock)
+        ref = parse_reference(f"{HOST}/team/app:v1")
+        pod_a = await cache.get(ref, service_account_token=Secret("token-of-pod-a"))
+        pod_b = await cache.get(ref, service_account_token=Secret("token-of-pod-b"))
+        assert issuer.pod_tokens == ["token-of-pod-a", "token-of-pod-b"]
+        assert pod_a.secret.reveal() != pod_b.secret.reveal()
+
+    async def test_never_cached_for_the_same_pod_nor_for_the_node(self) -> None:
+        """The same pod asking again calls again; a node-level request does not get its login."""
+        issuer = StubLoginIssuer(FakeClock())
+        cache = LoginCache(issuer, clock=issuer.clock)
+        ref = parse_reference(f"{HOST}/team/app:v1")
+        pod = await cache.get(ref, service_account_token=Secret("token-of-pod-a"))
+        await cache.get(ref, service_account_token=Secret("token-of-pod-a"))
+        node = await cache.get(ref)
+        assert issuer.pod_tokens == ["token-of-pod-a", "token-of-pod-a", None]
+        assert node.secret.reveal() != pod.secret.reveal()
+        assert len(cache) == 1  # the node-level login only
+
+
 class TestLogins:
     async def test_broker_login_is_handed_out_with_its_flags(self) -> None:
         """The broker's login becomes the daemon's: username, secret, expiry and flags."""
