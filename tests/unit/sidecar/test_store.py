@@ -162,7 +162,7 @@ class TestCopies:
         assert layout.blob_path(DIGEST).read_bytes() == BLOB
 
     def test_a_write_through_the_layout_never_reaches_the_store(self, tmp_path: Path) -> None:
-        """Overwriting the layout's copy leaves the store's blob verified; the next copy heals it."""
+        """A write into the layout's copy leaves the store's blob verified; a new copy heals it."""
         store = ContentStore.open(tmp_path / "store")
         store.put_blob(DESCRIPTOR, BLOB)
         layout = OciLayout.open(tmp_path / "oci")
