@@ -28,7 +28,7 @@ from pullbroker_sidecar.pull.blobfiles import real_dir
 TEMP_DIR = ".pullbroker-tmp"
 TEMP_PREFIX = ".pull-"
 TEMP_SUFFIX = ".tmp"
-_ATTEMPTS = 5
+_ATTEMPTS = 100  # each retry means another writer finished meanwhile
 
 
 class TempArea:
@@ -41,11 +41,11 @@ class TempArea:
     def create(self) -> tuple[FileIO, Path]:
         """A new temp file, open for writing and locked for as long as it stays open."""
         for _ in range(_ATTEMPTS):
-            real_dir(self.path)
             try:
+                real_dir(self.path)
                 fd, name = tempfile.mkstemp(dir=self.path, prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX)
             except FileNotFoundError:
-                continue  # another pull tidied the folder away just now
+                continue  # another writer tidied the folder away just now
             fcntl.flock(fd, fcntl.LOCK_EX)  # waits only while a sweep looks at it
             if _names(Path(name), fd):
                 return os.fdopen(fd, "r+b", buffering=0), Path(name)
