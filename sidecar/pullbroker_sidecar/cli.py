@@ -2,6 +2,7 @@
 
     pullbroker-sidecar pull IMAGE --dest DEST [--platform OS/ARCH[/VARIANT]]
         [--registry NAME] [--concurrency N] [--store DIR | --no-store] [--quiet]
+        [--max-blob-size SIZE] [--max-image-size SIZE]      (default 10GiB, 20GiB)
         DEST: oci:DIR | docker-archive:FILE | docker-daemon[:SOCKET] | containerd[:NAMESPACE]
     pullbroker-sidecar run [--socket PATH] [--image REF ...]        (the node daemon)
     pullbroker-sidecar pull-secret --namespace NS --name NAME IMAGE... [--watch]
@@ -46,6 +47,15 @@ from pullbroker_sidecar.pull.destinations import (
 )
 from pullbroker_sidecar.pull.download import DEFAULT_CONCURRENCY
 from pullbroker_sidecar.pull.engine import PullEngine, PullResult
+from pullbroker_sidecar.pull.limits import (
+    BLOB_FLAG,
+    DEFAULT_MAX_BLOB,
+    DEFAULT_MAX_IMAGE,
+    IMAGE_FLAG,
+    PullLimits,
+    format_size,
+    parse_size,
+)
 from pullbroker_sidecar.pull.platform import Platform
 from pullbroker_sidecar.pull.progress import progress_for
 from pullbroker_sidecar.report import pull_reported
@@ -91,6 +101,22 @@ def build_parser() -> Parser:
         help=f"blobs downloaded at once (1-{MAX_CONCURRENCY}, default {DEFAULT_CONCURRENCY})",
     )
     pull.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+    pull.add_argument(
+        BLOB_FLAG,
+        type=_size,
+        default=DEFAULT_MAX_BLOB,
+        metavar="SIZE",
+        help="refuse an image with a larger layer or config, before downloading "
+        f"(e.g. 500MiB, 50GiB; default {format_size(DEFAULT_MAX_BLOB)})",
+    )
+    pull.add_argument(
+        IMAGE_FLAG,
+        type=_size,
+        default=DEFAULT_MAX_IMAGE,
+        metavar="SIZE",
+        help="refuse a larger image (config and layers), before downloading "
+        f"(default {format_size(DEFAULT_MAX_IMAGE)})",
+    )
     store = pull.add_mutually_exclusive_group()
     store.add_argument(
         "--store",
@@ -105,6 +131,13 @@ def build_parser() -> Parser:
         add_common_options(add(commands))
     add_install_parser(commands)
     return parser
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 # Imported only when their command runs (see commands.py).
@@ -181,6 +214,7 @@ async def _pull(
             concurrency=args.concurrency,
             progress=progress,
             store=store,
+            limits=PullLimits(max_blob=args.max_blob_size, max_image=args.max_image_size),
         )
         if args.deployment:
             return await pull_reported(

@@ -9,6 +9,8 @@
     ├── GrantMismatch                     the broker's token is for another repository
     ├── PullCancelled                     another blob failed or the user interrupted the pull
     ├── DestinationError                  dockerd, containerd or the archive file refused the image
+    ├── SizeLimitExceeded                 a blob or the image declares more than --max-*-size
+    ├── InsufficientSpace                 the store or destination cannot hold what is to come
     └── SidecarError                      the node daemon and its helpers
         ├── DaemonUnavailable             no daemon answers on the socket
         └── SocketInUse                   another daemon already serves that socket
@@ -62,6 +64,14 @@ class PullCancelled(PullError):
 
 class DestinationError(PullError):
     """The destination (dockerd, containerd, an archive file) could not take the image."""
+
+
+class SizeLimitExceeded(PullError):
+    """A manifest declares a blob or an image larger than the configured limit."""
+
+
+class InsufficientSpace(PullError):
+    """The file system of the store or the destination has less free space than needed."""
 
 
 class SidecarError(PullError):

@@ -11,6 +11,7 @@ transport.py   Transport: manual redirects, error mapping (httpx)
 auth.py        ping, fetch_token -> BearerToken, basic_authorization
 client.py      RegistryClient (get_manifest, head_manifest, stream_blob), Authorizer
 mediatypes.py  OCI and Docker media types
+document.py    load_object: the one bounded JSON parser for manifests, indexes, configs
 
 Names are re-exported lazily: importing `pullbroker_client.registry.reference` (every node
 pull does) must not import httpx, which only the broker's side of the client uses.

@@ -8,9 +8,8 @@ registry announced must both match the bytes received.
 from __future__ import annotations
 
 import hashlib
-import json
-from typing import Any
 
+from pullbroker_client.registry.document import load_object
 from pullbroker_client.registry.errors import DigestMismatch, RegistryProtocolError
 from pullbroker_client.registry.reference import is_digest
 
@@ -47,8 +46,7 @@ def manifest_media_type(content_type: str | None, data: bytes) -> str:
     if declared and declared not in ("application/json", "text/plain"):
         return declared
     try:
-        document: Any = json.loads(data)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return declared
-    media_type = document.get("mediaType") if isinstance(document, dict) else None
+        media_type = load_object(data, "the manifest").get("mediaType")
+    except RegistryProtocolError:
+        return declared  # the caller's parser reports what is wrong with the document
     return media_type if isinstance(media_type, str) and media_type else declared

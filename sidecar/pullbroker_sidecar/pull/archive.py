@@ -18,8 +18,7 @@ import json
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
 from pullbroker_client.registry.mediatypes import OCI_INDEX
 
@@ -58,15 +57,16 @@ def blob_member(digest: str) -> str:
     return f"blobs/{algorithm}/{hex_}"
 
 
-def write_archive(out: IO[bytes], image: ArchiveImage, blob_path: Callable[[str], Path]) -> None:
-    """Stream the archive of `image` into `out`; blobs are read from `blob_path(digest)`."""
+def write_archive(
+    out: IO[bytes], image: ArchiveImage, open_blob: Callable[[str], BinaryIO]
+) -> None:
+    """Stream the archive of `image` into `out`; blobs are read from `open_blob(digest)`."""
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         _add_bytes(tar, "oci-layout", json.dumps({"imageLayoutVersion": LAYOUT_VERSION}))
         for folder in ("blobs/", "blobs/sha256/"):
             tar.addfile(_info(folder, 0, directory=True))
         for descriptor in image.blobs:
-            path = blob_path(descriptor.digest)
-            with path.open("rb") as fh:
+            with open_blob(descriptor.digest) as fh:
                 tar.addfile(_info(blob_member(descriptor.digest), descriptor.size), fh)
         _add_bytes(tar, "index.json", json.dumps(_index(image)))
         _add_bytes(tar, "manifest.json", json.dumps(_docker_manifest(image)))

@@ -7,9 +7,10 @@
     containerd[:NAMESPACE]        imported into containerd's content store with `ctr images
                                   import` (namespace k8s.io by default: what the kubelet sees)
 
-Blobs come from the node store (see store.py) or, for `oci:` without a store, were
-downloaded into the layout itself. A destination is prepared only after the broker granted
-the pull, so a denied pull touches nothing, and filled only once every blob verified.
+Blobs come from the node store (see store.py; an `oci:` layout gets its own copies, never
+hard links) or, for `oci:` without a store, were downloaded into the layout itself. A
+destination is prepared only after the broker granted the pull, so a denied pull touches
+nothing, and filled only once every blob verified.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, BinaryIO, Protocol
 
 from pullbroker_client.registry.reference import Reference
 
@@ -30,7 +32,7 @@ from pullbroker_sidecar.pull.docker_api import DockerEngine
 from pullbroker_sidecar.pull.layout import OciLayout
 from pullbroker_sidecar.pull.manifest import Descriptor, ImageManifest
 from pullbroker_sidecar.pull.platform import host_platform, matches
-from pullbroker_sidecar.pull.store import ContentStore, link_blobs
+from pullbroker_sidecar.pull.store import ContentStore, copy_blobs
 
 DEFAULT_NAMESPACE = "k8s.io"
 CONTAINERD_ENV = "CONTAINERD_ADDRESS"
@@ -42,8 +44,8 @@ DEST_FORMS = "oci:DIR, docker-archive:FILE, docker-daemon[:SOCKET] or containerd
 class BlobSource(Protocol):
     """Where verified blobs can be read from (the store, or the layout pulled into)."""
 
-    def blob_path(self, digest: str) -> Path:
-        """The file holding the blob."""
+    def open_blob(self, digest: str) -> BinaryIO:
+        """The verified blob's file, opened for reading (never through a symlink)."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ class OciDestination:
 
     def export(self, fetched: FetchedImage, source: BlobSource) -> str:
         if isinstance(source, ContentStore):
-            link_blobs(source.root, self._layout, fetched.image.blobs)
+            copy_blobs(source, self._layout, fetched.image.blobs)
         self._layout.put_blob(fetched.manifest, fetched.manifest_data)
         self._layout.tag(fetched.manifest, fetched.reference.tag)
         return f"{self.label}:{fetched.reference.tag}" if fetched.reference.tag else self.label
@@ -118,7 +120,7 @@ class DockerArchiveDestination:
         fd, name = tempfile.mkstemp(dir=self.path.parent, prefix=".pull-", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as fh:
-                write_archive(fh, image, source.blob_path)
+                write_archive(fh, image, source.open_blob)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.chmod(name, 0o644)
@@ -148,7 +150,7 @@ class DockerDaemonDestination:
         image = fetched.archive(digest_names=False)
 
         def stream(out: IO[bytes]) -> None:
-            write_archive(out, image, source.blob_path)
+            write_archive(out, image, source.open_blob)
 
         self._engine.load(stream)
         # Docker's image ID is the config digest (the manifest's, with the containerd image
@@ -199,7 +201,7 @@ class ContainerdDestination:
             )
             assert proc.stdin is not None
             try:
-                write_archive(proc.stdin, image, source.blob_path)
+                write_archive(proc.stdin, image, source.open_blob)
                 proc.stdin.close()
             except BrokenPipeError:
                 pass  # ctr stopped reading: its exit status and stderr say why
@@ -230,6 +232,23 @@ def _wait(proc: subprocess.Popen[bytes]) -> int:
         proc.kill()
         proc.wait()
         raise
+
+
+def export_space(
+    destination: Destination, blobs: Sequence[Descriptor], *, from_store: bool
+) -> list[tuple[Path, int]]:
+    """Where the export writes on this node, and about how much (for the free-space check).
+
+    An `oci:` layout filled from the store gets a copy of each blob it lacks; an archive
+    holds every blob; dockerd and containerd keep images on their own disks.
+    """
+    if isinstance(destination, OciDestination) and from_store:
+        layout = OciLayout(destination.path)
+        lacking = [d for d in blobs if not os.path.lexists(layout.blob_path(d.digest))]
+        return [(destination.path, sum(d.size for d in lacking))]
+    if isinstance(destination, DockerArchiveDestination):
+        return [(destination.path.parent, sum(d.size for d in blobs))]
+    return []
 
 
 def parse_destination(text: str) -> Destination:

@@ -52,12 +52,20 @@ class BlobJob(Generic[Store]):
 
 
 async def download_blobs(
-    job: BlobJob[Any], blobs: Sequence[Descriptor], *, concurrency: int = DEFAULT_CONCURRENCY
+    job: BlobJob[Any],
+    blobs: Sequence[Descriptor],
+    *,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    present: int = 0,
 ) -> int:
-    """Fetch every blob not already in the layout; returns how many were fetched."""
+    """Fetch every blob not already in the layout; returns how many were fetched.
+
+    `present` counts blobs the caller already found stored (for the progress line only).
+    """
     # Largest first: the biggest blob is the critical path, so it must not wait for a slot.
-    todo = sorted((d for d in blobs if not job.layout.has_blob(d)), key=lambda d: -d.size)
-    job.progress.start(len(todo), sum(d.size for d in todo), len(blobs) - len(todo))
+    held = await asyncio.to_thread(lambda: [job.layout.has_blob(d) for d in blobs])
+    todo = sorted((d for d, h in zip(blobs, held, strict=True) if not h), key=lambda d: -d.size)
+    job.progress.start(len(todo), sum(d.size for d in todo), present + len(blobs) - len(todo))
     if not todo:
         job.progress.finish()
         return 0

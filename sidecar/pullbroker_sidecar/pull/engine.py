@@ -2,15 +2,18 @@
 
 Manifests and blobs go through one threaded fetcher (no second HTTP stack on the node);
 manifests are verified against their digests, and a 401 asks the authorizer for a fresh
-token once. Blobs go into the node store (or straight into an `oci:` layout). Destinations
-only ever receive verified content, and only after every blob is stored, so a failed
-pull never leaves a tag (or a loaded image) pointing at missing blobs.
+token once. Before any blob is requested, the sizes the manifest declares are checked
+against the limits (limits.py) and the free space of the store and destination against
+what is missing. Blobs go into the node store (or straight into an `oci:` layout). The
+config is parsed (bounded, see manifest.py) once it is stored, and only then does the
+destination see anything: it receives verified content only, after every blob is stored,
+so a failed pull never leaves a tag (or a loaded image) pointing at missing or bad blobs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,15 +29,23 @@ from pullbroker_sidecar.errors import (
     PullError,
     UnsupportedManifest,
 )
-from pullbroker_sidecar.pull.destinations import BlobSource, Destination, FetchedImage
+from pullbroker_sidecar.pull.destinations import (
+    BlobSource,
+    Destination,
+    FetchedImage,
+    export_space,
+)
 from pullbroker_sidecar.pull.download import DEFAULT_CONCURRENCY, BlobJob, download_blobs
 from pullbroker_sidecar.pull.fetch import BlobFetcher, FetchedManifest
 from pullbroker_sidecar.pull.layout import OciLayout
+from pullbroker_sidecar.pull.limits import PullLimits, check_free_space
 from pullbroker_sidecar.pull.manifest import (
     ACCEPT,
+    CONFIG_LIMIT,
     Descriptor,
     ImageManifest,
     effective_media_type,
+    parse_config,
     parse_image_manifest,
     parse_index,
 )
@@ -42,8 +53,6 @@ from pullbroker_sidecar.pull.platform import Platform, choose, host_platform
 from pullbroker_sidecar.pull.progress import NullProgress, Progress
 from pullbroker_sidecar.pull.store import ContentStore
 from pullbroker_sidecar.tokens import BrokerAuthorizer, PullTokenIssuer
-
-_MAX_CONFIG = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -106,6 +115,7 @@ class PullEngine:
         progress: Progress | None = None,
         timeout: float = 30.0,
         store: Path | None = None,
+        limits: PullLimits | None = None,
     ) -> None:
         self._broker = broker
         self._registry = registry
@@ -113,6 +123,7 @@ class PullEngine:
         self._progress = progress or NullProgress()
         self._timeout = timeout
         self._store = store
+        self._limits = limits or PullLimits()
 
     async def pull(
         self, image: str, destination: Destination, *, platform: Platform | None = None
@@ -129,36 +140,56 @@ class PullEngine:
         layout = destination.prepare()  # after the broker said yes: a denied pull writes nothing
         target: ContentStore | OciLayout | None = layout
         if self._store is not None:
-            target = ContentStore.open(self._store)
+            target = await asyncio.to_thread(ContentStore.open, self._store)
         if target is None:
             raise PullError(f"{destination.label} needs the node store: do not pass --no-store")
-        repository = ref.repository
-        ca_pem = grant.registry_ca_pem or None
         url = grant.registry_url or f"https://{ref.registry_host}"
-        fetcher = BlobFetcher(url, ssl_context(ca_pem), timeout=self._timeout)
+        context = ssl_context(grant.registry_ca_pem or None)
+        fetcher = BlobFetcher(url, context, timeout=self._timeout)
         try:
-            resolved = await self._resolve(
-                _Manifests(fetcher, authorizer, repository), ref, platform
-            )
-            job = BlobJob(fetcher, authorizer, target, repository, self._progress)
-            blobs = resolved.manifest.blobs
-            fetched = await download_blobs(job, blobs, concurrency=self._concurrency)
+            manifests = _Manifests(fetcher, authorizer, ref.repository)
+            resolved = await self._resolve(manifests, ref, platform)
+            job = BlobJob(fetcher, authorizer, target, ref.repository, self._progress)
+            fetched = await self._download(job, resolved, destination, str(ref))
         finally:
             fetcher.close()
+        config_platform = await asyncio.to_thread(_checked_config, target, resolved, str(ref))
         target.put_blob(resolved.descriptor, resolved.data)
         image_ = FetchedImage(ref, resolved.descriptor, resolved.data, resolved.manifest)
         name = await asyncio.to_thread(destination.export, image_, target)
         return PullResult(
             image=str(ref),
             digest=resolved.descriptor.digest,
-            platform=resolved.descriptor.platform or _config_platform(target, resolved),
+            platform=resolved.descriptor.platform or config_platform,
             dest=destination.label,
             layers=len(resolved.manifest.layers),
-            bytes=sum(d.size for d in blobs),
+            bytes=sum(d.size for d in resolved.manifest.blobs),
             fetched=fetched,
             image_id=resolved.manifest.config.digest,
             name=name,
         )
+
+    async def _download(
+        self,
+        job: BlobJob[ContentStore | OciLayout],
+        resolved: _Resolved,
+        destination: Destination,
+        image: str,
+    ) -> int:
+        """Check sizes and free space, then fetch what the store lacks; how many were fetched."""
+        blobs = resolved.manifest.blobs
+        self._limits.check(resolved.manifest, image)
+        config = resolved.manifest.config
+        if config.size > CONFIG_LIMIT:
+            raise UnsupportedManifest(
+                f"the config of {image} declares {config.size} bytes, more than {CONFIG_LIMIT}"
+            )
+        missing = await asyncio.to_thread(_missing, job.layout, blobs)
+        needs = [(job.layout.root, _to_download(job.layout, missing))]
+        needs += export_space(destination, blobs, from_store=isinstance(job.layout, ContentStore))
+        await asyncio.to_thread(check_free_space, needs, image)
+        present = len(blobs) - len(missing)
+        return await download_blobs(job, missing, concurrency=self._concurrency, present=present)
 
     async def _resolve(
         self, manifests: _Manifests, ref: Reference, wanted: Platform | None
@@ -215,13 +246,23 @@ def _pick(entries: list[Descriptor], wanted: Platform, image: str) -> Descriptor
     return entries[index]
 
 
-def _config_platform(source: BlobSource, resolved: _Resolved) -> Platform | None:
-    """The platform an image's config declares (for images pulled without an index)."""
+def _missing(target: ContentStore | OciLayout, blobs: Sequence[Descriptor]) -> list[Descriptor]:
+    return [d for d in blobs if not target.has_blob(d)]
+
+
+def _to_download(target: ContentStore | OciLayout, missing: Sequence[Descriptor]) -> int:
+    """Bytes still to come: the node store already holds the start of interrupted ones."""
+    if isinstance(target, ContentStore):
+        return sum(d.size - target.partial_size(d) for d in missing)
+    return sum(d.size for d in missing)
+
+
+def _checked_config(source: BlobSource, resolved: _Resolved, image: str) -> Platform | None:
+    """Parse the stored config (bounded): a bad one fails the pull before anything is tagged.
+
+    Returns the platform it declares (for images pulled without an index).
+    """
     config = resolved.manifest.config
-    if config.size > _MAX_CONFIG:
-        return None
-    try:
-        document = json.loads(source.blob_path(config.digest).read_bytes())
-    except (OSError, ValueError):
-        return None
-    return Platform.from_json(document) if isinstance(document, dict) else None
+    with source.open_blob(config.digest) as fh:
+        data = fh.read(CONFIG_LIMIT + 1)
+    return parse_config(data, image)

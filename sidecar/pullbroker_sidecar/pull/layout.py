@@ -1,9 +1,14 @@
 """An OCI image layout on disk that only ever holds verified content.
 
-A blob is streamed into a temp file in `blobs/` (same file system, so the final rename
-is atomic), hashed as it is written, and renamed to `blobs/<alg>/<hex>` only when digest
-and size both match its descriptor. `index.json` is rewritten atomically under a lock on
-the layout directory, so two pulls into one layout do not lose each other's tags.
+A blob is streamed into a locked temp file outside `blobs/` (see tempfiles.py), hashed as
+it is written, and renamed to `blobs/<alg>/<hex>` (read-only, 0444) only when digest and
+size both match its descriptor. `index.json` is rewritten atomically under a lock on the
+layout directory, so two pulls into one layout do not lose each other's tags.
+
+A layout is somebody's folder: anything may have been written into it since. So a blob
+already there counts only when it is a regular file that hashes to its name (`has_blob`
+reads it; that costs a read, not a download), and a symlink is never followed (see
+blobfiles.py); a wrong file is replaced by the download.
 """
 
 from __future__ import annotations
@@ -13,21 +18,33 @@ import fcntl
 import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
+from pullbroker_client.registry.document import load_object
+from pullbroker_client.registry.errors import RegistryProtocolError
 from pullbroker_client.registry.mediatypes import OCI_INDEX
 
 from pullbroker_sidecar.errors import DigestMismatch, LayoutError
+from pullbroker_sidecar.pull.blobfiles import (
+    READ_ONLY,
+    copy_fd,
+    fsync_dir,
+    open_regular,
+    read_small,
+    real_dir,
+    verified,
+)
 from pullbroker_sidecar.pull.manifest import REF_NAME, Descriptor, valid_digest
+from pullbroker_sidecar.pull.tempfiles import TempArea
 
 LAYOUT_VERSION = "1.0.0"
-TEMP_PREFIX = ".pull-"
-TEMP_SUFFIX = ".tmp"
-_BLOB_MODE = 0o644
+INDEX_LIMIT = 64 << 20  # index.json of a layout holding thousands of tags is a few MiB
+_FILE_MODE = 0o644
+Committed = Callable[[Path], None]
+"""Told the final path of a blob just committed (the store records it as verified)."""
 
 
 class BlobSink(Protocol):
@@ -70,14 +87,20 @@ class BlobStore(Protocol):
 class BlobWriter:
     """One blob being downloaded: hashed while written, committed only when it verifies."""
 
-    def __init__(self, blobs_dir: Path, final: Path, descriptor: Descriptor) -> None:
+    def __init__(
+        self,
+        temps: TempArea,
+        final: Path,
+        descriptor: Descriptor,
+        on_commit: Committed | None = None,
+    ) -> None:
         self._descriptor = descriptor
         self._final = final
+        self._temps = temps
+        self._on_commit = on_commit
         algorithm = descriptor.digest.split(":", 1)[0]
         self._hash = hashlib.new(algorithm)
-        fd, name = tempfile.mkstemp(dir=blobs_dir, prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX)
-        self._temp = Path(name)
-        self._file = os.fdopen(fd, "wb", buffering=0)
+        self._file, self._temp = temps.create()
         self.written = 0
         self._done = False
 
@@ -115,19 +138,22 @@ class BlobWriter:
             raise self._mismatch(f"{self.written} bytes, descriptor says {self._descriptor.size}")
         if actual != self._descriptor.digest:
             raise self._mismatch(f"content hashes to {actual}", actual=actual)
-        os.fchmod(self._file.fileno(), _BLOB_MODE)
+        os.fchmod(self._file.fileno(), READ_ONLY)
         os.fsync(self._file.fileno())
-        self._file.close()
-        os.replace(self._temp, self._final)
+        os.replace(self._temp, self._final)  # replaces a wrong file or symlink, never follows
         self._done = True
+        self._file.close()
         fsync_dir(self._final.parent)
+        if self._on_commit is not None:
+            self._on_commit(self._final)
 
     def discard(self) -> None:
         """Close and remove the temp file (idempotent)."""
-        self._file.close()
         if not self._done:
-            self._temp.unlink(missing_ok=True)
+            self._temp.unlink(missing_ok=True)  # before the lock goes: see tempfiles.py
             self._done = True
+        self._file.close()
+        self._temps.tidy()
 
     def _mismatch(self, detail: str, actual: str = "") -> DigestMismatch:
         return blob_mismatch(self._descriptor, detail, actual, self.written)
@@ -147,13 +173,14 @@ class OciLayout:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.blobs_dir = root / "blobs"
+        self.temps = TempArea(root, legacy=(root, self.blobs_dir))
 
     @classmethod
     def open(cls, root: Path) -> OciLayout:
-        """Use `root` as a layout, creating it when missing or empty."""
+        """Use `root` as a layout, creating it when missing or empty; sweeps crash leftovers."""
         layout = cls(root)
         marker = root / "oci-layout"
-        if marker.exists():
+        if os.path.lexists(marker):
             layout._check_marker(marker)
         elif root.exists() and (not root.is_dir() or any(root.iterdir())):
             raise LayoutError(
@@ -161,9 +188,12 @@ class OciLayout:
                 "choose a new or empty directory"
             )
         try:
-            (layout.blobs_dir / "sha256").mkdir(parents=True, exist_ok=True)
+            root.mkdir(parents=True, exist_ok=True)
+            real_dir(real_dir(layout.blobs_dir) / "sha256")
             if not marker.exists():
-                _atomic_write(marker, json.dumps({"imageLayoutVersion": LAYOUT_VERSION}).encode())
+                version = {"imageLayoutVersion": LAYOUT_VERSION}
+                layout._atomic_write(marker, json.dumps(version).encode())
+            layout.temps.sweep()
         except OSError as exc:
             raise LayoutError(f"cannot create an OCI layout in {root}: {exc.strerror}") from None
         return layout
@@ -176,17 +206,38 @@ class OciLayout:
         return self.blobs_dir / algorithm / hex_
 
     def has_blob(self, descriptor: Descriptor) -> bool:
-        """True when a blob of that digest and size is already stored."""
-        try:
-            return self.blob_path(descriptor.digest).stat().st_size == descriptor.size
-        except FileNotFoundError:
-            return False
+        """True when the blob is there as a regular file that hashes to its digest."""
+        return verified(self.blob_path(descriptor.digest), descriptor)
 
-    def blob_writer(self, descriptor: Descriptor) -> BlobWriter:
+    def open_blob(self, digest: str) -> BinaryIO:
+        """The blob's file, read-only; never through a symlink."""
+        fd = open_regular(self.blob_path(digest))
+        if fd is None:
+            raise LayoutError(f"blob {digest} is missing from {self.root} (or not a file)")
+        return os.fdopen(fd, "rb")
+
+    def blob_writer(self, descriptor: Descriptor, on_commit: Committed | None = None) -> BlobWriter:
         """A writer that commits to `blob_path(descriptor.digest)` once verified."""
         final = self.blob_path(descriptor.digest)
-        final.parent.mkdir(exist_ok=True)
-        return BlobWriter(self.blobs_dir, final, descriptor)
+        real_dir(final.parent)
+        return BlobWriter(self.temps, final, descriptor, on_commit)
+
+    def copy_in(self, descriptor: Descriptor, source: int) -> None:
+        """Store a copy of a verified blob open on fd `source` (the caller fsyncs the folder)."""
+        final = self.blob_path(descriptor.digest)
+        real_dir(final.parent)
+        fh, temp = self.temps.create()
+        try:
+            with fh:
+                copy_fd(source, fh.fileno(), descriptor.size)
+                os.fchmod(fh.fileno(), READ_ONLY)
+                os.fsync(fh.fileno())
+                os.replace(temp, final)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        finally:
+            self.temps.tidy()
 
     def put_blob(self, descriptor: Descriptor, data: bytes) -> None:
         """Store a small blob held in memory (a manifest), verified like any other."""
@@ -205,12 +256,13 @@ class OciLayout:
             if ref_name:
                 entry.setdefault("annotations", {})[REF_NAME] = ref_name
             index["manifests"] = [*kept, entry]
-            _atomic_write(self.root / "index.json", json.dumps(index, indent=2).encode())
+            self._atomic_write(self.root / "index.json", json.dumps(index, indent=2).encode())
 
     def _check_marker(self, marker: Path) -> None:
         try:
-            version = json.loads(marker.read_bytes()).get("imageLayoutVersion")
-        except (OSError, ValueError, AttributeError):
+            data = read_small(marker, 4096) or b""
+            version = load_object(data, str(marker)).get("imageLayoutVersion")
+        except (OSError, RegistryProtocolError):
             version = None
         if version != LAYOUT_VERSION:
             raise LayoutError(
@@ -221,16 +273,34 @@ class OciLayout:
     def _read_index(self) -> dict[str, Any]:
         path = self.root / "index.json"
         try:
-            index = json.loads(path.read_bytes())
-        except FileNotFoundError:
-            return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
-        except (OSError, ValueError) as exc:
-            raise LayoutError(
-                f"cannot read {path} ({type(exc).__name__}): fix or remove it"
-            ) from None
-        if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
+            data = read_small(path, INDEX_LIMIT)
+            if data is None:
+                return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+            index = load_object(data, str(path))
+        except OSError as exc:
+            raise LayoutError(f"cannot read {path} ({exc.strerror}): fix or remove it") from None
+        except RegistryProtocolError as exc:
+            raise LayoutError(f"{exc}: fix or remove it") from None
+        if not isinstance(index.get("manifests"), list):
             raise LayoutError(f"{path} is not an OCI image index: fix or remove it")
         return index
+
+    def _atomic_write(self, path: Path, data: bytes) -> None:
+        fh, temp = self.temps.create()
+        try:
+            with fh:
+                view = memoryview(data)
+                while view:
+                    view = view[fh.write(view) or 0 :]
+                os.fchmod(fh.fileno(), _FILE_MODE)
+                os.fsync(fh.fileno())
+                os.replace(temp, path)  # still locked: a sweep cannot take it first
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        finally:
+            self.temps.tidy()
+        fsync_dir(path.parent)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -248,30 +318,6 @@ def _same_entry(entry: Any, descriptor: Descriptor, ref_name: str | None) -> boo
     if ref_name:
         return bool(existing == ref_name)
     return existing is None and isinstance(entry, dict) and entry.get("digest") == descriptor.digest
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            os.fchmod(fh.fileno(), _BLOB_MODE)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(name, path)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or link in `path` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def blob_mismatch(descriptor: Descriptor, detail: str, actual: str, written: int) -> DigestMismatch:

@@ -2,16 +2,19 @@
 
 Only what a pull relies on is parsed: the manifest bytes are kept as received so the
 digest written to the layout is the registry's. Digests are checked against a strict
-grammar here because they become file names.
+grammar here because they become file names. Every document (manifest, index, config) goes
+through the client's one bounded JSON parser (`registry/document.py`), so only
+`UnsupportedManifest` ever leaves this module.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from pullbroker_client.registry.document import load_object
+from pullbroker_client.registry.errors import RegistryProtocolError
 from pullbroker_client.registry.mediatypes import (
     IMAGE_MANIFEST_TYPES,
     INDEX_TYPES,
@@ -30,6 +33,9 @@ SCHEMA1 = frozenset({DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED})
 ACCEPT = MANIFEST_ACCEPT
 
 REF_NAME = "org.opencontainers.image.ref.name"
+
+CONFIG_LIMIT = 16 << 20
+"""Largest image config parsed (real ones are a few KiB; a 10k-step history is ~2 MiB)."""
 
 _DIGEST = re.compile(r"\A(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})\Z")
 
@@ -103,7 +109,7 @@ def effective_media_type(declared: str, data: bytes, image: str) -> str:
 
     Schema1 is refused here, with what to do about it.
     """
-    body = _load(data, image)
+    body = _load(data, f"the manifest of {image}")
     inner = body.get("mediaType")
     media_type = declared.split(";")[0].strip() or (inner if isinstance(inner, str) else "")
     if media_type in SCHEMA1 or body.get("schemaVersion") == 1:
@@ -124,7 +130,7 @@ def effective_media_type(declared: str, data: bytes, image: str) -> str:
 
 def parse_index(data: bytes, image: str) -> list[Descriptor]:
     """The entries of an OCI index or Docker manifest list."""
-    entries = _load(data, image).get("manifests")
+    entries = _load(data, f"the index of {image}").get("manifests")
     if not isinstance(entries, list):
         raise UnsupportedManifest(f"the index of {image} has no manifests list")
     return [
@@ -134,7 +140,7 @@ def parse_index(data: bytes, image: str) -> list[Descriptor]:
 
 def parse_image_manifest(data: bytes, image: str) -> ImageManifest:
     """The config and layer descriptors of an OCI or Docker schema2 image manifest."""
-    body = _load(data, image)
+    body = _load(data, f"the manifest of {image}")
     layers = body.get("layers")
     if not isinstance(layers, list):
         raise UnsupportedManifest(f"the manifest of {image} has no layers list")
@@ -146,11 +152,17 @@ def parse_image_manifest(data: bytes, image: str) -> ImageManifest:
     )
 
 
-def _load(data: bytes, image: str) -> dict[str, Any]:
+def parse_config(data: bytes, image: str) -> Platform | None:
+    """Check an image config is a (bounded) JSON object; the platform it declares."""
+    if len(data) > CONFIG_LIMIT:
+        raise UnsupportedManifest(
+            f"the config of {image} is {len(data)} bytes, more than {CONFIG_LIMIT}: refused"
+        )
+    return Platform.from_json(_load(data, f"the config of {image}"))
+
+
+def _load(data: bytes, subject: str) -> dict[str, Any]:
     try:
-        body = json.loads(data)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise UnsupportedManifest(f"the manifest of {image} is not JSON") from None
-    if not isinstance(body, dict):
-        raise UnsupportedManifest(f"the manifest of {image} is not a JSON object")
-    return body
+        return load_object(data, subject)
+    except RegistryProtocolError as exc:
+        raise UnsupportedManifest(str(exc)) from None

@@ -33,7 +33,7 @@ def _archive(tmp_path: Path, name: str | None) -> tuple[ArchiveImage, tarfile.Ta
     manifest = _blob(tmp_path, b'{"manifest":1}', "application/vnd.oci.image.manifest.v1+json")
     image = ArchiveImage(name, "v1" if name else None, manifest, config, (layer, layer))
     out = io.BytesIO()
-    write_archive(out, image, lambda d: tmp_path / d.split(":")[1])
+    write_archive(out, image, lambda d: (tmp_path / d.split(":")[1]).open("rb"))
     out.seek(0)
     return image, tarfile.open(fileobj=out)
 

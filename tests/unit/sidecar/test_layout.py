@@ -69,6 +69,47 @@ class TestBlobs:
         assert layout.has_blob(d)
         assert not layout.has_blob(Descriptor(d.media_type, d.digest, 99))
 
+    def test_a_wrong_file_of_the_right_size_is_not_a_blob(self, tmp_path: Path) -> None:
+        """An existing file is trusted only when it hashes to its name; the download replaces it."""
+        layout = OciLayout.open(tmp_path / "oci")
+        d = _descriptor(b"data")
+        layout.blob_path(d.digest).write_bytes(b"DATA")
+        assert not layout.has_blob(d)
+        layout.put_blob(d, b"data")
+        assert layout.blob_path(d.digest).read_bytes() == b"data"
+
+    def test_a_symlink_at_a_digest_path_is_never_followed(self, tmp_path: Path) -> None:
+        """A symlink to the right bytes is untrusted; a commit replaces the link, not its target."""
+        layout = OciLayout.open(tmp_path / "oci")
+        d = _descriptor(b"data")
+        outside = tmp_path / "outside"
+        outside.write_bytes(b"data")
+        layout.blob_path(d.digest).symlink_to(outside)
+        assert not layout.has_blob(d)
+        with pytest.raises(LayoutError, match="missing"):
+            layout.open_blob(d.digest)
+        layout.put_blob(d, b"data")
+        assert not layout.blob_path(d.digest).is_symlink()
+        assert outside.stat().st_mode & 0o777 == 0o644
+
+    def test_blobs_are_read_only(self, tmp_path: Path) -> None:
+        """A committed blob is 0444: writing through it takes a deliberate chmod first."""
+        layout = OciLayout.open(tmp_path / "oci")
+        d = _descriptor(b"data")
+        layout.put_blob(d, b"data")
+        assert layout.blob_path(d.digest).stat().st_mode & 0o777 == 0o444
+
+    def test_a_symlinked_index_is_refused(self, tmp_path: Path) -> None:
+        """index.json as a symlink is neither read nor written through."""
+        layout = OciLayout.open(tmp_path / "oci")
+        outside = tmp_path / "outside.json"
+        outside.write_text('{"manifests": []}')
+        (layout.root / "index.json").symlink_to(outside)
+        d = _descriptor(b"{}")
+        with pytest.raises(LayoutError, match="symbolic link"):
+            layout.tag(d, "v1")
+        assert outside.read_text() == '{"manifests": []}'
+
 
 class TestIndex:
     def test_tags_merge_and_replace(self, tmp_path: Path) -> None:
@@ -100,6 +141,13 @@ class TestIndex:
         (tmp_path / "notes.txt").write_text("mine")
         with pytest.raises(LayoutError, match="not an OCI layout"):
             OciLayout.open(tmp_path)
+
+    def test_refuses_a_deeply_nested_index_in_one_line(self, tmp_path: Path) -> None:
+        """An index.json nested 100k deep is a LayoutError, not a RecursionError."""
+        layout = OciLayout.open(tmp_path / "oci")
+        (layout.root / "index.json").write_bytes(b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+        with pytest.raises(LayoutError, match="nests deeper"):
+            layout.tag(_descriptor(b"{}"), "v1")
 
     def test_refuses_a_broken_index(self, tmp_path: Path) -> None:
         """An index.json that does not parse is reported, not overwritten."""

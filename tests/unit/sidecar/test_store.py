@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,11 +13,12 @@ from pathlib import Path
 import pytest
 from pullbroker_client.registry.tls import ssl_context
 from pullbroker_client.secret import Secret
-from pullbroker_sidecar.errors import DigestMismatch
+from pullbroker_sidecar.errors import DigestMismatch, LayoutError
 from pullbroker_sidecar.pull.fetch import BlobFetcher
 from pullbroker_sidecar.pull.layout import BlobWriter, OciLayout
 from pullbroker_sidecar.pull.manifest import Descriptor
-from pullbroker_sidecar.pull.store import ContentStore, ResumableWriter, link_blobs
+from pullbroker_sidecar.pull.partial import ResumableWriter
+from pullbroker_sidecar.pull.store import ContentStore, copy_blobs
 
 from tests.harness.certs import TestCA
 from tests.unit.sidecar.https_server import Answer, RecordingServer
@@ -147,11 +149,108 @@ class TestRangeFetch:
         assert store.blob_path(DIGEST).read_bytes() == BLOB
 
 
-class TestLinks:
-    def test_store_blobs_are_hard_linked_into_a_layout(self, tmp_path: Path) -> None:
-        """An oci: destination gets the store's blob files (same inode), not copies."""
+class TestCopies:
+    def test_a_layout_gets_its_own_read_only_copy(self, tmp_path: Path) -> None:
+        """An oci: destination gets a copy of the store's blob (another inode), both 0444."""
         store = ContentStore.open(tmp_path / "store")
         store.put_blob(DESCRIPTOR, BLOB)
         layout = OciLayout.open(tmp_path / "oci")
-        link_blobs(store.root, layout, (DESCRIPTOR,))
-        assert layout.blob_path(DIGEST).stat().st_ino == store.blob_path(DIGEST).stat().st_ino
+        copy_blobs(store, layout, (DESCRIPTOR,))
+        copy, original = layout.blob_path(DIGEST).stat(), store.blob_path(DIGEST).stat()
+        assert copy.st_ino != original.st_ino
+        assert (stat.S_IMODE(copy.st_mode), stat.S_IMODE(original.st_mode)) == (0o444, 0o444)
+        assert layout.blob_path(DIGEST).read_bytes() == BLOB
+
+    def test_a_write_through_the_layout_never_reaches_the_store(self, tmp_path: Path) -> None:
+        """A write into the layout's copy leaves the store's blob verified; a new copy heals it."""
+        store = ContentStore.open(tmp_path / "store")
+        store.put_blob(DESCRIPTOR, BLOB)
+        layout = OciLayout.open(tmp_path / "oci")
+        copy_blobs(store, layout, (DESCRIPTOR,))
+        _overwrite(layout.blob_path(DIGEST), b"X" * len(BLOB))
+        assert store.has_blob(DESCRIPTOR)
+        assert store.blob_path(DIGEST).read_bytes() == BLOB
+        assert not layout.has_blob(DESCRIPTOR)
+        copy_blobs(store, layout, (DESCRIPTOR,))
+        assert layout.blob_path(DIGEST).read_bytes() == BLOB
+
+
+def _overwrite(path: Path, data: bytes) -> None:
+    """What a user (or a container engine) writing through a blob file does."""
+    path.chmod(0o644)
+    with path.open("r+b") as fh:
+        fh.write(data)
+
+
+class TestTrust:
+    def test_a_write_after_commit_is_caught_and_the_blob_dropped(self, tmp_path: Path) -> None:
+        """Same size, other bytes, written in place: no longer trusted, removed for a download."""
+        store = ContentStore.open(tmp_path / "store")
+        store.put_blob(DESCRIPTOR, BLOB)
+        _overwrite(store.blob_path(DIGEST), b"Y" * len(BLOB))
+        assert not store.has_blob(DESCRIPTOR)
+        assert not os.path.lexists(store.blob_path(DIGEST))
+
+    def test_a_planted_file_is_not_trusted_by_its_name(self, tmp_path: Path) -> None:
+        """A wrong file of the right size at a digest path (no fingerprint) is not a blob."""
+        store = ContentStore.open(tmp_path / "store")
+        store.blob_path(DIGEST).write_bytes(b"Z" * len(BLOB))
+        assert not store.has_blob(DESCRIPTOR)
+        with store.blob_writer(DESCRIPTOR) as writer:
+            writer.write(BLOB)
+            writer.commit()
+        assert store.has_blob(DESCRIPTOR)
+
+    def test_a_symlink_at_a_digest_path_is_never_followed(self, tmp_path: Path) -> None:
+        """A symlink to the right bytes is not trusted; the download replaces the link only."""
+        store = ContentStore.open(tmp_path / "store")
+        outside = tmp_path / "outside"
+        outside.write_bytes(BLOB)
+        store.blob_path(DIGEST).symlink_to(outside)
+        assert not store.has_blob(DESCRIPTOR)
+        with store.blob_writer(DESCRIPTOR) as writer:
+            writer.write(BLOB)
+            writer.commit()
+        assert not store.blob_path(DIGEST).is_symlink()
+        assert outside.read_bytes() == BLOB
+        assert stat.S_IMODE(outside.stat().st_mode) == 0o644
+
+    def test_a_symlink_at_a_partial_path_is_never_followed(self, tmp_path: Path) -> None:
+        """A symlink planted where a partial download goes is removed; its target untouched."""
+        store = ContentStore.open(tmp_path / "store")
+        outside = tmp_path / "outside"
+        outside.write_bytes(b"precious" * 100)
+        _partial(store).symlink_to(outside)
+        with store.blob_writer(DESCRIPTOR) as writer:
+            assert writer.offset == 0
+            writer.write(BLOB)
+            writer.commit()
+        assert outside.read_bytes() == b"precious" * 100
+        assert store.has_blob(DESCRIPTOR)
+
+    def test_a_symlinked_blobs_folder_is_refused(self, tmp_path: Path) -> None:
+        """`blobs/` as a symlink: the store refuses to open rather than write through it."""
+        elsewhere = tmp_path / "elsewhere"
+        (elsewhere / "sha256").mkdir(parents=True)
+        root = tmp_path / "store"
+        root.mkdir()
+        (root / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+        (root / "blobs").symlink_to(elsewhere)
+        with pytest.raises(LayoutError, match="symbolic link"):
+            ContentStore.open(root)
+        assert list((elsewhere / "sha256").iterdir()) == []
+
+    def test_a_blob_without_fingerprint_is_rehashed_into_a_private_copy(
+        self, tmp_path: Path
+    ) -> None:
+        """An older store's blob, hard-linked elsewhere, verifies and becomes a private inode."""
+        store = ContentStore.open(tmp_path / "store")
+        store.blob_path(DIGEST).write_bytes(BLOB)
+        os.link(store.blob_path(DIGEST), tmp_path / "old-destination-link")
+        assert store.has_blob(DESCRIPTOR)
+        assert store.blob_path(DIGEST).stat().st_nlink == 1
+        assert (
+            store.blob_path(DIGEST).stat().st_ino
+            != (tmp_path / "old-destination-link").stat().st_ino
+        )
+        assert store.has_blob(DESCRIPTOR)
