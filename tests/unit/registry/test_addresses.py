@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from pullbroker_client.registry.addresses import (
     BASELINE,
@@ -134,7 +134,6 @@ def _embeddings(v4: V4) -> list[V6]:
 class TestEmbeddingProperties:
     """An IPv6 spelling is refused exactly when the IPv4 address it carries is."""
 
-    @settings(deadline=None)
     @given(st.ip_addresses(v=4), st.sampled_from([STRICT, BASELINE]))
     def test_same_verdict_as_the_carried_address(self, v4: V4, policy: DialPolicy) -> None:
         """No IPv6 disguise turns a refused IPv4 address into an allowed one, or back."""

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from pullbroker_client.registry.document import MAX_DEPTH, load_object
 from pullbroker_client.registry.errors import RegistryProtocolError
@@ -70,37 +70,31 @@ def _only_unsupported(parse: Any, data: bytes) -> None:
 class TestOnlyOwnErrors:
     """Whatever the registry serves, parsing fails with the package's one error class."""
 
-    @settings(deadline=None)
     @given(_documents())
     def test_image_manifest(self, data: bytes) -> None:
         """parse_image_manifest: a manifest or UnsupportedManifest, nothing else."""
         _only_unsupported(lambda d: parse_image_manifest(d, "i"), data)
 
-    @settings(deadline=None)
     @given(_documents())
     def test_index(self, data: bytes) -> None:
         """parse_index: entries or UnsupportedManifest, nothing else."""
         _only_unsupported(lambda d: parse_index(d, "i"), data)
 
-    @settings(deadline=None)
     @given(_documents(), st.sampled_from(["", OCI_MANIFEST, "application/json; x=y", "a/b"]))
     def test_media_type(self, data: bytes, declared: str) -> None:
         """effective_media_type: a type or UnsupportedManifest, nothing else."""
         _only_unsupported(lambda d: effective_media_type(declared, d, "i"), data)
 
-    @settings(deadline=None)
     @given(_documents())
     def test_config(self, data: bytes) -> None:
         """parse_config: a platform (or None) or UnsupportedManifest, nothing else."""
         _only_unsupported(lambda d: parse_config(d, "i"), data)
 
-    @settings(deadline=None)
     @given(_documents(), st.none() | st.text(max_size=30))
     def test_client_media_type_never_raises(self, data: bytes, content_type: str | None) -> None:
         """The client's manifest_media_type always answers with a string."""
         assert isinstance(manifest_media_type(content_type, data), str)
 
-    @settings(deadline=None)
     @given(_documents())
     def test_load_object(self, data: bytes) -> None:
         """load_object: a dict nested at most MAX_DEPTH deep, or RegistryProtocolError."""
