@@ -157,7 +157,7 @@ class BrokerConfig:
 
     insecure_dev_port: int | None = None
     """A plaintext port on 127.0.0.1 for local debugging only; callers there have the identity
-    "CN=insecure-dev", which the policy denies unless a rule names it. Flag only."""
+    "insecure:dev-port", which the policy denies unless a rule names it. Flag only."""
 
     policy_path: Path | None = None
     """The policy file; None means <home>/policy.yaml."""

@@ -121,7 +121,7 @@ class TestInsecureDevPort:
     def test_insecure_port_callers_are_denied_by_default(
         self, make_broker: Callable[..., RunningBroker]
     ) -> None:
-        """On the dev port callers are CN=insecure-dev: health works, the services are denied."""
+        """On the dev port callers are insecure:dev-port: health works, the services are denied."""
         broker = make_broker(insecure_dev_port=0)
         assert broker.insecure_address
         with grpc.insecure_channel(broker.insecure_address) as channel:
@@ -133,7 +133,7 @@ class TestInsecureDevPort:
             with pytest.raises(grpc.RpcError) as caught:
                 stub.ListRegistries(registry_pb2.ListRegistriesRequest(), timeout=10)
         assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
-        assert "CN=insecure-dev" in (caught.value.details() or "")
+        assert "insecure:dev-port" in (caught.value.details() or "")
 
 
 class TestRequestIds:
@@ -237,6 +237,23 @@ class TestIdentityFromUriSansOnly:
             client.list_registries()
         assert caught.value.code is grpc.StatusCode.UNAUTHENTICATED
         assert "several SPIFFE IDs" in caught.value.message
+
+    @pytest.mark.parametrize(
+        ("cn", "sans"),
+        [
+            ("node-x", [x509.UniformResourceIdentifier(ADMIN_ID + "\x00.node/x")]),
+            ("admin\x00x", []),
+        ],
+        ids=["uri-san", "cn"],
+    )
+    def test_nul_prefixed_names_are_refused(
+        self, broker: RunningBroker, cn: str, sans: list[x509.GeneralName]
+    ) -> None:
+        """Names gRPC would cut at a NUL (to the admin's) are refused, never read cut."""
+        tls = present(broker, "nul", cn, sans or [x509.DNSName("node.example")])
+        with broker.client(tls=tls) as client, pytest.raises(BrokerCallError) as caught:
+            client.list_registries()
+        assert caught.value.code is grpc.StatusCode.UNAUTHENTICATED
 
     def test_real_admin_uri_san_still_admin(self, broker: RunningBroker) -> None:
         """The admin's own URI SAN in a crafted certificate of the same CA is the admin."""

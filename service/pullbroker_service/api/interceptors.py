@@ -1,10 +1,10 @@
 """Who is calling, may they call this, and one request id per call.
 
-Every handler is wrapped when it is registered: the wrapper reads the identity from the TLS
-auth context (SPIFFE ID from the URI SAN, else "CN=<cn>"), asks the policy for its roles,
-checks the role the service needs, records the call (method, caller, request id: the
-caller's x-request-id, else one made when first needed) in one context variable that log
-lines read (request_context.py), maps BrokerError to a status, and logs
+Every handler is wrapped when it is registered: the wrapper reads the identity from the
+peer's certificate (its one SPIFFE ID URI SAN, else "CN=<cn>"; peer_identity.py), asks the
+policy for its roles, checks the role the service needs, records the call (method, caller,
+request id: the caller's x-request-id, else one made when first needed) in one context
+variable that log lines read (request_context.py), maps BrokerError to a status, and logs
 the call (`rpc_failed` at warning, `rpc_completed` at debug).
 """
 
@@ -13,24 +13,26 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from pullbroker_service.api.peer_identity import identity_of_certificate
 from pullbroker_service.api.status import RpcStatus, rpc_status
 from pullbroker_service.domain.errors import (
     BrokerError,
     IdentityNotAllowed,
     Unauthenticated,
 )
-from pullbroker_service.domain.identity import ADMIN, NODE, Identity, identity_name
+from pullbroker_service.domain.identity import ADMIN, NODE, Identity
 from pullbroker_service.logging import debug_enabled, get_logger
 from pullbroker_service.request_context import CallInfo, begin_call, current_call
 
 REQUEST_ID_KEY = "x-request-id"
-INSECURE_IDENTITY = "CN=insecure-dev"
+# No certificate can spell it: certificate names are "spiffe://…" or "CN=…".
+INSECURE_IDENTITY = "insecure:dev-port"
 # Service -> role its callers need; None: any authenticated caller. Unlisted: refused.
 SERVICE_ROLES: dict[str, str | None] = {
     "pullbroker.v1.RegistryService": ADMIN,
@@ -48,6 +50,8 @@ _MAX_REQUEST_ID = 128
 DEFAULT_MAX_CALL_SECONDS = 60.0
 
 RolesFor = Callable[[str], frozenset[str]]
+RefusalHook = Callable[[str, "Identity | None", BrokerError], None]
+"""Told of each call refused before it reaches a servicer: (service, caller if known, why)."""
 
 _log = get_logger("pullbroker_service.api")
 
@@ -63,43 +67,20 @@ def current_caller() -> Identity:
 def peer_identity_name(context: Any, allow_insecure: bool) -> str:
     """The policy name of the peer: its SPIFFE ID, else "CN=<cn>"; plaintext is insecure-dev.
 
-    Read from the auth context's typed properties only. `peer_identities()` is not used: gRPC
-    fills it with every SAN type alike, so a DNS or e-mail SAN spelled `spiffe://…/admin` (which
-    any CA that signs requester-chosen DNS names will issue) would pass for a SPIFFE ID.
+    Read from the peer's certificate (see peer_identity.py for why gRPC's name properties
+    are not trusted).
     """
-    return _identity_from_auth_context(context.auth_context(), allow_insecure)
-
-
-def _identity_from_auth_context(auth: dict[str, list[bytes]], allow_insecure: bool) -> str:
-    security = _first(auth, "transport_security_type")
-    if security != "ssl":
+    auth: dict[str, list[bytes]] = context.auth_context()
+    if _first(auth, "transport_security_type") != "ssl":
         if allow_insecure:
             return INSECURE_IDENTITY
         raise Unauthenticated(
             "the broker accepts only mutual TLS: connect with a client certificate"
         )
-    spiffe_ids = spiffe_ids_from_uri_sans(auth.get("peer_uri", ()))
-    if len(spiffe_ids) > 1:
-        raise Unauthenticated(
-            "the client certificate has several SPIFFE IDs: issue it with exactly one"
-        )
-    return identity_name(spiffe_ids[0] if spiffe_ids else None, _first(auth, "x509_common_name"))
-
-
-def spiffe_ids_from_uri_sans(uris: Iterable[bytes]) -> list[str]:
-    """The SPIFFE IDs among a certificate's URI SANs, scheme and trust domain in lower case.
-
-    The SPIFFE spec makes both case-insensitive, so `SPIFFE://TD/x` is the same ID as
-    `spiffe://td/x`: counting it too means a second spelling cannot slip past the one-ID rule.
-    """
-    found: list[str] = []
-    for raw in uris:
-        uri = raw.decode("utf-8", "replace")
-        scheme, sep, rest = uri.partition("://")
-        if sep and scheme.lower() == "spiffe":
-            domain, slash, path = rest.partition("/")
-            found.append(f"spiffe://{domain.lower()}{slash}{path}")
-    return found
+    pem = auth.get("x509_pem_cert")
+    if not pem:
+        raise Unauthenticated("the broker accepts only mutual TLS: present a client certificate")
+    return identity_of_certificate(pem[0])
 
 
 def _first(auth: dict[str, list[bytes]], key: str) -> str | None:
@@ -144,10 +125,12 @@ class CallGuard:
         *,
         allow_insecure: bool = False,
         max_call_seconds: float = DEFAULT_MAX_CALL_SECONDS,
+        on_refused: RefusalHook | None = None,
     ) -> None:
         self.max_call_seconds = max_call_seconds
         self._roles_for = roles_for
         self._allow_insecure = allow_insecure
+        self._on_refused = on_refused
 
     def wrap(self, service: str, name: str, handler: _Handler) -> _Handler:
         """`handler` behind the identity check, for /service/name."""
@@ -155,8 +138,24 @@ class CallGuard:
         return wrapped
 
     def authorize(self, service: str, context: Any) -> Identity:
-        """Identity of the peer with its roles, if it may call `service`."""
-        name = peer_identity_name(context, self._allow_insecure)
+        """Identity of the peer with its roles, if it may call `service` (a refusal is also
+        passed to `on_refused`)."""
+        try:
+            name = peer_identity_name(context, self._allow_insecure)
+        except Unauthenticated as exc:
+            self._refused(service, None, exc)
+            raise
+        try:
+            return self._authorize(service, name)
+        except IdentityNotAllowed as exc:
+            self._refused(service, Identity(name=name, roles=frozenset()), exc)
+            raise
+
+    def _refused(self, service: str, caller: Identity | None, exc: BrokerError) -> None:
+        if self._on_refused is not None:
+            self._on_refused(service, caller, exc)
+
+    def _authorize(self, service: str, name: str) -> Identity:
         if service not in SERVICE_ROLES:
             raise IdentityNotAllowed(f"{service} is not served to clients")
         roles = self._roles_for(name)

@@ -7,7 +7,10 @@ from typing import Any
 
 import grpc
 import pytest
+from cryptography import x509
 from pullbroker_service.api.interceptors import CallGuard
+
+from tests.unit.api.test_identity import certificate
 
 SERVICE = "pullbroker.v1.PullService"
 
@@ -19,10 +22,8 @@ class NodeContext:
         self.aborted: tuple[grpc.StatusCode, str] | None = None
 
     def auth_context(self) -> dict[str, list[bytes]]:
-        return {
-            "transport_security_type": [b"ssl"],
-            "peer_uri": [b"spiffe://pullbroker.local/node/n1"],
-        }
+        node = certificate(x509.UniformResourceIdentifier("spiffe://pullbroker.local/node/n1"))
+        return {"transport_security_type": [b"ssl"], "x509_pem_cert": [node]}
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return ()

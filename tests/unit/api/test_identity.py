@@ -1,18 +1,41 @@
-"""Reading the caller's identity from the TLS auth context gRPC hands a servicer."""
+"""Reading the caller's identity from the certificate gRPC hands a servicer."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from pullbroker_service.api.interceptors import INSECURE_IDENTITY, peer_identity_name
 from pullbroker_service.domain.errors import Unauthenticated
 
+_KEY = ec.generate_private_key(ec.SECP256R1())
+
+
+def certificate(*sans: x509.GeneralName, cns: tuple[str, ...] = ("node-x",)) -> bytes:
+    """A PEM certificate with exactly these SANs and common names (self-signed: identity
+    reading never looks at the chain, which gRPC has verified before a servicer runs)."""
+    now = dt.datetime.now(dt.UTC)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn) for cn in cns])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test")]))
+        .public_key(_KEY.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(hours=1))
+    )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
+    return builder.sign(_KEY, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
 
 class AuthContext:
-    """The identity methods of a grpc.aio ServicerContext, answering as gRPC does.
-
-    gRPC names an authenticated TLS peer by its subject alternative names when it has any,
-    else by its CN; a peer that did not authenticate has no peer identities.
-    """
+    """The auth_context() of a grpc.aio ServicerContext, as gRPC fills it."""
 
     def __init__(self, **properties: list[bytes]) -> None:
         self._properties = properties
@@ -20,61 +43,81 @@ class AuthContext:
     def auth_context(self) -> dict[str, list[bytes]]:
         return self._properties
 
-    def peer_identity_key(self) -> str | None:
-        if self._properties.get("transport_security_type") != [b"ssl"]:
-            return None
-        if "x509_subject_alternative_name" in self._properties:
-            return "x509_subject_alternative_name"
-        return "x509_common_name" if "x509_common_name" in self._properties else None
 
-    def peer_identities(self) -> list[bytes] | None:
-        key = self.peer_identity_key()
-        return self._properties[key] if key else None
+def tls(pem: bytes) -> AuthContext:
+    return AuthContext(transport_security_type=[b"ssl"], x509_pem_cert=[pem])
 
 
-def tls(**properties: list[bytes]) -> AuthContext:
-    sans = [*properties.get("peer_dns", []), *properties.get("peer_uri", [])]
-    if sans:
-        properties["x509_subject_alternative_name"] = sans
-    return AuthContext(transport_security_type=[b"ssl"], **properties)
+def uri(value: str) -> x509.UniformResourceIdentifier:
+    return x509.UniformResourceIdentifier(value)
+
+
+def name_of(*sans: x509.GeneralName, cns: tuple[str, ...] = ("node-x",)) -> str:
+    return peer_identity_name(tls(certificate(*sans, cns=cns)), False)
 
 
 class TestPeerIdentityName:
+    """SPIFFE ID from the one spiffe URI SAN, else CN=<cn>; everything else is refused."""
+
     def test_spiffe_id_wins_over_cn(self) -> None:
         """A certificate with a SPIFFE ID is known by it, not by its CN."""
-        context = tls(peer_uri=[b"spiffe://td/node/a"], x509_common_name=[b"node-a"])
-        assert peer_identity_name(context, False) == "spiffe://td/node/a"
+        assert name_of(uri("spiffe://td/node/a")) == "spiffe://td/node/a"
 
     def test_spiffe_id_among_other_sans(self) -> None:
         """DNS SANs beside the one SPIFFE ID do not change the name."""
-        context = tls(peer_dns=[b"node-a.example"], peer_uri=[b"spiffe://td/node/a"])
-        assert peer_identity_name(context, False) == "spiffe://td/node/a"
+        assert name_of(x509.DNSName("a.example"), uri("spiffe://td/node/a")) == "spiffe://td/node/a"
 
     def test_cn_without_spiffe(self) -> None:
-        """Without a spiffe:// URI the name is CN=<cn> (other URIs are ignored)."""
-        context = tls(peer_uri=[b"https://example.com"], x509_common_name=[b"ops"])
-        assert peer_identity_name(context, False) == "CN=ops"
+        """Without a spiffe URI the name is CN=<cn> (other URIs are ignored)."""
+        assert name_of(uri("https://example.com"), cns=("ops",)) == "CN=ops"
 
-    def test_several_spiffe_ids_are_refused(self) -> None:
-        """A certificate with two SPIFFE IDs is not a valid SVID: unauthenticated."""
-        context = tls(peer_uri=[b"spiffe://td/admin", b"spiffe://td/node/a"])
-        with pytest.raises(Unauthenticated, match="several SPIFFE IDs"):
-            peer_identity_name(context, False)
-
-    @pytest.mark.parametrize("san_type", ["peer_dns", "peer_email"])
-    def test_other_san_types_never_name_a_spiffe_id(self, san_type: str) -> None:
+    @pytest.mark.parametrize(
+        "forged",
+        [x509.DNSName("spiffe://td/admin"), x509.RFC822Name("spiffe://td/admin")],
+        ids=["dns", "email"],
+    )
+    def test_other_san_types_never_name_a_spiffe_id(self, forged: x509.GeneralName) -> None:
         """A DNS or e-mail SAN spelled spiffe://…/admin is no SPIFFE ID: the name is the CN."""
-        context = tls(x509_common_name=[b"node-x"], **{san_type: [b"spiffe://td/admin"]})
-        context._properties["x509_subject_alternative_name"] = [b"spiffe://td/admin"]
-        assert peer_identity_name(context, False) == "CN=node-x"
+        assert name_of(forged) == "CN=node-x"
 
-    def test_spiffe_scheme_and_trust_domain_are_case_insensitive(self) -> None:
+    def test_scheme_and_trust_domain_are_case_insensitive(self) -> None:
         """SPIFFE://TD/x is spiffe://td/x, and counts toward the one-ID rule."""
-        upper = tls(peer_uri=[b"SPIFFE://TD.Example/node/a"], x509_common_name=[b"n"])
-        assert peer_identity_name(upper, False) == "spiffe://td.example/node/a"
-        two = tls(peer_uri=[b"spiffe://td/admin", b"Spiffe://td/node/a"])
+        assert name_of(uri("SPIFFE://TD.Example/node/a")) == "spiffe://td.example/node/a"
         with pytest.raises(Unauthenticated, match="several SPIFFE IDs"):
-            peer_identity_name(two, False)
+            name_of(uri("spiffe://td/admin"), uri("Spiffe://td/node/a"))
+
+    @pytest.mark.parametrize(
+        "spelling",
+        [
+            "spiffe://pullbroker.local/admin\x00.node/x",
+            "spiffe:/pullbroker.local/admin",
+            "spiffe://x@pullbroker.local/admin",
+            "spiffe://pullbroker.local:443/admin",
+            "spiffe://pullbroker.local/admin/",
+            "spiffe://pullbroker.local//admin",
+            "spiffe://pullbroker.local/./admin",
+            "spiffe://pullbroker.local/node/../admin",
+            "spiffe://pullbroker.local/ad%6Din",
+            "spiffe://pullbroker.local/admin?x=1",
+            "spiffe://pullbroker.local/admin#x",
+            "spiffe://",
+        ],
+    )
+    def test_malformed_spiffe_ids_refuse_the_certificate(self, spelling: str) -> None:
+        """A malformed spiffe URI (a NUL, user, port, odd segments) never falls back to the CN."""
+        with pytest.raises(Unauthenticated, match="malformed"):
+            name_of(uri(spelling), cns=("admin",))
+
+    @pytest.mark.parametrize("cn", ["admin\x00x", "admin\nx", "\x7fadmin"])
+    def test_common_names_with_control_characters_are_refused(self, cn: str) -> None:
+        """A CN that gRPC would cut at a NUL (or with any control character) is refused."""
+        with pytest.raises(Unauthenticated, match="printable"):
+            name_of(cns=(cn,))
+
+    def test_two_common_names_are_refused(self) -> None:
+        """A subject with two CNs names no one."""
+        with pytest.raises(Unauthenticated, match="exactly one common name"):
+            name_of(cns=("admin", "node-x"))
 
     def test_plaintext_is_refused_unless_dev_port(self) -> None:
         """A plaintext peer is refused, or is insecure-dev when the dev port is on."""
@@ -86,4 +129,9 @@ class TestPeerIdentityName:
     def test_no_name_at_all_is_refused(self) -> None:
         """A certificate with neither SPIFFE ID nor CN is unauthenticated."""
         with pytest.raises(Unauthenticated):
-            peer_identity_name(tls(), False)
+            name_of(cns=())
+
+    def test_tls_without_a_certificate_is_refused(self) -> None:
+        """A TLS peer whose context has no certificate is unauthenticated."""
+        with pytest.raises(Unauthenticated, match="client certificate"):
+            peer_identity_name(AuthContext(transport_security_type=[b"ssl"]), False)
