@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import structlog
+from pullbroker_client.registry.errors import install_scrubber
 from pullbroker_client.secret import Secret
 
 from pullbroker_service.request_context import merge_call_context
@@ -251,3 +252,9 @@ def get_logger(name: str | None = None) -> Any:
     # Initial values on the lazy proxy, not .bind(): bind() would build the logger now, from
     # whatever configuration exists at import time.
     return structlog.get_logger(logger_name=name) if name else structlog.get_logger()
+
+
+# Registry error messages quote upstream text through pullbroker_client's clean(); with this,
+# the broker's known secrets are scrubbed from that text before it is cut to length, wherever
+# in this process the message is built.
+install_scrubber(scrub)

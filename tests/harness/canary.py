@@ -1,7 +1,8 @@
 """Canaries: unique, recognisable secret values, and searches for them in files and text.
 
 A leak can hide in an encoded form, so the searches also look for base64 (at all three
-alignments, as inside a Basic header or a JSON auth blob), URL-encoded and JSON-escaped forms.
+alignments, as inside a Basic header or a JSON auth blob), URL-encoded, hex and JSON-escaped
+forms.
 """
 
 from __future__ import annotations
@@ -39,11 +40,12 @@ def _base64_forms(needle: bytes) -> set[bytes]:
 
 
 def encoded_forms(needle: str) -> set[bytes]:
-    """Byte strings whose presence means the needle leaked (raw, base64, URL, JSON forms)."""
+    """Byte strings whose presence means the needle leaked (raw, base64, URL, hex, JSON)."""
     raw = needle.encode()
     forms = {raw, quote(needle, safe="").encode(), quote_plus(needle).encode()}
     forms.add(json.dumps(needle)[1:-1].encode())
     forms.add(needle.encode("utf-16-le"))
+    forms |= {raw.hex().encode(), raw.hex().upper().encode()}
     forms |= _base64_forms(raw)
     return {f for f in forms if f}
 

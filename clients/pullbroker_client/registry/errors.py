@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from pullbroker_client.errors import ClientError
@@ -165,14 +166,29 @@ _TEMPORARY_STATUS = frozenset({408, 500, 502, 503, 504})
 
 # An upstream that echoes the request quotes our Authorization header: whatever follows an auth
 # scheme's name is a credential or a token, never something a person needs to read.
+_MAX_QUOTED = 64 * 1024  # an error body is bounded before it gets here; this bounds the work
 _AUTH_VALUE = re.compile(r"(?i)\b(basic|bearer)(?:\s+|%20|\+)[A-Za-z0-9+/=._~%-]{8,}")
 
 
+Scrubber = Callable[[str], str]
+_scrubbers: list[Scrubber] = []
+
+
+def install_scrubber(scrub: Scrubber) -> None:
+    """Also pass every quoted upstream text through `scrub` (the broker's known-secret
+    redaction) before it is cut, so an echoed credential never survives as a prefix."""
+    if scrub not in _scrubbers:
+        _scrubbers.append(scrub)
+
+
 def clean(text: str, limit: int) -> str:
-    """`text` with control characters dropped, Authorization values blanked, cut to `limit`
-    characters; the only form in which upstream text is quoted in a message."""
-    printable = "".join(ch for ch in text[: limit * 4] if ch.isprintable())
+    """`text` with control characters dropped, Authorization values blanked, installed
+    scrubbers applied to the whole of it, then cut to `limit` characters; the only form in
+    which upstream text is quoted in a message."""
+    printable = "".join(ch for ch in text[:_MAX_QUOTED] if ch.isprintable())
     printable = _AUTH_VALUE.sub(r"\1 [redacted]", printable)
+    for scrub in _scrubbers:
+        printable = scrub(printable)
     return printable if len(printable) <= limit else printable[: limit - 1] + "…"
 
 
@@ -191,7 +207,7 @@ def parse_error_body(body: bytes) -> list[tuple[str, str]]:
             message = entry.get("message")
             found.append(
                 (
-                    clean(entry["code"], _MAX_CODE).upper(),
+                    clean(entry["code"], _MAX_CODE),
                     clean(message, _MAX_MESSAGE) if isinstance(message, str) else "",
                 )
             )
@@ -213,10 +229,10 @@ def error_for_response(
     `not_found`). `subject` says what was asked for ("manifest team/app:1.0").
     """
     codes = parse_error_body(body)
-    known = next(((c, m) for c, m in codes if c in _BY_CODE), None)
+    known = next(((c, m) for c, m in codes if c.upper() in _BY_CODE), None)
     code, detail = known or (codes[0] if codes else (None, ""))
     if known is not None:
-        cls = _BY_CODE[known[0]]
+        cls = _BY_CODE[known[0].upper()]
     elif status == 404:
         cls = not_found
     else:
@@ -224,6 +240,7 @@ def error_for_response(
     said = f" ({code}: {detail})" if code and detail else f" ({code})" if code else ""
     message = f"registry {host} answered {status} for {subject}{said}: {_HINTS.get(cls, '')}"
     message = message.rstrip(": ")
+    code = code.upper() if code else code  # the machine-readable code; the message keeps it as sent
     if cls is RateLimited:
         return RateLimited(message, retry_after=retry_after, code=code)
     return cls(message, code=code, temporary=True if status in _TEMPORARY_STATUS else None)

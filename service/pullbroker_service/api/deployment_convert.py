@@ -18,6 +18,7 @@ from pullbroker_service.domain.deployment import (
 )
 from pullbroker_service.domain.errors import InvalidArgument
 from pullbroker_service.domain.kinds import RegistrySpec
+from pullbroker_service.logging import scrub
 
 _STATES: dict[DeploymentState, int] = {
     DeploymentState.PENDING_DEPLOY: deployment_pb2.DEPLOYMENT_STATE_PENDING_DEPLOY,
@@ -112,7 +113,9 @@ def report_from_proto(request: deployment_pb2.ReportDeploymentStatusRequest) -> 
     category = _CATEGORY_OF.get(request.failure_category)
     if category is None:
         raise InvalidArgument("failure_category is not one this broker knows")
-    return Report(state, request.digest.strip(), category, request.message.strip())
+    # A node's failure text may quote what a registry echoed (a pass-through password
+    # included): scrubbed when stored, and again when served, for values registered since.
+    return Report(state, request.digest.strip(), category, scrub(request.message.strip()))
 
 
 def deployment_to_proto(record: DeploymentRecord) -> deployment_pb2.Deployment:
@@ -123,7 +126,7 @@ def deployment_to_proto(record: DeploymentRecord) -> deployment_pb2.Deployment:
         target=target_to_proto(record.target),
         state=_STATES[record.state],  # type: ignore[arg-type]
         failure_category=_CATEGORIES[record.failure_category],  # type: ignore[arg-type]
-        message=record.message,
+        message=scrub(record.message),
         digest=record.digest,
         inline_credential=record.inline_credential,
         creator=record.creator,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from urllib.parse import quote, quote_plus
 
 from pullbroker_service.domain.model import (
@@ -29,7 +30,8 @@ MIN_FRAGMENT = 16
 def derived_forms(secret: str, username: str | None = None) -> set[str]:
     """`secret` as sent, encoded and echoed; with `username`, the `user:secret` pair too.
 
-    Raw, percent-encoded (quote and quote_plus), JSON-escaped, base64 (standard and urlsafe,
+    Raw, percent-encoded (quote and quote_plus, escapes in either case), hex (either case),
+    JSON-escaped, base64 (standard and urlsafe,
     with and without padding), `Basic <base64(user:secret)>`, and the base64 fragments that
     stay the same wherever the secret sits inside a larger base64 text.
     """
@@ -67,11 +69,14 @@ def _text_forms(text: str) -> set[str]:
     raw = text.encode()
     std = base64.b64encode(raw).decode("ascii")
     url = base64.urlsafe_b64encode(raw).decode("ascii")
+    percent = {quote(text, safe=""), quote(text), quote_plus(text)}
     return {
         text,
-        quote(text, safe=""),
-        quote(text),
-        quote_plus(text),
+        *percent,
+        # Percent-escapes are case-insensitive (RFC 3986): some servers echo them lower-case.
+        *(_lower_escapes(form) for form in percent),
+        raw.hex(),
+        raw.hex().upper(),
         json.dumps(text)[1:-1],
         json.dumps(text, ensure_ascii=False)[1:-1],
         std,
@@ -79,6 +84,10 @@ def _text_forms(text: str) -> set[str]:
         url,
         url.rstrip("="),
     }
+
+
+def _lower_escapes(text: str) -> str:
+    return re.sub(r"%[0-9A-F]{2}", lambda m: m.group().lower(), text)
 
 
 def _embedded_base64(raw: bytes) -> set[str]:

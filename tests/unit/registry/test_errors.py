@@ -64,13 +64,17 @@ class TestParseErrorBody:
     """Registry bodies become (code, message) pairs, cleaned."""
 
     def test_codes_and_messages(self) -> None:
-        """Each entry with a string code is kept, in order, codes uppercased."""
+        """Each entry with a string code is kept, in order, codes as sent (they are quoted in
+        messages; the class is chosen case-insensitively)."""
         body = _body(
             {"code": "manifest_unknown", "message": "manifest unknown", "detail": {"Tag": "x"}},
             {"code": 3},
             {"code": "DENIED"},
         )
-        assert parse_error_body(body) == [("MANIFEST_UNKNOWN", "manifest unknown"), ("DENIED", "")]
+        assert parse_error_body(body) == [("manifest_unknown", "manifest unknown"), ("DENIED", "")]
+        error = error_for_response(404, body, host="h", subject="manifest a:1")
+        assert isinstance(error, ManifestUnknown)
+        assert error.code == "MANIFEST_UNKNOWN"
 
     @pytest.mark.parametrize(
         "body", [b"", b"<html>502</html>", b"[]", b'{"errors": "x"}', b"\xff\xfe", b"[" * 100_000]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote, quote_plus
@@ -59,8 +60,15 @@ ECHOES: list[tuple[str, Callable[[str, str], str]]] = [
     ("quote-plus", lambda u, p: quote_plus(p)),
     ("quote-pair", lambda u, p: quote(f"{u}:{p}", safe="")),
     ("json", lambda u, p: json.dumps(p)[1:-1]),
+    ("quote-lower-escapes", lambda u, p: _lower_escapes(quote(p, safe=""))),
+    ("hex", lambda u, p: p.encode().hex()),
+    ("hex-upper", lambda u, p: p.encode().hex().upper()),
     ("b64-inside-docker-config", lambda u, p: _b64(json.dumps({"auth": f"{u}:{p}"}))),
 ]
+
+
+def _lower_escapes(text: str) -> str:
+    return re.sub(r"%[0-9A-F]{2}", lambda m: m.group().lower(), text)
 
 
 def password() -> str:
@@ -136,6 +144,25 @@ class TestUpstreamText:
         assert "abc.def.ghi123" not in message
         assert "Basic [redacted]" in message
         assert len(clean("x" * 10_000, 200)) == 200
+
+    @pytest.mark.parametrize("where", ["message", "code"])
+    def test_echo_cut_by_the_length_limit_leaves_no_prefix(self, where: str) -> None:
+        """A password straddling the quoting limit (message or code) is scrubbed before the
+        cut, so not even its first characters survive; the code keeps its case."""
+        secret = new_canary("cut")
+        padding = "x" * (190 if where == "message" else 50)
+        entry = {"code": "BAD", "message": f"{padding} password was {secret}"}
+        if where == "code":
+            entry = {"code": f"{padding}{secret}", "message": "bad"}
+        body = json.dumps({"errors": [entry]}).encode()
+        register_secret_values(derived_forms(secret, USER))
+        try:
+            message = str(error_for_response(400, body, host="h", subject="a token"))
+        finally:
+            for form in derived_forms(secret, USER):
+                forget_secret_value(form)
+        assert secret[:6] not in message
+        assert secret[:6].upper() not in message
 
 
 ADMIN = Identity("spiffe://pullbroker.local/node/n1", frozenset({"node"}))
