@@ -24,6 +24,7 @@
                   says how to pull instead
     unavailable   the broker cannot be reached (the daemon retried with backoff)
     bad_request   the request is malformed
+    internal      the daemon failed to answer (its log says why); retrying may help
 
 The socket is the only way in: mode 0600, and the daemon also checks the peer's uid
 (SO_PEERCRED), so only its own user (or root) is answered. This module is what the
@@ -67,6 +68,7 @@ DENIED = "denied"
 NO_LOGIN = "no_login"
 UNAVAILABLE = "unavailable"
 BAD_REQUEST = "bad_request"
+INTERNAL = "internal"
 
 
 def default_socket(

@@ -24,6 +24,7 @@ from pullbroker_client.secret import Secret
 from pullbroker_sidecar.daemon.logins import Login, Logins, NoLogin
 from pullbroker_sidecar.daemon.protocol import (
     BAD_REQUEST,
+    INTERNAL,
     MAX_LINE,
     MAX_SOCKET_PATH,
     VERSION,
@@ -101,7 +102,7 @@ class SidecarServer:
             except (ValueError, TimeoutError, asyncio.LimitOverrunError):
                 answer: dict[str, Any] = _error(BAD_REQUEST, "send one JSON object on one line")
             else:
-                answer = await self._answer(request)
+                answer = await self._answered(request)
             writer.write(encode(answer))
             await writer.drain()
         except (ConnectionError, OSError):
@@ -110,6 +111,17 @@ class SidecarServer:
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
+
+    async def _answered(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The answer to `request`; one `internal` line if answering failed unexpectedly.
+
+        Only the error's type is logged: its text may quote what was asked (a pod's token).
+        """
+        try:
+            return await self._answer(request)
+        except Exception as exc:
+            log.error("request_failed", op=str(request.get("op"))[:40], error=type(exc).__name__)
+            return _error(INTERNAL, "the sidecar failed to answer this request: see its log")
 
     async def _answer(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request.get("op")
@@ -124,10 +136,9 @@ class SidecarServer:
                 login = await self._logins.for_host(_text(request, "host"))
                 return self._served(op, login, {})
             if op == "image_login":
-                pod_token = request.get("service_account_token")
+                pod_token = _optional_text(request, "service_account_token")
                 login = await self._logins.for_image(
-                    _text(request, "image"),
-                    Secret(pod_token) if isinstance(pod_token, str) and pod_token else None,
+                    _text(request, "image"), Secret(pod_token) if pod_token else None
                 )
                 key = f"{login.domain}/{login.repository}"
                 return self._served(op, login, {"repository": login.repository, "key": key})
@@ -176,7 +187,22 @@ def _text(request: dict[str, Any], name: str) -> str:
     value = request.get(name)
     if not isinstance(value, str) or not value.strip() or len(value) > 1024:
         raise NoLogin(BAD_REQUEST, f"`{name}` must be a non-empty string")
-    return value.strip()
+    return _utf8(value.strip(), name)
+
+
+def _optional_text(request: dict[str, Any], name: str) -> str | None:
+    """`name` if the request has it as a non-empty string (e.g. a pod's token), else None."""
+    value = request.get(name)
+    return _utf8(value, name) if isinstance(value, str) and value else None
+
+
+def _utf8(value: str, name: str) -> str:
+    # JSON's \ud800 escapes decode to lone surrogates, which no protocol downstream can carry.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise NoLogin(BAD_REQUEST, f"`{name}` must be valid Unicode text") from None
+    return value
 
 
 def _error(code: str, message: str) -> dict[str, Any]:

@@ -72,6 +72,15 @@ class TestDecode:
         text = json.dumps({"a": "[" * 500 + '\\"' + "{" * 500})
         assert loads_bounded(text, max_depth=2) == json.loads(text)
 
+    @pytest.mark.parametrize("encoding", ["utf-16-be", "utf-16-le", "utf-32-be", "utf-32-le"])
+    def test_utf16_and_utf32_cannot_hide_nesting(self, encoding: str) -> None:
+        """Only UTF-8 is JSON here: a UTF-16/32 frame (whose bytes could hide brackets from
+        the depth check) is a ValueError, however deep."""
+        text = '{"op":"\u4e22","x":' + "[" * 500 + "]" * 500 + ',"y":"\u4e22"}'
+        # Either the codec or the parser refuses it: both are ValueError.
+        with pytest.raises(ValueError):  # noqa: PT011
+            protocol.decode((text + "\n").encode(encoding))
+
     def test_thousands_of_digits_are_a_value_error(self) -> None:
         """A number too long for int() is a ValueError like any other malformed document."""
         with pytest.raises(ValueError, match="digits"):
@@ -132,7 +141,7 @@ class TestServerFrames:
                 protocol.NO_LOGIN,
                 protocol.UNAVAILABLE,
                 protocol.BAD_REQUEST,
-            }
+            }  # never INTERNAL: arbitrary input is the caller's fault, not the daemon's
 
         check()
 
@@ -146,6 +155,40 @@ class TestServerFrames:
         assert (answer["ok"], answer["error"]) == (False, protocol.BAD_REQUEST)
         ping = json.loads(loop.run_until_complete(_exchange(path, b'{"v":1,"op":"ping"}\n')))
         assert ping["ok"] is True
+
+    @pytest.mark.parametrize("field", ["image", "service_account_token"])
+    def test_lone_surrogates_are_bad_requests(
+        self, running_server: tuple[asyncio.AbstractEventLoop, Path], field: str
+    ) -> None:
+        """A \\ud800 escape (no UTF-8 spelling) in a field is bad_request, not a traceback."""
+        loop, path = running_server
+        request = {"v": 1, "op": "image_login", "image": f"{HOST}/team/app:v1", field: "\ud800x"}
+        line = json.dumps(request).encode() + b"\n"
+        answer = json.loads(loop.run_until_complete(_exchange(path, line)))
+        assert (answer["ok"], answer["error"]) == (False, protocol.BAD_REQUEST)
+
+    def test_an_unexpected_failure_is_one_internal_line(self) -> None:
+        """An issuer that fails unexpectedly: the helper still gets one line, `internal`."""
+        folder = Path(tempfile.mkdtemp(prefix="pbi-", dir="/tmp"))
+        loop = asyncio.new_event_loop()
+        clock = FakeClock()
+        logins = Logins(LoginCache(_Exploding(), clock=clock), [f"{HOST}/team/app:v1"])
+        server = SidecarServer(folder / "s.sock", logins, _Channel())
+        loop.run_until_complete(server.start())
+        try:
+            line = json.dumps({"v": 1, "op": "login", "host": HOST}).encode() + b"\n"
+            answer = loop.run_until_complete(_exchange(folder / "s.sock", line))
+        finally:
+            loop.run_until_complete(server.close())
+            loop.close()
+            shutil.rmtree(folder, ignore_errors=True)
+        assert answer.count(b"\n") == 1
+        assert json.loads(answer)["error"] == protocol.INTERNAL
+
+
+class _Exploding:
+    async def issue_registry_login(self, *args: object, **kwargs: object) -> object:
+        raise RuntimeError("a bug")
 
 
 class _ScriptedDaemon:
