@@ -179,6 +179,7 @@ def _build_services(
         ),
         deployments=Deployments(deployment_store, registries, policy, audit=audit),
         access=AccessChecker(store, policy),
+        audit=audit,
     )
 
 

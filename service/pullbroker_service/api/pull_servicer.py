@@ -11,11 +11,7 @@ from pullbroker_service.api import convert
 from pullbroker_service.api.context import Context
 from pullbroker_service.api.interceptors import current_caller
 from pullbroker_service.app.token_guard import LoginIssuing, TokenIssuing
-from pullbroker_service.domain.errors import InvalidArgument
 from pullbroker_service.domain.model import MintedToken, RegistryRecord
-
-MAX_IMAGE_LENGTH = 4096
-
 
 # The PullToken messages of recently served (token, record) pairs. On a cache hit the issuer
 # returns the very same objects, so the message is built once per minted token, not per call.
@@ -77,12 +73,8 @@ class PullServicer(pull_pb2_grpc.PullServiceServicer):
 
 
 def _image(request: pull_pb2.IssuePullTokenRequest | pull_pb2.IssueRegistryLoginRequest) -> str:
-    image: str = request.image.strip()
-    if not image:
-        raise InvalidArgument("image is required, e.g. ghcr.io/acme/app:1.2")
-    if len(image) > MAX_IMAGE_LENGTH:
-        raise InvalidArgument(f"image is longer than {MAX_IMAGE_LENGTH} characters")
-    return image
+    """The image as asked for; the use case's guard checks it (so a refusal is audited)."""
+    return request.image.strip()
 
 
 def _service_account_token(

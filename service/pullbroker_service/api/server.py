@@ -1,7 +1,7 @@
 """The grpc.aio server: mTLS only, health and reflection always on, bounded requests.
 
 A plaintext port exists only when the developer passes `--insecure-dev-port`; it binds to
-127.0.0.1 and its callers get the identity "CN=insecure-dev", which the policy denies unless
+127.0.0.1 and its callers get the identity "insecure:dev-port", which the policy denies unless
 a rule names it.
 """
 
@@ -33,12 +33,21 @@ from pullbroker_service.api.deployment_servicer import (
     DeploymentServicer,
     DeploymentUseCases,
 )
-from pullbroker_service.api.interceptors import CallGuard, GuardedRegistrar, RolesFor
+from pullbroker_service.api.interceptors import (
+    CallGuard,
+    GuardedRegistrar,
+    RefusalHook,
+    RolesFor,
+)
 from pullbroker_service.api.policy_servicer import AccessChecking, PolicyServicer
 from pullbroker_service.api.pull_servicer import PullServicer
 from pullbroker_service.api.registry_servicer import RegistriesUseCases, RegistryServicer
+from pullbroker_service.app.audit import AuditSink
 from pullbroker_service.app.token_guard import LoginIssuing, TokenIssuing
 from pullbroker_service.config import ServerLimits
+from pullbroker_service.domain.audit import Action, outcome_for
+from pullbroker_service.domain.errors import BrokerError
+from pullbroker_service.domain.identity import Identity
 from pullbroker_service.logging import get_logger
 
 REGISTRY_SERVICE = registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name
@@ -78,6 +87,9 @@ class Services:
     """None: DeploymentService and DeploymentReportingService are not registered."""
     access: AccessChecking | None = None
     """None: PolicyService is not registered."""
+    audit: AuditSink | None = None
+    """Where PullService calls refused before any use case runs (no certificate name, no
+    node role) are recorded, so every failed IssuePullToken is in the audit trail."""
 
 
 @dataclass
@@ -141,6 +153,7 @@ async def start_server(
         roles_for,
         allow_insecure=insecure_dev_port is not None,
         max_call_seconds=limits.max_call_seconds,
+        on_refused=_audit_pull_refusals(services.audit) if services.audit else None,
     )
     guarded: Any = GuardedRegistrar(server, guard)  # quacks like the server for add_*()
     registry_pb2_grpc.add_RegistryServiceServicer_to_server(
@@ -177,6 +190,14 @@ async def start_server(
     return BuiltServer(server, address, health, insecure_address)
 
 
+def _audit_pull_refusals(audit: AuditSink) -> RefusalHook:
+    def refused(service: str, caller: Identity | None, exc: BrokerError) -> None:
+        if service == PULL_SERVICE:
+            audit.event(Action.TOKEN_ISSUE, outcome_for(exc), caller, reason=str(exc))
+
+    return refused
+
+
 def _add_governance(
     guarded: Any, deployments: DeploymentUseCases | None, access: AccessChecking | None
 ) -> tuple[str, ...]:
@@ -201,7 +222,7 @@ def _warn_insecure(address: str) -> None:
     banner = (
         "\n" + "!" * 78 + "\n"
         f"!! INSECURE DEVELOPMENT PORT OPEN on {address}: no TLS, no client certificate.\n"
-        "!! Anything on this machine can reach it. Callers there are 'CN=insecure-dev',\n"
+        "!! Anything on this machine can reach it. Callers there are 'insecure:dev-port',\n"
         "!! denied unless policy.yaml names them. Never use --insecure-dev-port in production.\n"
         + "!"
         * 78

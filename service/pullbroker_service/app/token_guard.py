@@ -24,12 +24,13 @@ from pullbroker_client.secret import Secret
 from pullbroker_service.app.audit import AuditSink
 from pullbroker_service.app.ratelimit import LimitKind, RateLimiter
 from pullbroker_service.domain.audit import Action, Outcome, outcome_for
-from pullbroker_service.domain.errors import BrokerError
+from pullbroker_service.domain.errors import BrokerError, InvalidArgument
 from pullbroker_service.domain.identity import Identity
 from pullbroker_service.domain.model import MintedToken, RegistryRecord
 from pullbroker_service.minting.bearer import is_basic_passthrough
 from pullbroker_service.minting.logins import MintedLogin, scope_of
 
+MAX_IMAGE_LENGTH = 4096
 PASSTHROUGH_REASON = "basic pass-through: the registry's stored credential was handed out"
 LOGIN_REASON = "registry login for container runtimes"
 M = TypeVar("M", bound=MintedToken)
@@ -84,6 +85,7 @@ class _Guard:
         refusal_prefix: str = "",
     ) -> tuple[M, RegistryRecord]:
         try:
+            check_image(image)
             if self._limiter is not None:
                 self._limiter.check(caller.name, LimitKind.ISSUE_PULL_TOKEN)
             minted, record = await work()
@@ -188,6 +190,14 @@ class GuardedLoginIssuer:
             _login_reason,
             f"{LOGIN_REASON}: ",
         )
+
+
+def check_image(image: str) -> None:
+    """InvalidArgument for an empty or over-long image (inside the guard: it is audited)."""
+    if not image:
+        raise InvalidArgument("image is required, e.g. ghcr.io/acme/app:1.2")
+    if len(image) > MAX_IMAGE_LENGTH:
+        raise InvalidArgument(f"image is longer than {MAX_IMAGE_LENGTH} characters")
 
 
 def _token_reason(token: MintedToken) -> str:

@@ -195,6 +195,7 @@ class LifecycleBroker:
                 deployment_store, registries, policy, audit=self.audit, poll_interval=0.5
             ),
             access=AccessChecker(store, policy),
+            audit=self.audit,
         )
         return await start_server(
             services,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import grpc
 import pytest
 from pullbroker.v1 import registry_pb2
 from pullbroker_client.broker import BrokerCallError, basic_credential
@@ -107,3 +108,31 @@ def _shape(event: dict[str, str]) -> tuple[str, ...]:
         event["deployment"].removeprefix("deployments/"),
         event["digest"],
     )
+
+
+class TestRefusedBeforeAnyToken:
+    """IssuePullToken calls refused before a use case runs are audited too."""
+
+    @pytest.mark.parametrize("image", ["", "a.io/" + "x" * 5000], ids=["empty", "too-long"])
+    def test_bad_image_is_audited(
+        self, make_lifecycle_broker: Callable[..., LifecycleBroker], image: str
+    ) -> None:
+        """An empty or over-long image: INVALID_ARGUMENT, and a FAILED token.issue event."""
+        broker = make_lifecycle_broker(policy=POLICY)
+        with broker.client("node") as node, pytest.raises(BrokerCallError) as caught:
+            node.issue_pull_token(image)
+        assert caught.value.code is grpc.StatusCode.INVALID_ARGUMENT
+        events = [e for e in broker.audit_events() if e["action"] == "token.issue"]
+        assert [e["outcome"] for e in events] == ["failed"]
+        assert events[0]["identity"].startswith(NODE_PREFIX)
+
+    def test_caller_without_the_node_role_is_audited(
+        self, make_lifecycle_broker: Callable[..., LifecycleBroker]
+    ) -> None:
+        """An admin certificate asking for a token: PERMISSION_DENIED, and a DENIED event."""
+        broker = make_lifecycle_broker(policy=POLICY)
+        with broker.client() as admin, pytest.raises(BrokerCallError) as caught:
+            admin.issue_pull_token("a.io/team/app:v1")
+        assert caught.value.code is grpc.StatusCode.PERMISSION_DENIED
+        events = [e for e in broker.audit_events() if e["action"] == "token.issue"]
+        assert [(e["outcome"], e["identity"]) for e in events] == [("denied", ADMIN)]
