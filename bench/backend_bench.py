@@ -56,10 +56,10 @@ from pullbroker_service.domain.model import (
     SecretRef,
 )
 from pullbroker_service.domain.policy import Policy
-from pullbroker_service.logging import configure_logging
+from pullbroker_service.infra.logging import configure_logging
 from pullbroker_service.minting.base import ProbeResult, pull_scope
+from pullbroker_service.minting.by_kind import MintersByKind
 from pullbroker_service.minting.cache import TokenCache
-from pullbroker_service.minting.registry_of_kinds import MinterRegistry
 from pullbroker_service.secrets.aws import AwsConnection
 from pullbroker_service.secrets.factory import (
     BrokerAwsBackend,
@@ -253,7 +253,7 @@ class Broker:
     def over(cls, backend: VersionedBackend, db: Path) -> Broker:
         store = SqliteMetadataStore(db)
         secrets = GuardedBackend(backend)
-        minters = MinterRegistry.with_bearer(InstantMinter())
+        minters = MintersByKind.with_bearer(InstantMinter())
         cache = TokenCache()
         return cls(
             Registries(store, secrets, minters, cache),

@@ -13,7 +13,8 @@ from pullbroker_client.cli.common import UsageError
 from pullbroker_client.errors import ClientError
 from pullbroker_client.home import Home
 
-from pullbroker_service.config import (
+from pullbroker_service.bootstrap.main import run_migration, serve
+from pullbroker_service.config.broker import (
     DEFAULT_LISTEN,
     SECRET_BACKENDS,
     BrokerConfig,
@@ -21,9 +22,7 @@ from pullbroker_service.config import (
     load_config,
     require_backend_settings,
 )
-from pullbroker_service.devca import DevCAError
 from pullbroker_service.domain.errors import BrokerError
-from pullbroker_service.main import run_migration, serve
 
 _MIGRATE_HELP = """\
 Move every registry credential from the secret backend it is in now to BACKEND. Each copy
@@ -57,16 +56,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = _config(args, listen=args.listen, insecure_dev_port=args.insecure_dev_port)
     try:
         asyncio.run(serve(config))
-    except (BrokerError, DevCAError, OSError) as exc:
+    except (BrokerError, OSError) as exc:
         # Startup failures a person can fix: a bad policy, a taken port, an unreadable file.
         raise ClientError(f"the broker could not start: {exc}") from None
-    except RuntimeError as exc:
-        if "bind" in str(exc).lower() or "port" in str(exc).lower():
-            raise ClientError(
-                f"cannot listen on {config.listen}: is another broker running? "
-                "Pick another address with --listen"
-            ) from None
-        raise
     return 0
 
 

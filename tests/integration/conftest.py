@@ -23,9 +23,9 @@ import pytest
 from pullbroker_client.broker import BrokerClient, BrokerTarget
 from pullbroker_client.home import Home
 from pullbroker_client.tls import TlsFiles
-from pullbroker_service.config import load_config
-from pullbroker_service.devca import CertificateAuthority, LeafSpec
-from pullbroker_service.main import Broker, start_broker
+from pullbroker_service.bootstrap.devca import CertificateAuthority, LeafSpec
+from pullbroker_service.bootstrap.main import Broker, start_broker
+from pullbroker_service.config.broker import load_config
 
 from tests.harness.broker_config import write_test_config
 

@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pullbroker.v1 import registry_pb2, registry_pb2_grpc
 from pullbroker_client.broker import BrokerCallError
 from pullbroker_client.tls import TlsFiles, channel_credentials
-from pullbroker_service.devca import CertificateAuthority, LeafSpec
+from pullbroker_service.bootstrap.devca import CertificateAuthority, LeafSpec
 
 from tests.integration.conftest import RunningBroker
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import socket
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -309,3 +310,28 @@ class TestHealth:
         done = cli.run(served.home.root, "health", "--service", "no.such.Service")
         assert done.returncode == 1
         assert "NOT_FOUND" in done.stdout
+
+
+class TestServeAddressInUse:
+    """`serve` on a taken address fails at once with one line naming the flag."""
+
+    def test_taken_port_is_one_line(self, tmp_path: Path) -> None:
+        """No gRPC error dump, no traceback: one line that says what to change."""
+        with socket.socket() as holder:
+            holder.bind(("127.0.0.1", 0))
+            holder.listen()
+            listen = f"127.0.0.1:{holder.getsockname()[1]}"
+            done = subprocess.run(
+                [PULLBROKER, "serve", "--home", str(tmp_path / "home"), "--listen", listen],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+        assert done.returncode != 0
+        errors = [line for line in done.stderr.splitlines() if not line.startswith("{")]
+        assert errors == [
+            f"pullbroker: error: the broker could not start: cannot listen on {listen}: the "
+            "address is in use (another broker? `pullbroker health` tells); pick another "
+            "address with --listen"
+        ]

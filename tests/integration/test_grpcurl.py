@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from pullbroker_client.tls import TlsFiles
-from pullbroker_service.devca import CertificateAuthority, LeafSpec
+from pullbroker_service.bootstrap.devca import CertificateAuthority, LeafSpec
 
 from tests.integration.conftest import RunningBroker
 

@@ -27,9 +27,9 @@ from pullbroker_service.domain.model import (
     RegistryRecord,
 )
 from pullbroker_service.domain.secret_forms import credential_forms
-from pullbroker_service.logging import register_secret_value, register_secret_values, scrub
+from pullbroker_service.infra.logging import register_secret_value, register_secret_values, scrub
 from pullbroker_service.minting.base import ProbeResult
-from pullbroker_service.minting.logins import MintedLogin
+from pullbroker_service.minting.runtime_logins import MintedLogin
 
 _KIND_TO_TYPE: dict[RegistryKind, registry_pb2.RegistryType.ValueType] = {
     RegistryKind.GENERIC: registry_pb2.REGISTRY_TYPE_GENERIC,

@@ -18,7 +18,7 @@ from pullbroker_service.domain.deployment import (
 )
 from pullbroker_service.domain.errors import InvalidArgument
 from pullbroker_service.domain.kinds import RegistrySpec
-from pullbroker_service.logging import scrub
+from pullbroker_service.infra.logging import scrub
 
 _STATES: dict[DeploymentState, int] = {
     DeploymentState.PENDING_DEPLOY: deployment_pb2.DEPLOYMENT_STATE_PENDING_DEPLOY,

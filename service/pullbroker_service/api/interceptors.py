@@ -27,8 +27,8 @@ from pullbroker_service.domain.errors import (
     Unauthenticated,
 )
 from pullbroker_service.domain.identity import ADMIN, NODE, Identity
-from pullbroker_service.logging import debug_enabled, get_logger
-from pullbroker_service.request_context import CallInfo, begin_call, current_call
+from pullbroker_service.infra.logging import debug_enabled, get_logger
+from pullbroker_service.infra.request_context import CallInfo, begin_call, current_call
 
 REQUEST_ID_KEY = "x-request-id"
 # No certificate can spell it: certificate names are "spiffe://…" or "CN=…".

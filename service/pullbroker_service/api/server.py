@@ -7,7 +7,10 @@ a rule names it.
 
 from __future__ import annotations
 
+import errno
+import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,11 +47,11 @@ from pullbroker_service.api.pull_servicer import PullServicer
 from pullbroker_service.api.registry_servicer import RegistriesUseCases, RegistryServicer
 from pullbroker_service.app.audit import AuditSink
 from pullbroker_service.app.token_guard import LoginIssuing, TokenIssuing
-from pullbroker_service.config import ServerLimits
+from pullbroker_service.config.broker import ServerLimits
 from pullbroker_service.domain.audit import Action, outcome_for
-from pullbroker_service.domain.errors import BrokerError
+from pullbroker_service.domain.errors import BrokerError, ListenFailed
 from pullbroker_service.domain.identity import Identity
-from pullbroker_service.logging import get_logger
+from pullbroker_service.infra.logging import get_logger
 
 REGISTRY_SERVICE = registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name
 PULL_SERVICE = pull_pb2.DESCRIPTOR.services_by_name["PullService"].full_name
@@ -176,11 +179,12 @@ async def start_server(
         root_certificates=tls.client_ca,
         require_client_auth=True,
     )
-    port = server.add_secure_port(listen, credentials)
+    port = _bind(lambda: server.add_secure_port(listen, credentials), listen, "--listen")
     address = f"{listen.rpartition(':')[0]}:{port}"
     insecure_address = None
     if insecure_dev_port is not None:
-        insecure_port = server.add_insecure_port(f"127.0.0.1:{insecure_dev_port}")
+        dev = f"127.0.0.1:{insecure_dev_port}"
+        insecure_port = _bind(lambda: server.add_insecure_port(dev), dev, "--insecure-dev-port")
         insecure_address = f"127.0.0.1:{insecure_port}"
         _warn_insecure(insecure_address)
     await server.start()
@@ -188,6 +192,40 @@ async def start_server(
         await health.set(service, health_pb2.HealthCheckResponse.SERVING)
     _log.info("server_started", address=address)
     return BuiltServer(server, address, health, insecure_address)
+
+
+def _bind(add_port: Callable[[], int], listen: str, flag: str) -> int:
+    """`add_port()`, after checking that `listen` can be bound at all: gRPC would print its
+    own multi-line error first, then fail with a RuntimeError that does not say which flag."""
+    host, _, port_text = listen.rpartition(":")
+    port = int(port_text) if port_text.isdigit() else 0
+    if port:
+        _check_bindable(host.strip("[]") or "0.0.0.0", port, listen, flag)  # noqa: S104
+    try:
+        return add_port()
+    except RuntimeError:
+        raise ListenFailed(f"cannot listen on {listen}: check the address ({flag})") from None
+
+
+def _check_bindable(host: str, port: int, listen: str, flag: str) -> None:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        raise ListenFailed(f"cannot listen on {listen}: {host} does not resolve ({flag})") from None
+    family, kind, proto, _, sockaddr = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds
+        try:
+            probe.bind(sockaddr)
+        except OSError as exc:
+            why = (
+                "the address is in use (another broker? `pullbroker health` tells)"
+                if exc.errno == errno.EADDRINUSE
+                else (exc.strerror or "it cannot be bound").lower()
+            )
+            raise ListenFailed(
+                f"cannot listen on {listen}: {why}; pick another address with {flag}"
+            ) from None
 
 
 def _audit_pull_refusals(audit: AuditSink) -> RefusalHook:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import grpc
 
 from pullbroker_service.domain import errors as e
-from pullbroker_service.logging import scrub
+from pullbroker_service.infra.logging import scrub
 
 RETRY_AFTER_KEY = "retry-after"
 

@@ -30,8 +30,8 @@ import structlog
 from pullbroker_service.domain.audit import Action, AuditEvent, Outcome, outcome_for, role_of
 from pullbroker_service.domain.errors import BrokerError
 from pullbroker_service.domain.identity import Identity
-from pullbroker_service.logging import scrub
-from pullbroker_service.request_context import current_call
+from pullbroker_service.infra.logging import scrub
+from pullbroker_service.infra.request_context import current_call
 
 T = TypeVar("T")
 

@@ -18,7 +18,7 @@ from pullbroker_service.domain.model import (
     credential_from_bytes,
 )
 from pullbroker_service.domain.secret_forms import credential_forms
-from pullbroker_service.logging import register_secret_values
+from pullbroker_service.infra.logging import register_secret_values
 from pullbroker_service.secrets.base import SecretBackend
 from pullbroker_service.store.base import MetadataStore
 

@@ -57,8 +57,8 @@ from pullbroker_service.domain.model import (
     credential_username,
 )
 from pullbroker_service.minting.base import ProbeResult
+from pullbroker_service.minting.by_kind import MintersByKind
 from pullbroker_service.minting.cache import TokenCache
-from pullbroker_service.minting.registry_of_kinds import MinterRegistry
 from pullbroker_service.secrets.base import SecretBackend
 from pullbroker_service.store.base import MetadataStore
 
@@ -75,7 +75,7 @@ class Registries:
         self,
         store: MetadataStore,
         secrets: SecretBackend,
-        minters: MinterRegistry,
+        minters: MintersByKind,
         cache: TokenCache,
         *,
         clock: Callable[[], datetime] = utc_now,

@@ -28,7 +28,7 @@ from pullbroker_service.domain.errors import BrokerError, InvalidArgument
 from pullbroker_service.domain.identity import Identity
 from pullbroker_service.domain.model import MintedToken, RegistryRecord
 from pullbroker_service.minting.bearer import is_basic_passthrough
-from pullbroker_service.minting.logins import MintedLogin, scope_of
+from pullbroker_service.minting.runtime_logins import MintedLogin, scope_of
 
 MAX_IMAGE_LENGTH = 4096
 PASSTHROUGH_REASON = "basic pass-through: the registry's stored credential was handed out"

@@ -30,11 +30,11 @@ from pullbroker_service.domain.identity import Identity
 from pullbroker_service.domain.model import AuthKind, MintedToken, RegistryRecord
 from pullbroker_service.domain.pod_identity import PodIdentity
 from pullbroker_service.domain.policy import Decision
-from pullbroker_service.logging import debug_enabled as log_debug_enabled
+from pullbroker_service.infra.logging import debug_enabled as log_debug_enabled
 from pullbroker_service.minting.base import pull_scope
 from pullbroker_service.minting.bearer import is_basic_passthrough
+from pullbroker_service.minting.by_kind import BEARER_KINDS, MintersByKind
 from pullbroker_service.minting.cache import TokenCache
-from pullbroker_service.minting.registry_of_kinds import BEARER_KINDS, MinterRegistry
 from pullbroker_service.secrets.base import SecretBackend
 from pullbroker_service.store.base import MetadataStore
 
@@ -48,7 +48,7 @@ class TokenIssuer:
         self,
         store: MetadataStore,
         secrets: SecretBackend,
-        minters: MinterRegistry,
+        minters: MintersByKind,
         cache: TokenCache,
         policy: PolicyProvider,
         *,
@@ -111,7 +111,7 @@ class TokenIssuer:
 
 
 async def mint_token(
-    secrets: SecretBackend, minters: MinterRegistry, record: RegistryRecord, repository: str
+    secrets: SecretBackend, minters: MintersByKind, record: RegistryRecord, repository: str
 ) -> MintedToken:
     """A new pull token for `repository` (the credential is read from the backend now)."""
     credential = await load_credential(secrets, record)

@@ -40,7 +40,11 @@ BrokerError
 ├── SecretMissing                     a reference points at nothing (internal state error)
 ├── SecretCorrupted                   a stored secret fails authentication (tampered,
 │                                     copied to another record, or the wrong KEK)
-└── InvalidPolicy                     policy.yaml does not validate (names the rule)
+├── InvalidPolicy                     policy.yaml does not validate (names the rule)
+├── ConfigError (config/errors.py)    the config file or a flag is wrong (names which)
+└── StartupError                      the broker cannot start as configured
+    ├── ListenFailed                  the listen address is taken or not ours to bind
+    └── DevCAError (bootstrap/devca)  the home folder's development CA cannot be used
 """
 
 from __future__ import annotations
@@ -201,3 +205,11 @@ class SecretCorrupted(BrokerError):
 
 class InvalidPolicy(BrokerError):
     pass
+
+
+class StartupError(BrokerError):
+    """The broker cannot start as configured; the message says what to change."""
+
+
+class ListenFailed(StartupError):
+    """The listen address cannot be bound (another process holds it, or it is not ours)."""

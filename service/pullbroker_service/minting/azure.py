@@ -77,7 +77,7 @@ from pullbroker_service.minting.cloud_http import (
     checked_repository,
     oauth_error_code,
 )
-from pullbroker_service.minting.logins import (
+from pullbroker_service.minting.runtime_logins import (
     ACR_REFRESH_USERNAME,
     MintedLogin,
     no_login,

@@ -15,9 +15,9 @@ Telling failures apart: a token endpoint that refuses a scoped request is asked 
 without a scope; if it then accepts the credential, the credential is fine and only the
 repository is off limits (GHCR answers 403 for both). A JWT token whose `access` claim grants
 no pull is "not allowed" at once (token_claims.py). A 429, or an exhausted pull quota, starts
-a back-off during which nothing is sent upstream (ratelimit.py).
+a back-off during which nothing is sent upstream (upstream_backoff.py).
 
-Kinds (docker_hub.py, ghcr.py, ...) add advice and conventions through `for_kind`.
+Kinds (token_kinds.py) add advice and conventions through `for_kind`.
 """
 
 from __future__ import annotations
@@ -55,17 +55,16 @@ from pullbroker_service.domain.model import (
     RegistryRecord,
 )
 from pullbroker_service.minting.base import ProbeResult, pull_scope
-from pullbroker_service.minting.generic import GENERIC
 from pullbroker_service.minting.probe_check import verify_token
-from pullbroker_service.minting.ratelimit import BackoffKey, UpstreamBackoff
 from pullbroker_service.minting.token_claims import grants_pull
-from pullbroker_service.minting.token_kind import TokenKind
+from pullbroker_service.minting.token_kinds import GENERIC, TokenKind
 from pullbroker_service.minting.upstream import (
     domain_error,
     probe_outcome,
     record_label,
     refused_realm,
 )
+from pullbroker_service.minting.upstream_backoff import BackoffKey, UpstreamBackoff
 
 ANONYMOUS_TTL = timedelta(minutes=5)
 """How long an ANONYMOUS or BASIC answer is reused: short, so a registry that starts asking
@@ -73,7 +72,7 @@ for auth, or a rotated pass-through credential, is noticed soon."""
 BASIC_TTL = timedelta(minutes=5)
 DEFAULT_DIAL_POLICY = DialPolicy()
 """What a minter built without a policy may dial: no loopback, no private addresses (SSRF).
-main.py passes the configured policy; tests against local registries pass their own."""
+bootstrap/main.py passes the configured policy; tests against local registries pass their own."""
 PASSTHROUGH_MARK = "basic_passthrough"
 """`MintedToken.extra` key set on a BASIC token that is the stored credential itself."""
 

@@ -69,7 +69,7 @@ from pullbroker_service.minting.cloud_http import (
     checked_repository,
     oauth_error_code,
 )
-from pullbroker_service.minting.logins import MintedLogin
+from pullbroker_service.minting.runtime_logins import MintedLogin
 from pullbroker_service.minting.upstream import domain_error, probe_outcome, record_label
 
 READ_ONLY_SCOPE = "https://www.googleapis.com/auth/devstorage.read_only"

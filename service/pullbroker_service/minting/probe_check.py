@@ -17,7 +17,7 @@ from pullbroker_client.registry.transport import Transport
 from pullbroker_client.secret import Secret
 
 from pullbroker_service.domain.model import AuthKind, MintedToken, RegistryRecord
-from pullbroker_service.minting.ratelimit import Quota
+from pullbroker_service.minting.upstream_backoff import Quota
 
 QuotaObserver = Callable[[Mapping[str, str]], Quota | None]
 

@@ -23,7 +23,7 @@ from botocore.exceptions import ClientError
 from pullbroker_client.home import Home
 from pullbroker_client.secret import Secret
 
-from pullbroker_service.config import (
+from pullbroker_service.config.broker import (
     AwsConfig,
     SecretsConfig,
     VaultConfig,

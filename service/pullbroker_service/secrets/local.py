@@ -27,12 +27,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pullbroker_service.domain.errors import BackendUnavailable, SecretCorrupted, SecretMissing
 from pullbroker_service.domain.model import SecretRef
-from pullbroker_service.secrets.kek import NONCE_BYTES, KeyWrapper
-from pullbroker_service.sqlite_worker import (
+from pullbroker_service.infra.sqlite_worker import (
     SqliteWorker,
     check_schema_version,
     open_private_database,
 )
+from pullbroker_service.secrets.kek import NONCE_BYTES, KeyWrapper
 
 T = TypeVar("T")
 

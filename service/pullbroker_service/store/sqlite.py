@@ -22,7 +22,7 @@ from pullbroker_service.domain.errors import (
     RegistryNotFound,
 )
 from pullbroker_service.domain.model import RecordState, RegistryKind, RegistryRecord, SecretRef
-from pullbroker_service.sqlite_worker import (
+from pullbroker_service.infra.sqlite_worker import (
     SqliteWorker,
     check_schema_version,
     open_private_database,

@@ -28,7 +28,7 @@ from pullbroker_service.domain.errors import (
     DeploymentNotFound,
     EtagMismatch,
 )
-from pullbroker_service.sqlite_worker import SqliteWorker, open_private_database
+from pullbroker_service.infra.sqlite_worker import SqliteWorker, open_private_database
 
 T = TypeVar("T")
 

@@ -29,9 +29,9 @@ from pullbroker_client.home import Home
 from pullbroker_client.secret import Secret
 from pullbroker_client.tls import TlsFiles, channel_credentials
 from pullbroker_service.api.server import PULL_SERVICE, SECRETS_HEALTH
-from pullbroker_service.config import BrokerConfig, load_config
+from pullbroker_service.bootstrap.main import Broker, start_broker
+from pullbroker_service.config.broker import BrokerConfig, load_config
 from pullbroker_service.domain.errors import BrokerError
-from pullbroker_service.main import Broker, start_broker
 from pullbroker_service.secrets.factory import GuardedBackend
 
 from tests.harness.broker_config import TEST_SETTINGS

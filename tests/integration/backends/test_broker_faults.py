@@ -24,7 +24,7 @@ from pullbroker_service.app.policy_source import StaticPolicy
 from pullbroker_service.app.reconciler import Reconciler, ReconcileReport
 from pullbroker_service.app.registries import Registries
 from pullbroker_service.app.tokens import TokenIssuer
-from pullbroker_service.config import load_config
+from pullbroker_service.config.broker import load_config
 from pullbroker_service.domain.errors import BackendUnavailable, RegistryNotFound
 from pullbroker_service.domain.identity import Identity
 from pullbroker_service.domain.kinds import RegistrySpec
@@ -35,8 +35,8 @@ from pullbroker_service.domain.model import (
     RegistryRecord,
     SecretRef,
 )
+from pullbroker_service.minting.by_kind import MintersByKind
 from pullbroker_service.minting.cache import TokenCache
-from pullbroker_service.minting.registry_of_kinds import MinterRegistry
 from pullbroker_service.secrets.factory import GuardedBackend, build_secret_backend
 from pullbroker_service.store.sqlite import SqliteMetadataStore
 
@@ -190,7 +190,7 @@ async def stage(
     faults = Faults()
     store = CrashingStore(tmp_path / "metadata.db", faults)
     minter = FakeMinter()
-    minters = MinterRegistry.with_bearer(minter)
+    minters = MintersByKind.with_bearer(minter)
     cache = TokenCache()
     stopped: list[bool] = []
 

@@ -10,7 +10,7 @@ import pytest
 from pullbroker_service.api.status import RETRY_AFTER_KEY, rpc_status
 from pullbroker_service.domain.errors import RateLimited
 from pullbroker_service.domain.model import AuthKind, RegistryKind
-from pullbroker_service.minting.ratelimit import DEFAULT_DELAY
+from pullbroker_service.minting.upstream_backoff import DEFAULT_DELAY
 from structlog.testing import capture_logs
 
 from tests.harness.certs import TestCA

@@ -32,8 +32,8 @@ from pullbroker_service.domain.model import (
 from pullbroker_service.domain.policy import Policy
 from pullbroker_service.minting.base import Minter
 from pullbroker_service.minting.bearer import BearerMinter
+from pullbroker_service.minting.by_kind import MintersByKind
 from pullbroker_service.minting.cache import TokenCache
-from pullbroker_service.minting.registry_of_kinds import MinterRegistry
 from pullbroker_service.secrets.kek import FileKeyWrapper
 from pullbroker_service.secrets.local import LocalSecretBackend
 from pullbroker_service.store.sqlite import SqliteMetadataStore
@@ -122,7 +122,7 @@ class World:
 
     store: SqliteMetadataStore
     secrets: LocalSecretBackend
-    minters: MinterRegistry
+    minters: MintersByKind
     registries: Registries
     issuer: TokenIssuer
 
@@ -160,7 +160,7 @@ def build_world(
     secrets = LocalSecretBackend(
         tmp / "secrets" / "secrets.db", FileKeyWrapper.open(tmp / "secrets" / "kek.key")
     )
-    minters = MinterRegistry.default(
+    minters = MintersByKind.default(
         BearerMinter(timeout=5.0, monotonic=monotonic, dial_policy=LOOPBACK), ecr=ecr
     )
     cache = TokenCache()

@@ -1,6 +1,6 @@
 """A broker wired with deployments, lifecycle rules, audit and rate limits, in this process.
 
-`LifecycleBroker` wires the adapters the way main.py is to wire them (deployment store on
+`LifecycleBroker` wires the adapters the way bootstrap/main.py does (deployment store on
 metadata.db, audit sink, rate limiter, deletion rules, guarded token issuer, DeploymentService
 and PolicyService), on its own thread and event loop, so blocking clients, async clients and
 CLI subprocesses can all call it. The test configuration allows loopback registries (the
@@ -41,16 +41,16 @@ from pullbroker_service.app.ratelimit import DEFAULT_LIMITS, Limit, LimitKind, R
 from pullbroker_service.app.registries import Registries
 from pullbroker_service.app.token_guard import GuardedTokenIssuer
 from pullbroker_service.app.tokens import TokenIssuer
-from pullbroker_service.config import ServerLimits
-from pullbroker_service.devca import CertificateAuthority, LeafSpec, ensure_dev_ca
+from pullbroker_service.bootstrap.devca import CertificateAuthority, LeafSpec, ensure_dev_ca
+from pullbroker_service.config.broker import ServerLimits
 from pullbroker_service.domain.hosts import DialPolicy
 from pullbroker_service.domain.identity import ADMIN, NODE, Identity
 from pullbroker_service.domain.kinds import RegistrySpec
 from pullbroker_service.domain.model import Credential
 from pullbroker_service.minting.base import ProbeResult
 from pullbroker_service.minting.bearer import BearerMinter
+from pullbroker_service.minting.by_kind import MintersByKind
 from pullbroker_service.minting.cache import TokenCache
-from pullbroker_service.minting.registry_of_kinds import MinterRegistry
 from pullbroker_service.secrets.kek import FileKeyWrapper
 from pullbroker_service.secrets.local import LocalSecretBackend
 from pullbroker_service.store.sqlite import SqliteMetadataStore
@@ -173,7 +173,7 @@ class LifecycleBroker:
         deployment_store = SqliteDeploymentStore(home.metadata_db)
         self.secrets = LocalSecretBackend(home.secrets_db, FileKeyWrapper.open(home.kek_key))
         bearer = BearerMinter(timeout=10.0, dial_policy=self._dial_policy)
-        minters = MinterRegistry.default(bearer)
+        minters = MintersByKind.default(bearer)
         cache = TokenCache()
         self.audit = AuditSink(self.audit_path)
         limiter = RateLimiter(self._limits)

@@ -17,7 +17,7 @@ import pytest
 from pullbroker.v1 import registry_pb2
 from pullbroker_client.broker import BrokerCallError, BrokerClient, basic_credential
 from pullbroker_client.secret import Secret
-from pullbroker_service.logging import configure_logging
+from pullbroker_service.infra.logging import configure_logging
 
 from tests.harness.canary import find_in_text, new_canary
 from tests.integration.lifecycle.conftest import LifecycleBroker
@@ -40,7 +40,7 @@ ECHOES: dict[str, Callable[[str, str], str]] = {
 
 @pytest.fixture
 def broker_log(tmp_path: Path) -> Iterator[Path]:
-    """The broker's JSON log, to a file and to stderr, as main.py sets it up."""
+    """The broker's JSON log, to a file and to stderr, as bootstrap/main.py sets it up."""
     path = tmp_path / "broker.log"
     configure_logging(log_file=path, level="debug", stderr=True)
     try:

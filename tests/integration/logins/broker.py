@@ -1,6 +1,6 @@
 """A broker wired with IssueRegistryLogin and every cloud minter, in this process.
 
-`LoginBroker` wires the adapters as main.py is to wire them for logins (a LoginIssuer beside
+`LoginBroker` wires the adapters as bootstrap/main.py does for logins (a LoginIssuer beside
 the TokenIssuer, sharing one TokenCache, both behind the audit/rate-limit guards), with the
 cloud minters pointed at the local stand-ins: moto for ECR and STS, the Google and Azure
 fixtures (tests/integration/cloud). It runs on its own thread and event loop, writes
@@ -27,13 +27,13 @@ from pullbroker_client.home import Home
 from pullbroker_client.tls import TlsFiles
 from pullbroker_service.api.server import BuiltServer, ServerTls, Services, start_server
 from pullbroker_service.app.audit import AuditSink
-from pullbroker_service.app.logins import LoginIssuer
 from pullbroker_service.app.policy_source import PolicySource
 from pullbroker_service.app.registries import Registries
+from pullbroker_service.app.registry_logins import LoginIssuer
 from pullbroker_service.app.token_guard import GuardedLoginIssuer, GuardedTokenIssuer
 from pullbroker_service.app.tokens import TokenIssuer
-from pullbroker_service.config import ServerLimits
-from pullbroker_service.devca import ensure_dev_ca
+from pullbroker_service.bootstrap.devca import ensure_dev_ca
+from pullbroker_service.config.broker import ServerLimits
 from pullbroker_service.domain.model import (
     Credential,
     RecordState,
@@ -44,10 +44,10 @@ from pullbroker_service.domain.model import (
 )
 from pullbroker_service.minting.azure import AzureConfig, AzureMinter
 from pullbroker_service.minting.bearer import BearerMinter
+from pullbroker_service.minting.by_kind import MintersByKind
 from pullbroker_service.minting.cache import TokenCache
 from pullbroker_service.minting.ecr import EcrConfig, EcrMinter
 from pullbroker_service.minting.google import GoogleConfig, GoogleMinter
-from pullbroker_service.minting.registry_of_kinds import MinterRegistry
 from pullbroker_service.secrets.kek import FileKeyWrapper
 from pullbroker_service.secrets.local import LocalSecretBackend
 from pullbroker_service.store.sqlite import SqliteMetadataStore
@@ -71,10 +71,10 @@ rules:
 """
 
 
-def cloud_minters(aws: AwsWorld, google: GoogleWorld, azure: AzureWorld) -> MinterRegistry:
+def cloud_minters(aws: AwsWorld, google: GoogleWorld, azure: AzureWorld) -> MintersByKind:
     """Every kind, the cloud minters pointed at moto and the fixtures (trusting their CA)."""
     ca_pem = google.registry.ca_pem
-    return MinterRegistry.default(
+    return MintersByKind.default(
         BearerMinter(timeout=10.0, dial_policy=LOOPBACK),
         ecr=EcrMinter(EcrConfig(endpoint_url=aws.url, sts_endpoint_url=aws.url)),
         google=GoogleMinter(
@@ -95,7 +95,7 @@ def cloud_minters(aws: AwsWorld, google: GoogleWorld, azure: AzureWorld) -> Mint
 class LoginBroker:
     """The wired broker on a thread of its own; `stop()` closes everything it opened."""
 
-    def __init__(self, home: Home, minters: MinterRegistry) -> None:
+    def __init__(self, home: Home, minters: MintersByKind) -> None:
         self.home = home
         self.audit_path = home.root / "audit" / "audit.jsonl"
         self._minters = minters

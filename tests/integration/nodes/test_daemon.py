@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from pullbroker_service.devca import CertificateAuthority, LeafSpec
+from pullbroker_service.bootstrap.devca import CertificateAuthority, LeafSpec
 
 from tests.harness.process import HarnessError
 from tests.integration.nodes.runtimes import remove_tree, run, short_dir

@@ -19,7 +19,7 @@ import pytest
 from pullbroker.v1 import pull_pb2, pull_pb2_grpc
 from pullbroker_client.home import Home
 from pullbroker_client.tls import TlsFiles, channel_credentials
-from pullbroker_service import config as broker_config
+from pullbroker_service.config import broker as broker_config
 
 from tests.harness.registry import TokenAuthRegistry
 from tests.harness.standard import ALICE

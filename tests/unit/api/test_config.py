@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from pullbroker_client.home import Home
-from pullbroker_service.config import DEFAULT_LISTEN, ConfigError, load_config
+from pullbroker_service.config.broker import DEFAULT_LISTEN, ConfigError, load_config
 
 
 class TestLoadConfig:

@@ -20,7 +20,7 @@ from pullbroker_service.domain.model import (
     RegistryRecord,
     SecretRef,
 )
-from pullbroker_service.logging import scrub
+from pullbroker_service.infra.logging import scrub
 
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 

@@ -10,7 +10,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from pullbroker_client.home import Home
-from pullbroker_service.devca import DevCAError, ensure_dev_ca
+from pullbroker_service.bootstrap.devca import DevCAError, ensure_dev_ca
 
 
 def load(path: Path) -> x509.Certificate:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import structlog
 from pullbroker_client.secret import Secret
-from pullbroker_service.logging import (
+from pullbroker_service.infra.logging import (
     REDACTED,
     configure_logging,
     forget_secret_value,

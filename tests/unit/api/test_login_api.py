@@ -12,7 +12,7 @@ from pullbroker_client.secret import Secret
 from pullbroker_service.api import convert
 from pullbroker_service.api.pull_servicer import PullServicer
 from pullbroker_service.domain.model import AuthKind, MintedToken, RegistryKind
-from pullbroker_service.minting.logins import MintedLogin
+from pullbroker_service.minting.runtime_logins import MintedLogin
 
 from tests.unit.api.test_convert import NOW, record
 

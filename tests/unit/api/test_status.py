@@ -6,7 +6,7 @@ import grpc
 import pytest
 from pullbroker_service.api.status import RETRY_AFTER_KEY, rpc_status, status_for
 from pullbroker_service.domain import errors as e
-from pullbroker_service.logging import register_secret_value
+from pullbroker_service.infra.logging import register_secret_value
 
 
 class _Unmapped(e.BrokerError):

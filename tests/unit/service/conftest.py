@@ -20,8 +20,8 @@ from pullbroker_service.app.tokens import TokenIssuer
 from pullbroker_service.domain.model import AuthKind, Credential, MintedToken, RegistryRecord
 from pullbroker_service.domain.policy import Policy
 from pullbroker_service.minting.base import ProbeResult, pull_scope
+from pullbroker_service.minting.by_kind import MintersByKind
 from pullbroker_service.minting.cache import TokenCache
-from pullbroker_service.minting.registry_of_kinds import MinterRegistry
 from pullbroker_service.secrets.kek import FileKeyWrapper
 from pullbroker_service.secrets.local import LocalSecretBackend
 from pullbroker_service.store.sqlite import SqliteMetadataStore
@@ -111,7 +111,7 @@ def build_core(
         tmp_path / "secrets" / "secrets.db", FileKeyWrapper.open(tmp_path / "secrets" / "kek.key")
     )
     minter = FakeMinter()
-    minters = MinterRegistry.with_bearer(minter)
+    minters = MintersByKind.with_bearer(minter)
     cache = TokenCache()
     policy = StaticPolicy(POLICY)
     return Core(

@@ -14,7 +14,7 @@ from pullbroker_service.app.audit import AuditSink, audited
 from pullbroker_service.domain.audit import FIELDS, Action, AuditEvent, Outcome
 from pullbroker_service.domain.errors import NotOwner, QuotaExceeded, RegistryNotFound
 from pullbroker_service.domain.identity import Identity
-from pullbroker_service.logging import register_secret_value
+from pullbroker_service.infra.logging import register_secret_value
 
 from tests.harness.canary import find_in_tree, new_canary
 

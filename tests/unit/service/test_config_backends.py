@@ -10,7 +10,7 @@ import grpc
 import pytest
 from pullbroker_client.home import Home
 from pullbroker_service.api.status import status_for
-from pullbroker_service.config import ConfigError, load_config
+from pullbroker_service.config.broker import ConfigError, load_config
 from pullbroker_service.domain.errors import (
     BackendPermissionDenied,
     BackendUnavailable,

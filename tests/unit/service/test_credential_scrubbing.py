@@ -7,7 +7,7 @@ from pullbroker_service.app.lookup import load_credential
 from pullbroker_service.domain.identity import Identity
 from pullbroker_service.domain.kinds import RegistrySpec
 from pullbroker_service.domain.model import BasicCredential, RegistryKind
-from pullbroker_service.logging import forget_secret_value, scrub
+from pullbroker_service.infra.logging import forget_secret_value, scrub
 
 from tests.harness.canary import new_canary
 from tests.unit.service.conftest import Core

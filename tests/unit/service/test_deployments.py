@@ -39,8 +39,8 @@ from pullbroker_service.domain.identity import Identity
 from pullbroker_service.domain.kinds import RegistrySpec
 from pullbroker_service.domain.model import BasicCredential, RegistryKind, RegistryRecord
 from pullbroker_service.domain.policy import Policy
+from pullbroker_service.minting.by_kind import MintersByKind
 from pullbroker_service.minting.cache import TokenCache
-from pullbroker_service.minting.registry_of_kinds import MinterRegistry
 from pullbroker_service.secrets.kek import FileKeyWrapper
 from pullbroker_service.secrets.local import LocalSecretBackend
 from pullbroker_service.store.sqlite import SqliteMetadataStore
@@ -126,7 +126,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     registries = Registries(
         store,
         secrets,
-        MinterRegistry.with_bearer(FakeMinter()),
+        MintersByKind.with_bearer(FakeMinter()),
         TokenCache(),
         deletion=DeletionRules(policy, deployment_store),
         audit=audit,

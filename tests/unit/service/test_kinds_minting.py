@@ -36,17 +36,16 @@ from pullbroker_service.domain.model import (
 )
 from pullbroker_service.domain.policy import Policy
 from pullbroker_service.minting.bearer import BearerMinter, KindMinter, check_realm
-from pullbroker_service.minting.cache import TokenCache
-from pullbroker_service.minting.docker_hub import DOCKER_HUB
-from pullbroker_service.minting.ghcr import GHCR
-from pullbroker_service.minting.ratelimit import Quota, UpstreamBackoff, parse_quota
-from pullbroker_service.minting.registry_of_kinds import (
+from pullbroker_service.minting.by_kind import (
     BEARER_KINDS,
     CLOUD_KINDS,
-    MinterRegistry,
+    MintersByKind,
 )
+from pullbroker_service.minting.cache import TokenCache
 from pullbroker_service.minting.token_claims import grants_pull
+from pullbroker_service.minting.token_kinds import DOCKER_HUB, GHCR
 from pullbroker_service.minting.upstream import classify_pull_failure, domain_error
+from pullbroker_service.minting.upstream_backoff import Quota, UpstreamBackoff, parse_quota
 from pullbroker_service.secrets.kek import FileKeyWrapper
 from pullbroker_service.secrets.local import LocalSecretBackend
 from pullbroker_service.store.sqlite import SqliteMetadataStore
@@ -261,7 +260,7 @@ class TestMinterTable:
     async def test_default_kinds(self) -> None:
         """Each token kind gets a view of the one bearer minter with its conventions."""
         bearer = BearerMinter()
-        table = MinterRegistry.default(bearer)
+        table = MintersByKind.default(bearer)
         assert table.kinds() == BEARER_KINDS
         minter = table.for_kind(RegistryKind.DOCKER_HUB)
         assert isinstance(minter, KindMinter)
@@ -273,7 +272,7 @@ class TestMinterTable:
     async def test_cloud_minters_and_closing(self) -> None:
         """google serves gcr and gar; aclose closes each distinct minter once."""
         ecr, google, azure = Closable(), Closable(), Closable()
-        table = MinterRegistry.default(BearerMinter(), ecr=ecr, google=google, azure=azure)
+        table = MintersByKind.default(BearerMinter(), ecr=ecr, google=google, azure=azure)
         assert table.kinds() == BEARER_KINDS | CLOUD_KINDS
         assert table.for_kind(RegistryKind.GAR) is table.for_kind(RegistryKind.GCR) is google
         await table.aclose()
@@ -306,7 +305,7 @@ async def issuing(tmp_path: Path) -> AsyncIterator[Issuing]:
     store = SqliteMetadataStore(tmp_path / "m.db")
     secrets = LocalSecretBackend(tmp_path / "s.db", FileKeyWrapper.open(tmp_path / "kek.key"))
     minter = FakeMinter()
-    minters = MinterRegistry(dict.fromkeys(BEARER_KINDS | CLOUD_KINDS, minter))
+    minters = MintersByKind(dict.fromkeys(BEARER_KINDS | CLOUD_KINDS, minter))
     cache = TokenCache()
     try:
         yield Issuing(

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from pullbroker_client.secret import Secret
 from pullbroker_service.app.audit import AuditSink
-from pullbroker_service.app.logins import LoginIssuer
 from pullbroker_service.app.registries import Registries
+from pullbroker_service.app.registry_logins import LoginIssuer
 from pullbroker_service.app.token_guard import GuardedLoginIssuer
 from pullbroker_service.app.tokens import TokenIssuer
 from pullbroker_service.domain.errors import FailedPrecondition, ScopeNotAllowed
@@ -27,8 +27,8 @@ from pullbroker_service.domain.model import (
     RegistryKind,
     RegistryRecord,
 )
-from pullbroker_service.minting.logins import MintedLogin
-from pullbroker_service.minting.registry_of_kinds import MinterRegistry
+from pullbroker_service.minting.by_kind import MintersByKind
+from pullbroker_service.minting.runtime_logins import MintedLogin
 from structlog.testing import capture_logs
 
 from tests.unit.service.conftest import ADMIN, NODE, Core, FakeMinter, build_core
@@ -73,7 +73,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     """The unit broker core with an ECR and an ACR minter and a LoginIssuer beside its issuer."""
     core = build_core(tmp_path)
     ecr, acr = FakeMinter(auth_kind=AuthKind.BASIC), FakeLoginMinter()
-    minters = MinterRegistry(
+    minters = MintersByKind(
         {
             RegistryKind.GENERIC: core.minter,
             RegistryKind.DOCKER_HUB: core.minter,

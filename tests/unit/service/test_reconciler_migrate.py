@@ -13,13 +13,13 @@ from pullbroker_client.home import Home
 from pullbroker_client.secret import Secret
 from pullbroker_service.app.lookup import load_credential
 from pullbroker_service.app.migrate import Migration
-from pullbroker_service.broker_home import HomeLock, migration_marker
-from pullbroker_service.config import ConfigError, load_config
+from pullbroker_service.bootstrap.broker_home import HomeLock, migration_marker
+from pullbroker_service.bootstrap.main import check_secret_references, run_migration
+from pullbroker_service.config.broker import ConfigError, load_config
 from pullbroker_service.domain.errors import BackendMismatch, BackendUnavailable, HomeInUse
 from pullbroker_service.domain.identity import Identity
 from pullbroker_service.domain.kinds import RegistrySpec
 from pullbroker_service.domain.model import BasicCredential, RegistryKind, SecretRef
-from pullbroker_service.main import check_secret_references, run_migration
 from pullbroker_service.secrets.factory import VersionedBackend
 from pullbroker_service.secrets.kek import FileKeyWrapper
 from pullbroker_service.secrets.local import LocalSecretBackend

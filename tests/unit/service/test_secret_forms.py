@@ -28,7 +28,7 @@ from pullbroker_service.domain.model import (
     RegistryRecord,
 )
 from pullbroker_service.domain.secret_forms import credential_forms, derived_forms
-from pullbroker_service.logging import forget_secret_value, register_secret_values, scrub
+from pullbroker_service.infra.logging import forget_secret_value, register_secret_values, scrub
 
 from tests.harness.canary import find_in_text, new_canary
 

@@ -16,7 +16,7 @@ import pytest
 import structlog
 from cryptography import x509
 from pullbroker_client.home import Home
-from pullbroker_service.devca import CertificateAuthority, LeafSpec
+from pullbroker_service.bootstrap.devca import CertificateAuthority, LeafSpec
 from pullbroker_sidecar.cli import main
 from pullbroker_sidecar.daemon.channel import BrokerChannel, ChannelConfig
 from pullbroker_sidecar.daemon.logins import LoginCache, Logins

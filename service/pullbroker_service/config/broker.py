@@ -18,8 +18,8 @@ from typing import Any
 import yaml
 from pullbroker_client.home import Home
 
-from pullbroker_service.config_errors import ConfigError
-from pullbroker_service.config_secrets import (
+from pullbroker_service.config.errors import ConfigError
+from pullbroker_service.config.secret_backends import (
     KEY_WRAPPERS,
     SECRET_BACKENDS,
     VAULT_AUTH_METHODS,
@@ -147,7 +147,7 @@ class KubernetesConfig:
 
 @dataclass(frozen=True)
 class BrokerConfig:
-    """Everything `pullbroker serve` needs; main.py turns it into adapters."""
+    """Everything `pullbroker serve` needs; bootstrap/main.py turns it into adapters."""
 
     home: Home
     """The home folder: certificates, policy, stores, logs and broker.json."""

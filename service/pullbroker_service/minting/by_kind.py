@@ -1,10 +1,10 @@
 """Which minter serves which registry kind.
 
-Token-endpoint kinds share one BearerMinter, each seen through its own conventions
-(`TokenKind`, one module per kind: docker_hub.py, ghcr.py, quay.py, harbor.py, generic.py,
-public.py); a new one is a module plus a row in TOKEN_KINDS. The cloud kinds have minters of
-their own (ecr.py, google.py, azure.py). A table built without some kind refuses records of
-that kind at creation, rather than accepting them and failing at the first pull.
+Token-endpoint kinds share one BearerMinter, each seen through its own conventions (a
+`TokenKind` in token_kinds.py); a new one is a TokenKind plus a row in TOKEN_KINDS. The
+cloud kinds have minters of their own (ecr.py, google.py, azure.py). A table built without
+some kind refuses records of that kind at creation, rather than accepting them and failing
+at the first pull.
 """
 
 from __future__ import annotations
@@ -15,13 +15,15 @@ from pullbroker_service.domain.errors import InvalidRegistry
 from pullbroker_service.domain.model import RegistryKind
 from pullbroker_service.minting.base import Minter
 from pullbroker_service.minting.bearer import BearerMinter
-from pullbroker_service.minting.docker_hub import DOCKER_HUB
-from pullbroker_service.minting.generic import GENERIC
-from pullbroker_service.minting.ghcr import GHCR
-from pullbroker_service.minting.harbor import HARBOR
-from pullbroker_service.minting.public import PUBLIC
-from pullbroker_service.minting.quay import QUAY
-from pullbroker_service.minting.token_kind import TokenKind
+from pullbroker_service.minting.token_kinds import (
+    DOCKER_HUB,
+    GENERIC,
+    GHCR,
+    HARBOR,
+    PUBLIC,
+    QUAY,
+    TokenKind,
+)
 
 TOKEN_KINDS: tuple[TokenKind, ...] = (GENERIC, PUBLIC, DOCKER_HUB, GHCR, QUAY, HARBOR)
 """The kinds whose registries speak the Docker token protocol (ping -> challenge -> token)."""
@@ -31,7 +33,7 @@ BEARER_KINDS = frozenset(k.kind for k in TOKEN_KINDS)
 CLOUD_KINDS = frozenset({RegistryKind.ECR, RegistryKind.GCR, RegistryKind.GAR, RegistryKind.ACR})
 
 
-class MinterRegistry:
+class MintersByKind:
     """A kind -> Minter table."""
 
     def __init__(
@@ -42,7 +44,7 @@ class MinterRegistry:
         self._shared = list(shared)
 
     @classmethod
-    def with_bearer(cls, bearer: Minter) -> MinterRegistry:
+    def with_bearer(cls, bearer: Minter) -> MintersByKind:
         """`bearer` (any Minter, e.g. a test double) for generic and public only."""
         return cls(dict.fromkeys((RegistryKind.GENERIC, RegistryKind.PUBLIC), bearer))
 
@@ -54,7 +56,7 @@ class MinterRegistry:
         ecr: Minter | None = None,
         google: Minter | None = None,
         azure: Minter | None = None,
-    ) -> MinterRegistry:
+    ) -> MintersByKind:
         """Every token-endpoint kind on `bearer`, and the cloud minters that are given.
 
         `google` serves gcr and gar. A cloud minter left out leaves its kinds unsupported.

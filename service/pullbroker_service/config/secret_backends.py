@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pullbroker_service.config_errors import ConfigError
+from pullbroker_service.config.errors import ConfigError
 
 DEFAULT_PREFIX = "pullbroker/registries"
 DEFAULT_K8S_TOKEN_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")

@@ -31,10 +31,11 @@ from pullbroker_service.app.tokens import PullAccess, hands_out_credential, mint
 from pullbroker_service.domain.errors import FailedPrecondition
 from pullbroker_service.domain.identity import Identity
 from pullbroker_service.domain.model import RegistryKind, RegistryRecord
-from pullbroker_service.logging import debug_enabled as log_debug_enabled
+from pullbroker_service.infra.logging import debug_enabled as log_debug_enabled
 from pullbroker_service.minting.base import pull_scope
+from pullbroker_service.minting.by_kind import BEARER_KINDS, MintersByKind
 from pullbroker_service.minting.cache import TokenCache
-from pullbroker_service.minting.logins import (
+from pullbroker_service.minting.runtime_logins import (
     LoginMinter,
     MintedLogin,
     login_minter,
@@ -42,7 +43,6 @@ from pullbroker_service.minting.logins import (
     no_login,
     passthrough_login,
 )
-from pullbroker_service.minting.registry_of_kinds import BEARER_KINDS, MinterRegistry
 from pullbroker_service.secrets.base import SecretBackend
 from pullbroker_service.store.base import MetadataStore
 
@@ -60,7 +60,7 @@ class LoginIssuer:
         self,
         store: MetadataStore,
         secrets: SecretBackend,
-        minters: MinterRegistry,
+        minters: MintersByKind,
         cache: TokenCache,
         policy: PolicyProvider,
         *,

@@ -24,6 +24,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pullbroker_client.home import Home
 
 from pullbroker_service.app.policy_source import write_default_policy
+from pullbroker_service.domain.errors import StartupError
 
 TRUST_DOMAIN = "pullbroker.local"
 BROKER_SPIFFE_ID = f"spiffe://{TRUST_DOMAIN}/broker"
@@ -33,7 +34,7 @@ _CA_DAYS = 3650
 _LEAF_DAYS = 825
 
 
-class DevCAError(Exception):
+class DevCAError(StartupError):
     """The home folder's CA cannot be used (e.g. ca.crt exists without ca.key)."""
 
 

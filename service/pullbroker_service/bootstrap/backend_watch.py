@@ -13,12 +13,12 @@ from typing import Any
 
 from pullbroker_service.api.server import BuiltServer
 from pullbroker_service.app.reconciler import Reconciler
-from pullbroker_service.config import BrokerConfig
+from pullbroker_service.config.broker import BrokerConfig
 from pullbroker_service.domain.errors import BackendUnavailable, BrokerError
-from pullbroker_service.logging import get_logger
+from pullbroker_service.infra.logging import get_logger
 from pullbroker_service.secrets.factory import GuardedBackend
 
-_log = get_logger("pullbroker_service.main")
+_log = get_logger("pullbroker_service.bootstrap.main")
 
 
 async def first_check(secrets: GuardedBackend) -> bool:

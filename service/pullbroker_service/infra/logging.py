@@ -27,7 +27,7 @@ import structlog
 from pullbroker_client.registry.errors import install_scrubber
 from pullbroker_client.secret import Secret
 
-from pullbroker_service.request_context import merge_call_context
+from pullbroker_service.infra.request_context import merge_call_context
 
 REDACTED = "[redacted]"
 SECRET_KEY_NAMES = frozenset(

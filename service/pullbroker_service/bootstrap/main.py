@@ -27,7 +27,6 @@ from pullbroker_service.app.access import AccessChecker
 from pullbroker_service.app.audit import AuditSink
 from pullbroker_service.app.deployments import Deployments
 from pullbroker_service.app.lifecycle import DeletionRules
-from pullbroker_service.app.logins import LoginIssuer
 from pullbroker_service.app.migrate import Migration, MigrationReport
 from pullbroker_service.app.pod_identity import PodIdentityVerifier
 from pullbroker_service.app.policy_memo import PolicyMemo
@@ -35,30 +34,31 @@ from pullbroker_service.app.policy_source import PolicySource
 from pullbroker_service.app.ratelimit import Limit, LimitKind, RateLimiter
 from pullbroker_service.app.reconciler import Reconciler
 from pullbroker_service.app.registries import Registries
+from pullbroker_service.app.registry_logins import LoginIssuer
 from pullbroker_service.app.token_guard import GuardedLoginIssuer, GuardedTokenIssuer
 from pullbroker_service.app.tokens import TokenIssuer
-from pullbroker_service.backend_watch import first_check, start_background
-from pullbroker_service.broker_home import (
+from pullbroker_service.bootstrap.backend_watch import first_check, start_background
+from pullbroker_service.bootstrap.broker_home import (
     HomeLock,
     migration_marker,
     prepare_home,
     remove_broker_json,
     write_broker_json,
 )
-from pullbroker_service.config import BrokerConfig, ConfigError
-from pullbroker_service.devca import ensure_dev_ca
+from pullbroker_service.bootstrap.devca import ensure_dev_ca
+from pullbroker_service.config.broker import BrokerConfig, ConfigError
 from pullbroker_service.domain.errors import (
     BackendMismatch,
 )
 from pullbroker_service.domain.hosts import DialPolicy
 from pullbroker_service.domain.kinds import KindSettings
-from pullbroker_service.logging import configure_logging, get_logger
+from pullbroker_service.infra.logging import configure_logging, get_logger
 from pullbroker_service.minting.azure import AzureMinter
 from pullbroker_service.minting.bearer import BearerMinter
+from pullbroker_service.minting.by_kind import MintersByKind
 from pullbroker_service.minting.cache import TokenCache
 from pullbroker_service.minting.ecr import EcrConfig, EcrMinter
 from pullbroker_service.minting.google import GoogleConfig, GoogleMinter
-from pullbroker_service.minting.registry_of_kinds import MinterRegistry
 from pullbroker_service.secrets.factory import GuardedBackend, build_secret_backend
 from pullbroker_service.store.sqlite import SqliteMetadataStore
 from pullbroker_service.store.sqlite_deployments import SqliteDeploymentStore
@@ -66,7 +66,7 @@ from pullbroker_service.store.sqlite_deployments import SqliteDeploymentStore
 # Everything start_broker builds is closed, last built first, by one of these.
 Closer = Callable[[], Awaitable[object]]
 
-_log = get_logger("pullbroker_service.main")
+_log = get_logger("pullbroker_service.bootstrap.main")
 
 
 @dataclass
@@ -144,7 +144,7 @@ def _build_services(
     config: BrokerConfig,
     store: SqliteMetadataStore,
     secrets: GuardedBackend,
-    minters: MinterRegistry,
+    minters: MintersByKind,
     policy: PolicyMemo,
     closers: list[Closer],
 ) -> Services:
@@ -214,14 +214,14 @@ def build_store(config: BrokerConfig) -> SqliteMetadataStore:
     return SqliteMetadataStore(config.home.metadata_db)
 
 
-def build_minters(config: BrokerConfig) -> MinterRegistry:
+def build_minters(config: BrokerConfig) -> MintersByKind:
     """Every registry kind: token-endpoint kinds on one BearerMinter, and the cloud minters."""
     ecr = EcrConfig(endpoint_url=config.ecr_endpoint_url, sts_endpoint_url=config.sts_endpoint_url)
     dial = DialPolicy(
         allow_loopback=config.allow_loopback_registries,
         allow_private=config.allow_private_registries,
     )
-    return MinterRegistry.default(
+    return MintersByKind.default(
         BearerMinter(dial_policy=dial),
         ecr=EcrMinter(ecr),
         google=GoogleMinter(dial_policy=dial),

@@ -1,0 +1,1 @@
+"""Broker settings: the config file (frozen dataclasses, a docstring per field) and its errors."""
