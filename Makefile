@@ -61,12 +61,16 @@ test-unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
 # The broker and, once it is up, the sidecar daemon on the same home (dev CA, embedded
-# store): helpers talk to $(HOME_DIR)/sidecar.sock. Ctrl-C stops both.
+# store): helpers talk to $(HOME_DIR)/sidecar.sock. Ctrl-C stops both. A broker that exits
+# while starting (its one-line error says why) ends `make run` at once.
 run: $(STAMP)
 	@trap 'kill $$broker $$sidecar 2>/dev/null; wait' INT TERM EXIT; \
 	$(BIN)/pullbroker serve --home $(HOME_DIR) --listen $(LISTEN) $(if $(CONFIG),--config $(CONFIG)) & broker=$$!; \
-	$(BIN)/python -c 'import json,sys,time,pathlib; f=pathlib.Path(sys.argv[1])/"broker.json"; pid=int(sys.argv[2]); \
-	  [time.sleep(0.1) for _ in range(300) if not (f.exists() and json.loads(f.read_text() or "{}").get("pid")==pid)]' $(HOME_DIR) $$broker; \
+	$(BIN)/python -c 'import json,os,sys,time,pathlib; f=pathlib.Path(sys.argv[1])/"broker.json"; pid=int(sys.argv[2]); \
+	  up=lambda: f.exists() and json.loads(f.read_text() or "{}").get("pid")==pid; \
+	  alive=lambda: os.path.exists(f"/proc/{pid}") and open(f"/proc/{pid}/stat").read().split()[2]!="Z"; \
+	  [time.sleep(0.1) for _ in range(300) if not up() and alive()]; sys.exit(0 if up() else 1)' $(HOME_DIR) $$broker \
+	  || { wait $$broker; exit 1; }; \
 	$(BIN)/pullbroker-sidecar run --home $(HOME_DIR) & sidecar=$$!; \
 	echo "broker and sidecar running in $(HOME_DIR) (Ctrl-C stops both); in another terminal:"; \
 	echo "  . .venv/bin/activate && pullbroker registry list --home $(HOME_DIR)"; \
