@@ -126,7 +126,7 @@ class TestFetch:
     ) -> None:
         """Blobs are only followed over HTTPS."""
         server.answers[PATH] = Answer(307, headers={"Location": "http://127.0.0.1:1/x"})
-        with pytest.raises(RegistryProtocolError, match="non-HTTPS"):
+        with pytest.raises(RegistryProtocolError, match="refusing the downgrade"):
             _fetch(server, test_ca, OciLayout.open(tmp_path / "oci"))
 
     def test_401_is_authentication_required(
