@@ -304,3 +304,15 @@ class TestPurity:
     def test_hop_never_renders_the_token(self) -> None:
         """A Hop in a log line or traceback shows the Secret's placeholder only."""
         assert "rules-canary" not in repr(_hop())
+
+
+class TestExports:
+    """The package's lazy exports name live modules only (no retired client)."""
+
+    def test_every_export_resolves(self) -> None:
+        """Each name in pullbroker_client.registry.__all__ imports, the rules among them."""
+        import pullbroker_client.registry as registry
+
+        resolved = {name: getattr(registry, name) for name in registry.__all__}
+        assert resolved["next_hop"] is next_hop
+        assert "RegistryClient" not in resolved
