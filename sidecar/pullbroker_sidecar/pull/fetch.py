@@ -28,7 +28,7 @@ import http.client
 import socket
 import ssl
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -128,16 +128,12 @@ class BlobFetcher:
             writer.restart()
             offset = 0
             answer = self._follow(answer.hop, {})
-        try:
-            if answer.resp.status != 200 and not (offset and answer.resp.status == 206):
+        with self._held(answer) as resp:
+            if resp.status != 200 and not (offset and resp.status == 206):
                 raise self._failure(answer, subject, BlobUnknown)
-            if offset and answer.resp.status == 200:
+            if offset and resp.status == 200:
                 writer.restart()  # the whole blob after all
             self._stream(answer, writer, cancel, on_bytes)
-        except BaseException:
-            self._drop(answer.conn)
-            raise
-        self._release(answer)
 
     def _range_refused(self, answer: _Answer, offset: int, size: int) -> bool:
         """A 416, or a 206 with other bytes than asked: closes the connection, says True."""
@@ -160,13 +156,8 @@ class BlobFetcher:
         hop = rules.first_hop(url, authorization, https_only=True)
         subject = f"manifest {reference} of {repository}"
         answer = self._follow(hop, {"Accept": ", ".join(accept)})
-        try:
-            manifest = self._manifest_answer(answer, reference, subject)
-        except BaseException:
-            self._drop(answer.conn)
-            raise
-        self._release(answer)
-        return manifest
+        with self._held(answer):
+            return self._manifest_answer(answer, reference, subject)
 
     def _manifest_answer(self, answer: _Answer, reference: str, subject: str) -> FetchedManifest:
         resp = answer.resp
@@ -188,14 +179,9 @@ class BlobFetcher:
             answer = self._request(hop, headers)
             if answer.resp.status not in rules.REDIRECT_STATUSES:
                 return answer
-            try:
+            with self._held(answer) as resp:
                 self._read(answer, ERROR_BODY_LIMIT)
-                location = answer.resp.getheader("Location")
-                hop = rules.next_hop(hop, answer.resp.status, location)
-            except BaseException:
-                self._drop(answer.conn)
-                raise
-            self._release(answer)
+                hop = rules.next_hop(hop, resp.status, resp.getheader("Location"))
 
     def _failure(
         self, answer: _Answer, subject: str, not_found: type[NotFoundError]
@@ -301,6 +287,17 @@ class BlobFetcher:
         if self._aborted and isinstance(exc, OSError | http.client.HTTPException):
             return PullCancelled("blob download stopped: the pull is being abandoned")
         return translate(exc, origin)
+
+    @contextlib.contextmanager
+    def _held(self, answer: _Answer) -> Iterator[http.client.HTTPResponse]:
+        """The answer's response; afterwards its connection is pooled when the response was
+        read to the end, and closed otherwise or when the block raised."""
+        try:
+            yield answer.resp
+        except BaseException:
+            self._drop(answer.conn)
+            raise
+        self._release(answer)
 
     def _release(self, answer: _Answer) -> None:
         """Pool the connection when its response was read to the end, else close it."""
