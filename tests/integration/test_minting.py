@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from pullbroker_client.registry.client import RegistryClient
 from pullbroker_client.registry.errors import NotAllowed
 from pullbroker_client.secret import Secret
 from pullbroker_service.domain.errors import (
@@ -37,6 +36,7 @@ from tests.harness.process import free_port
 from tests.harness.registry import HtpasswdRegistry, PlainRegistry, TokenAuthRegistry
 from tests.harness.standard import ALICE, BOB, StandardImages
 from tests.harness.token_server import TokenServer
+from tests.integration import node_fetch
 
 pytestmark = pytest.mark.integration
 
@@ -70,24 +70,12 @@ def record_for(
     )
 
 
-class StaticAuthorizer:
-    """Presents one minted token, as the sidecar would."""
-
-    def __init__(self, token: MintedToken) -> None:
-        self._token = token
-
-    async def authorization(self, refresh: bool) -> Secret | None:
-        return Secret(f"Bearer {self._token.token.reveal()}")
-
-
 async def manifest_digest(registry: TokenAuthRegistry, token: MintedToken, repo: str) -> str:
-    client = RegistryClient(
-        registry.url, ca_pem=registry.ca_pem, authorizer=StaticAuthorizer(token)
+    """repo:v1's digest, fetched with `token` through the node's fetcher."""
+    authorization = Secret(f"Bearer {token.token.reveal()}")
+    return await node_fetch.manifest_digest(
+        registry.url, registry.ca_pem, repo, "v1", authorization
     )
-    try:
-        return (await client.get_manifest(repo, "v1")).digest
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture

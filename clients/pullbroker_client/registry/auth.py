@@ -26,7 +26,8 @@ from pullbroker_client.registry.errors import (
     UnsupportedAuth,
     error_for_response,
 )
-from pullbroker_client.registry.transport import Response, Transport, display_host, same_origin
+from pullbroker_client.registry.rules import ERROR_BODY_LIMIT, same_origin
+from pullbroker_client.registry.transport import Response, Transport, display_host
 from pullbroker_client.secret import Secret
 
 DEFAULT_EXPIRES_IN = 60
@@ -70,8 +71,8 @@ def basic_authorization(username: str, password: Secret) -> Secret:
 async def ping(transport: Transport, base_url: str) -> list[Challenge]:
     """The registry's challenges from GET /v2/, or [] when it lets anyone in."""
     asked = httpx.URL(f"{base_url.rstrip('/')}/v2/")
-    response = await transport.request("GET", str(asked), limit=64 * 1024)
-    if not same_origin(response.url, asked):
+    response = await transport.request("GET", str(asked), limit=ERROR_BODY_LIMIT)
+    if not same_origin(str(response.url), str(asked)):
         # Whoever answers a redirected ping is not the registry: its challenge would send
         # the credential to a realm of its choosing, its 200 would skip auth altogether.
         raise RegistryProtocolError(

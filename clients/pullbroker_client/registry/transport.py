@@ -1,11 +1,11 @@
 """HTTP for the registry client: explicit TLS trust, timeouts, redirects we follow ourselves.
 
 The only module that touches httpx. It decides TLS trust from the PEM it is given, never from
-the environment (REQUESTS_CA_BUNDLE, SSL_CERT_FILE and proxies are ignored), follows at most
-five redirects and drops `Authorization` as soon as one leaves the first origin (blob
-downloads are redirected to object storage that must not see the registry token), and turns
-httpx exceptions into the tree in errors.py. Every connection, first hop and redirect target
-alike, passes the dial guard (guarded_backend.py): a host whose addresses the dial policy
+the environment (REQUESTS_CA_BUNDLE, SSL_CERT_FILE and proxies are ignored), follows
+redirects by rules.py, as the node's fetcher does (at most five; `Authorization` dropped as
+soon as one leaves the first origin and never sent again; no downgrade to plain http), and
+turns httpx exceptions into the tree in errors.py. Every connection, first hop and redirect
+target alike, passes the dial guard (guarded_backend.py): a host whose addresses the dial policy
 refuses is never connected to, and DialRefused names the redirect that led there. The
 authorization value is a Secret until the request is built; httpx renders it as "[secure]"
 in reprs, and no message here names more of a URL than its host, since redirect URLs often
@@ -33,14 +33,20 @@ from pullbroker_client.registry.errors import (
     RegistryUnreachable,
 )
 from pullbroker_client.registry.guarded_backend import GuardedBackend, guarded_transport
+from pullbroker_client.registry.rules import (
+    MANIFEST_LIMIT,
+    MAX_REDIRECTS,
+    REDIRECT_STATUSES,
+    Hop,
+    first_hop,
+    next_hop,
+)
+from pullbroker_client.registry.rules import display_host as _display_host
 from pullbroker_client.registry.tls import ssl_context
 from pullbroker_client.secret import Secret
 
 DEFAULT_TIMEOUT = 30.0
-MAX_REDIRECTS = 5
 USER_AGENT = "pullbroker/0.1"
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 QueryParams = Mapping[str, str | Sequence[str]]
 
@@ -63,8 +69,7 @@ def parse_retry_after(value: str | None) -> float | None:
 
 def display_host(url: httpx.URL) -> str:
     """host[:port] of `url` for messages: never the path or query, which may be signed."""
-    host = f"[{url.host}]" if ":" in url.host else url.host
-    return f"{host}:{url.port}" if url.port else host
+    return _display_host(str(url))
 
 
 class Response:
@@ -175,7 +180,7 @@ class Transport:
         headers: Mapping[str, str] | None = None,
         params: QueryParams | None = None,
         authorization: Secret | None = None,
-        limit: int = 4 * 1024 * 1024,
+        limit: int = MANIFEST_LIMIT,
     ) -> Response:
         """Send and read the whole answer (at most `limit` bytes) into `.content`."""
         async with self.stream(
@@ -201,56 +206,37 @@ class Transport:
         """
         if any(name.lower() == "authorization" for name in headers or {}):
             raise ValueError("pass the Authorization value as authorization=Secret(...)")
-        raw = await self._follow(method, _build_url(url, params), headers or {}, authorization)
+        hop = first_hop(str(_build_url(url, params)), authorization, method=method)
+        raw = await self._follow(hop, headers or {})
         response = Response(raw)
         try:
             yield response
         finally:
             await response.aclose()
 
-    async def _follow(
-        self,
-        method: str,
-        url: httpx.URL,
-        headers: Mapping[str, str],
-        authorization: Secret | None,
-    ) -> httpx.Response:
-        came_from = ""
-        for _ in range(self._max_redirects + 1):
+    async def _follow(self, hop: Hop, headers: Mapping[str, str]) -> httpx.Response:
+        while True:
             try:
-                raw = await self._send(method, url, headers, authorization)
+                raw = await self._send(hop, headers)
             except DialRefused as exc:
-                if not came_from:
+                if not hop.via:
                     raise
-                raise exc.redirected_from(came_from) from None
-            if raw.status_code not in _REDIRECTS:
+                raise exc.redirected_from(hop.via) from None
+            if raw.status_code not in REDIRECT_STATUSES:
                 return raw
             await raw.aclose()
-            target = _redirect_target(url, raw.headers.get("location"))
-            if _origin(target) != _origin(url):
-                authorization = None
-            if raw.status_code == 303 and method != "HEAD":
-                method = "GET"
-            came_from, url = display_host(url), target
-        raise RegistryProtocolError(
-            f"{display_host(url)} redirected more than {self._max_redirects} times"
-        )
+            location = raw.headers.get("location")
+            hop = next_hop(hop, raw.status_code, location, limit=self._max_redirects)
 
-    async def _send(
-        self,
-        method: str,
-        url: httpx.URL,
-        headers: Mapping[str, str],
-        authorization: Secret | None,
-    ) -> httpx.Response:
+    async def _send(self, hop: Hop, headers: Mapping[str, str]) -> httpx.Response:
         all_headers = dict(headers)
-        if authorization is not None:
-            all_headers["Authorization"] = authorization.reveal()
+        if hop.authorization is not None:
+            all_headers["Authorization"] = hop.authorization.reveal()
         try:
-            request = self._client.build_request(method, url, headers=all_headers)
+            request = self._client.build_request(hop.method, hop.url, headers=all_headers)
             return await self._client.send(request, stream=True)
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise translate(exc, display_host(url)) from exc
+            raise translate(exc, hop.host) from exc
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -331,28 +317,3 @@ def _build_url(url: str, params: QueryParams | None) -> httpx.URL:
         return httpx.URL(url).copy_merge_params(params) if params else httpx.URL(url)
     except (httpx.InvalidURL, TypeError) as exc:
         raise RegistryProtocolError("not a valid URL: check the registry or realm URL") from exc
-
-
-def _redirect_target(current: httpx.URL, location: str | None) -> httpx.URL:
-    if not location:
-        raise RegistryProtocolError(f"{display_host(current)} redirected without a Location")
-    try:
-        target = current.join(location)
-    except httpx.InvalidURL as exc:
-        raise RegistryProtocolError(f"{display_host(current)} redirected to a bad URL") from exc
-    if target.scheme not in _DEFAULT_PORTS:
-        raise RegistryProtocolError(f"{display_host(current)} redirected to a non-HTTP URL")
-    if current.scheme == "https" and target.scheme == "http":
-        raise RegistryProtocolError(
-            f"{display_host(current)} redirected from https to plain http; refusing the downgrade"
-        )
-    return target
-
-
-def same_origin(a: httpx.URL, b: httpx.URL) -> bool:
-    """Whether `a` and `b` share scheme, host and (effective) port."""
-    return _origin(a) == _origin(b)
-
-
-def _origin(url: httpx.URL) -> tuple[str, str, int]:
-    return url.scheme, url.host, url.port or _DEFAULT_PORTS.get(url.scheme, 0)

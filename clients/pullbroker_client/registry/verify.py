@@ -1,7 +1,7 @@
 """Checking a manifest against its digests, and naming its media type; no HTTP stack here.
 
-Shared by the registry client and the sidecar's own fetcher, so both verify manifests the
-same way: the digest asked for (when the reference is one) and the Docker-Content-Digest the
+Whatever fetches a manifest (today the node's fetcher, the sidecar's pull/fetch.py) verifies
+it here: the digest asked for (when the reference is one) and the Docker-Content-Digest the
 registry announced must both match the bytes received.
 """
 

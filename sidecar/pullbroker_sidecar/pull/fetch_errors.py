@@ -1,4 +1,6 @@
-"""How the blob fetcher's failures read: 401s and socket errors as registry errors.
+"""How the blob fetcher's socket and TLS failures read: as registry errors.
+
+(Failed answers, 401s included, are the registry client's rules: `rules.answer_error`.)
 
 Every message names the registry as host:port only, never a URL: redirect targets carry
 signed query strings.
@@ -10,35 +12,13 @@ import http.client
 import socket
 import ssl
 
-from pullbroker_client.registry.challenge import parse_www_authenticate
 from pullbroker_client.registry.errors import (
-    AuthenticationRequired,
-    InvalidChallenge,
-    NotAllowed,
     RegistryError,
     RegistryTLSError,
     RegistryUnreachable,
 )
 
 from pullbroker_sidecar.errors import PullCancelled
-
-
-def unauthorized(resp: http.client.HTTPResponse, origin: object, subject: str) -> RegistryError:
-    """401: NotAllowed for a scope the token lacks (a new token will not widen it), else
-    AuthenticationRequired, which the engine answers with a fresh token once."""
-    errors: set[str | None] = set()
-    for header in resp.headers.get_all("WWW-Authenticate") or []:
-        try:
-            errors.update(c.error for c in parse_www_authenticate(header))
-        except InvalidChallenge:
-            continue
-    if "insufficient_scope" in errors:
-        return NotAllowed(
-            f"registry {origin} refused {subject} (insufficient_scope): the token "
-            "does not allow pulling this repository",
-            code="insufficient_scope",
-        )
-    return AuthenticationRequired(f"registry {origin} answered 401 for {subject}")
 
 
 def translate(exc: BaseException, origin: object) -> BaseException:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pullbroker_client.registry.auth import basic_authorization
-from pullbroker_client.registry.client import RegistryClient
 from pullbroker_client.secret import Secret
 from pullbroker_service.app.policy_source import StaticPolicy
 from pullbroker_service.app.registries import Registries
@@ -42,6 +41,7 @@ from tests.harness.broker_config import LOOPBACK
 from tests.harness.canary import new_canary
 from tests.harness.images import build_image, push_image
 from tests.harness.registry import Registry, TokenAuthRegistry
+from tests.integration import node_fetch
 
 ADMIN = Identity("spiffe://pullbroker.local/admin", frozenset({"admin"}))
 NODE = Identity("spiffe://pullbroker.local/node/n1", frozenset({"node"}))
@@ -173,24 +173,18 @@ def build_world(
     )
 
 
-class TokenAuthorizer:
-    """Presents a minted token the way the sidecar does."""
-
-    def __init__(self, token: MintedToken) -> None:
-        self._token = token
-
-    async def authorization(self, refresh: bool) -> Secret | None:
-        if self._token.auth_kind is AuthKind.BEARER:
-            return Secret(f"Bearer {self._token.token.reveal()}")
-        if self._token.auth_kind is AuthKind.BASIC:
-            return basic_authorization(self._token.username, self._token.token)
-        return None
+def authorization_for(token: MintedToken) -> Secret | None:
+    """The Authorization a node sends with `token` (the sidecar's IssuedPullToken rule)."""
+    if token.auth_kind is AuthKind.BEARER:
+        return Secret(f"Bearer {token.token.reveal()}")
+    if token.auth_kind is AuthKind.BASIC:
+        return basic_authorization(token.username, token.token)
+    return None
 
 
 async def manifest_digest(registry: Registry, token: MintedToken, repository: str) -> str:
-    """GET the manifest of repository:v1 with `token`, as a node would."""
-    client = RegistryClient(registry.url, ca_pem=registry.ca_pem, authorizer=TokenAuthorizer(token))
-    try:
-        return (await client.get_manifest(repository, "v1")).digest
-    finally:
-        await client.aclose()
+    """GET the manifest of repository:v1 with `token`, through the node's fetcher."""
+    authorization = authorization_for(token)
+    return await node_fetch.manifest_digest(
+        registry.url, registry.ca_pem, repository, "v1", authorization
+    )

@@ -1,49 +1,41 @@
-"""What a node does for a deployment: get a token, pull the manifest, report how it went.
+"""What a node does for a deployment: get a token, pull the image, report how it went.
 
-The node side is the sidecar's own code: its broker-backed authorizer for the token, the
-registry client for the pull (the manifest, verified against its digest), and
+The node side is the sidecar's own code, as `pullbroker-sidecar pull --deployment` runs it:
+the pull engine (a broker token per image, manifests and blobs through the node's fetcher,
+everything verified) into an `oci:` layout, wrapped in
 `pullbroker_sidecar.report.pull_reported` for the DEPLOYING / DEPLOYED / FAILED reports.
 """
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from pullbroker.v1 import deployment_pb2, registry_pb2
 from pullbroker_client.broker import AsyncBrokerClient, BrokerClient, BrokerTarget, basic_credential
-from pullbroker_client.registry.client import Manifest, RegistryClient
-from pullbroker_client.registry.reference import parse_reference
 from pullbroker_client.secret import Secret
+from pullbroker_sidecar.pull.destinations import OciDestination
+from pullbroker_sidecar.pull.engine import PullEngine, PullResult
 from pullbroker_sidecar.report import pull_reported
-from pullbroker_sidecar.tokens import BrokerAuthorizer
 
 from tests.harness.registry import TokenAuthRegistry
 
 
-async def pull_manifest(node: AsyncBrokerClient, image: str) -> Manifest:
-    """Pull `image`'s manifest with a token from the broker, as the sidecar does."""
-    ref = parse_reference(image)
-    authorizer = BrokerAuthorizer(node, image)
-    grant = await authorizer.grant()
-    client = RegistryClient(
-        grant.registry_url, ca_pem=grant.registry_ca_pem or None, authorizer=authorizer
-    )
-    try:
-        return await client.get_manifest(ref.repository, ref.identifier)
-    finally:
-        await client.aclose()
-
-
-async def deploy_on_node(target: BrokerTarget, deployment: str, image: str) -> Manifest:
-    """Pull `image` for `deployment`, reporting each transition; warnings fail the test."""
+async def deploy_on_node(target: BrokerTarget, deployment: str, image: str) -> PullResult:
+    """Pull `image` for `deployment` as the sidecar does, reporting each transition; warnings
+    fail the test. The result's `digest` is the image manifest's."""
 
     def warn(line: str) -> None:
         raise AssertionError(line)
 
-    async with AsyncBrokerClient(target) as node:
-        return await pull_reported(
-            node, deployment, lambda: pull_manifest(node, image), lambda m: m.digest, warn=warn
-        )
+    with tempfile.TemporaryDirectory(prefix="node-pull-") as folder:
+        async with AsyncBrokerClient(target) as node:
+            engine = PullEngine(node)
+            dest = OciDestination(Path(folder) / "oci")
+            return await pull_reported(
+                node, deployment, lambda: engine.pull(image, dest), lambda r: r.digest, warn=warn
+            )
 
 
 def add_registry(

@@ -31,15 +31,6 @@ A, A_PATH = _blob(b"a" * 300_000)
 B, B_PATH = _blob(b"b" * 1000)
 
 
-@pytest.fixture
-def server(test_ca: TestCA) -> Iterator[RecordingServer]:
-    srv = RecordingServer(test_ca, "dl").start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
 JobFactory = Callable[[StubIssuer], BlobJob]
 
 

@@ -7,7 +7,6 @@ import hashlib
 import os
 import stat
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,15 +27,6 @@ DIGEST = "sha256:" + hashlib.sha256(BLOB).hexdigest()
 DESCRIPTOR = Descriptor("application/vnd.oci.image.layer.v1.tar+gzip", DIGEST, len(BLOB))
 PATH = f"/v2/team/app/blobs/{DIGEST}"
 TOKEN = Secret("Bearer store-unit-token")
-
-
-@pytest.fixture
-def server(test_ca: TestCA) -> Iterator[RecordingServer]:
-    srv = RecordingServer(test_ca, "store-blobs").start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 def _partial(store: ContentStore) -> Path:
