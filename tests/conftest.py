@@ -1,6 +1,6 @@
 """Top-level fixtures: the real registry world (tests/harness) shared by every test package.
 
-Broker fixtures live in tests/integration/conftest.py and tests/e2e/conftest.py.
+Broker fixtures live in tests/integration/conftest.py.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from pullbroker_sidecar.commands import (
     add_pull_secret_parser,
     add_run_parser,
 )
-from pullbroker_sidecar.errors import PullError
+from pullbroker_sidecar.errors import SidecarError
 from pullbroker_sidecar.pull.destinations import (
     DEST_FORMS,
     Destination,
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         if not 1 <= args.concurrency <= MAX_CONCURRENCY:
             parser.error(f"--concurrency must be between 1 and {MAX_CONCURRENCY}")
         result = asyncio.run(_pull(args, dest, platform, store))
-    except (PullError, ClientError) as exc:
+    except (SidecarError, ClientError) as exc:
         return _fail(f"pull of {args.image} failed: {exc}")
     except OSError as exc:
         where = f" {exc.filename}" if exc.filename else ""
@@ -187,7 +187,7 @@ def _other(
 ) -> int:
     try:
         return command(args)
-    except (PullError, ClientError) as exc:
+    except (SidecarError, ClientError) as exc:
         return _fail(f"{name} failed: {exc}")
     except OSError as exc:
         return _fail(f"{name} failed: {exc.strerror or exc}")

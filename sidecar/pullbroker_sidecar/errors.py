@@ -1,19 +1,23 @@
 """The sidecar's error tree. Registry and broker failures keep their own classes.
 
-    PullError
-    ├── UnsupportedManifest               schema1, or a media type we do not pull
-    ├── PlatformNotFound                  the index has no manifest for the platform asked for
-    ├── InvalidPlatform                   `--platform` does not parse
-    ├── DigestMismatch                    a blob's bytes do not hash to (or size as) its descriptor
-    ├── LayoutError                       the destination is not (or cannot become) an OCI layout
-    ├── GrantMismatch                     the broker's token is for another repository
-    ├── PullCancelled                     another blob failed or the user interrupted the pull
-    ├── DestinationError                  dockerd, containerd or the archive file refused the image
-    ├── SizeLimitExceeded                 a blob or the image declares more than --max-*-size
-    ├── InsufficientSpace                 the store or destination cannot hold what is to come
-    └── SidecarError                      the node daemon and its helpers
-        ├── DaemonUnavailable             no daemon answers on the socket
-        └── SocketInUse                   another daemon already serves that socket
+    SidecarError                          base of every error the sidecar raises itself
+    ├── InvalidOption                     a flag or option value is wrong (names the flag)
+    ├── PullError                         pulling an image failed
+    │   ├── UnsupportedManifest           schema1, or a media type we do not pull
+    │   ├── PlatformNotFound              the index has no manifest for the platform asked for
+    │   ├── InvalidPlatform               `--platform` does not parse
+    │   ├── DigestMismatch                a blob's bytes do not hash to (or size as) its descriptor
+    │   ├── LayoutError                   the destination is not (or cannot become) an OCI layout
+    │   ├── GrantMismatch                 the broker's token is for another repository
+    │   ├── PullCancelled                 another blob failed or the user interrupted the pull
+    │   ├── DestinationError              dockerd, containerd or the archive file refused the image
+    │   ├── SizeLimitExceeded             a blob or the image declares more than --max-*-size
+    │   └── InsufficientSpace             the store or destination cannot hold what is to come
+    ├── DaemonError                       the node daemon and its socket
+    │   ├── DaemonUnavailable             no daemon answers on the socket
+    │   ├── SocketInUse                   another daemon already serves that socket
+    │   └── NoLogin (daemon/login_cache.py)  no login for that request; .code is the protocol's
+    └── PassthroughRefused                a helper would have written a long-lived credential
 
     ClientError                           (pullbroker_client: RegistryError, BrokerCallError,
                                            ConfigurationError) passes through unchanged.
@@ -24,8 +28,20 @@ Messages name the image, blob or path and what to check; none carries a token.
 from __future__ import annotations
 
 
-class PullError(Exception):
+class SidecarError(Exception):
     """Base of every error the sidecar raises itself."""
+
+
+class InvalidOption(SidecarError):
+    """A flag or option value is wrong; the message names the flag."""
+
+
+class PassthroughRefused(SidecarError):
+    """A helper was handed a registry's long-lived credential, which it must not write."""
+
+
+class PullError(SidecarError):
+    """Pulling an image failed."""
 
 
 class UnsupportedManifest(PullError):
@@ -74,13 +90,13 @@ class InsufficientSpace(PullError):
     """The file system of the store or the destination has less free space than needed."""
 
 
-class SidecarError(PullError):
-    """The node daemon (`pullbroker-sidecar run`) or one of its helpers failed."""
+class DaemonError(SidecarError):
+    """The node daemon (`pullbroker-sidecar run`) or its socket failed."""
 
 
-class DaemonUnavailable(SidecarError):
+class DaemonUnavailable(DaemonError):
     """No daemon answers on the socket (not running, or not ours to talk to)."""
 
 
-class SocketInUse(SidecarError):
+class SocketInUse(DaemonError):
     """Another daemon already listens on the socket path."""

@@ -127,7 +127,7 @@ async def pull_reported(
     await _quietly(report_deploying(broker, deployment), deployment, say)
     try:
         result = await pull()
-    except (sidecar.PullError, ClientError) as exc:
+    except (sidecar.SidecarError, ClientError) as exc:
         await _quietly(report_failed(broker, deployment, exc), deployment, say)
         raise
     await _quietly(report_deployed(broker, deployment, digest_of(result)), deployment, say)

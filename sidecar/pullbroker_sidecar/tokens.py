@@ -1,4 +1,4 @@
-"""An `Authorizer` backed by the broker: short-lived pull tokens, held in memory only.
+"""Registry authorization backed by the broker: short-lived pull tokens, in memory only.
 
 (Also what the broker client offers the runtime helpers' logins, and the renewal rule both
 follow: `RegistryLoginIssuer`, `renew_at`.)
@@ -73,7 +73,8 @@ class RegistryGrant:
 
 
 class BrokerAuthorizer:
-    """`pullbroker_client.registry.Authorizer` for one image, fed by the broker."""
+    """The Authorization value for one image's registry requests, fed by the broker
+    (what the fetcher asks, and asks again with refresh=True after a 401)."""
 
     def __init__(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from datetime import UTC, datetime
 
@@ -29,9 +30,29 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def new_registry_id() -> str:
-    """Time-ordered (so lists come out in creation order) plus 40 random bits."""
-    return f"{time.time_ns() // 1_000_000:011x}{os.urandom(5).hex()}"
+class _MonotonicIds:
+    """Milliseconds plus 40 random bits, like a ULID; within one millisecond the random part
+    counts up from the previous id's, so ids made in this process sort in creation order."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last = (0, 0)
+
+    def __call__(self) -> str:
+        with self._lock:
+            ms = time.time_ns() // 1_000_000
+            last_ms, last_random = self._last
+            if ms <= last_ms and last_random < _RANDOM_MAX:
+                ms, random = last_ms, last_random + 1
+            else:
+                random = int.from_bytes(os.urandom(5), "big") >> 1  # room to count up
+            self._last = (ms, random)
+        return f"{ms:011x}{random:010x}"
+
+
+_RANDOM_MAX = (1 << 40) - 1
+new_registry_id = _MonotonicIds()
+"""Time-ordered (so lists come out in creation order) plus 40 random bits."""
 
 
 def new_etag() -> str:

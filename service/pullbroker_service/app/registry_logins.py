@@ -4,7 +4,7 @@ The same checks as a pull token, in the same order and with the same code (app/t
 `PullAccess`): parse the reference, choose the registry, compare hosts, consult the policy
 for the image's repository. Only then is a login taken from the cache or minted.
 
-Which registries have a login, and what it allows, is minting/logins.py's table. Two paths:
+Which registries have a login, and what it allows, is minting/runtime_logins.py's table. Two paths:
 
 - the cloud kinds (ECR, GCR/GAR, ACR): their minter's `login`, cached under
   (registry id, credential version, "login"[:repository]) in the broker's TokenCache;

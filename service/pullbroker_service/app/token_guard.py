@@ -1,6 +1,6 @@
 """The token and login use cases behind the per-identity rate limit, every issue audited.
 
-Decorators around `TokenIssuer` (app/tokens.py) and `LoginIssuer` (app/logins.py), so the
+Decorators around `TokenIssuer` (app/tokens.py) and `LoginIssuer` (app/registry_logins.py), so the
 hot path's own module stays as it is: the limit is checked before any work (a refused call
 costs a dict lookup), and each call, issued or refused, becomes one audit event with the
 scope and, for a Basic pass-through, a reason saying the long-lived credential itself was
@@ -56,7 +56,7 @@ class TokenIssuing(Protocol):
 
 
 class LoginIssuing(Protocol):
-    """`LoginIssuer.login` (app/logins.py)."""
+    """`LoginIssuer.login` (app/registry_logins.py)."""
 
     async def login(
         self,

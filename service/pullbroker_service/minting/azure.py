@@ -16,7 +16,7 @@ registry's host (`https://<name>.azurecr.io/oauth2/token`), and `/oauth2/exchang
   3. `POST /oauth2/token` grant_type=refresh_token, service, scope, refresh_token -> an ACR
      access token for `repository:NAME:pull` only. Only this token leaves the broker.
 
-Logins (`login`, for container runtimes: minting/logins.py): a service principal's refresh
+Logins (`login`, for container runtimes: minting/runtime_logins.py): a service principal's refresh
 token of step 2, with username 00000000-0000-0000-0000-000000000000, as an identity token
 (docker's `identitytoken`): runtimes run step 3 themselves against the realm. A
 username/password is long-lived: it is a login only as an audited Basic pass-through.

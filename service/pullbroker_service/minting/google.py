@@ -14,7 +14,7 @@ access scope for Cloud Storage ... limits the VM instance service account to dow
 artifacts", cloud.google.com/artifact-registry/docs/integrate-compute); `cloud-platform`
 would let the access token push and administer.
 
-Logins (`login`, for container runtimes: minting/logins.py): the access token of step 2 with
+Logins (`login`, for container runtimes: minting/runtime_logins.py): the access token of step 2 with
 username `oauth2accesstoken`, living as long as Google says (`expires_in`), which the
 registry's realm takes as a Basic password - not the registry token of step 3.
 

@@ -24,10 +24,10 @@ from pullbroker_client.errors import ClientError
 from pullbroker_client.home import Home
 
 from pullbroker_sidecar.daemon.channel import BrokerChannel, ChannelConfig
-from pullbroker_sidecar.daemon.logins import LoginCache, Logins
+from pullbroker_sidecar.daemon.login_cache import LoginCache, Logins
 from pullbroker_sidecar.daemon.protocol import default_socket
 from pullbroker_sidecar.daemon.server import SidecarServer
-from pullbroker_sidecar.errors import PullError
+from pullbroker_sidecar.errors import InvalidOption
 
 log = structlog.get_logger("pullbroker_sidecar.run")
 
@@ -54,7 +54,7 @@ def images_from(args: argparse.Namespace) -> list[str]:
         try:
             text = Path(args.images_file).read_text(encoding="utf-8")
         except OSError as exc:
-            raise PullError(
+            raise InvalidOption(
                 f"cannot read --images-file {args.images_file}: {exc.strerror}"
             ) from None
         for line in text.splitlines():
@@ -67,7 +67,7 @@ def images_from(args: argparse.Namespace) -> list[str]:
 def run_command(args: argparse.Namespace) -> int:
     """Run the daemon until SIGTERM/SIGINT; the exit status."""
     if args.rotation_check <= 0:
-        raise PullError("--rotation-check must be a positive number of seconds")
+        raise InvalidOption("--rotation-check must be a positive number of seconds")
     configure_logging()
     home = Home.resolve(args.home)
     socket_path = Path(args.socket or default_socket(str(home.root))).absolute()
@@ -86,7 +86,7 @@ async def _serve(args: argparse.Namespace, home: Home, socket_path: Path) -> Non
         logins = Logins(LoginCache(channel), images)
     except ClientError as exc:
         await channel.close()
-        raise PullError(f"an --image does not parse: {exc}") from None
+        raise InvalidOption(f"an --image does not parse: {exc}") from None
     server = SidecarServer(socket_path, logins, channel)
     try:
         await server.start()

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import structlog
 from pullbroker_client.secret import Secret
 
-from pullbroker_sidecar.daemon.logins import Login, Logins, NoLogin
+from pullbroker_sidecar.daemon.login_cache import Login, Logins, NoLogin
 from pullbroker_sidecar.daemon.protocol import (
     BAD_REQUEST,
     INTERNAL,
@@ -31,7 +31,7 @@ from pullbroker_sidecar.daemon.protocol import (
     decode,
     encode,
 )
-from pullbroker_sidecar.errors import SidecarError, SocketInUse
+from pullbroker_sidecar.errors import InvalidOption, SocketInUse
 
 log = structlog.get_logger("pullbroker_sidecar.server")
 
@@ -59,7 +59,7 @@ class SidecarServer:
 
     def __init__(self, path: Path, logins: Logins, channel: ChannelStatus) -> None:
         if len(os.fsencode(path)) > MAX_SOCKET_PATH:
-            raise SidecarError(
+            raise InvalidOption(
                 f"socket path {path} is longer than {MAX_SOCKET_PATH} bytes, the limit of Unix "
                 "sockets: choose a shorter --socket"
             )
@@ -226,7 +226,7 @@ def _clear_stale(path: Path) -> None:
     if not path.exists() and not path.is_symlink():
         return
     if not path.is_socket():
-        raise SidecarError(
+        raise InvalidOption(
             f"{path} exists and is not a socket: remove it or choose another --socket"
         )
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -16,7 +16,7 @@ What `get` returns, and why. The helper is asked per *registry*, and docker, pod
 skopeo then run the registry's token flow themselves, per repository, against the realm
 the registry names: they never present a token they were handed. So the answer must be a
 credential that realm accepts (a "login"), not one of the broker's repository-scoped
-bearer tokens. The daemon (see daemon/logins.py) hands out the login the broker grants
+bearer tokens. The daemon (see daemon/login_cache.py) hands out the login the broker grants
 (IssueRegistryLogin) for an image this node declared for that registry: ECR's short-lived
 token, GCR/GAR's `oauth2accesstoken` + access token, ACR's refresh token, or audited Basic
 pass-through. A refresh token (an identity token) is answered as `Username: "<token>"` with

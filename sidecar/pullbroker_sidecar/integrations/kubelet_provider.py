@@ -21,7 +21,7 @@ It answers on stdout with a CredentialProviderResponse of the same apiVersion:
   daemon's protocol has no field for it, although IssueRegistryLogin has one, so the
   broker's namespace and service-account rules do not apply to these logins yet.
 - no login for the image (not granted, or a registry that gives this node bearer tokens
-  only - see daemon/logins.py): a response without `auth`, not cached, and the reason on
+  only - see daemon/login_cache.py): a response without `auth`, not cached, and the reason on
   stderr; kubelet then pulls anonymously (and fails for a private image).
 
 Identity tokens (an ACR service principal's refresh token). kubelet's `auth` entries have a

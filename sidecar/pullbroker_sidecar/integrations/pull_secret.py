@@ -6,7 +6,7 @@ For clusters that cannot install a kubelet credential provider. The Secret (YAML
 with `-o json`) goes to stdout, for `kubectl apply -f -`; nothing is written to disk. Each
 image gets its own `auths` key, `host[:port]/repository` (kubelet matches keys by path
 prefix, so the most specific key wins), holding the login the broker grants for it (see
-daemon/logins.py for which registries have one). An image without a login fails the whole
+daemon/login_cache.py for which registries have one). An image without a login fails the whole
 command: a Secret that silently lacks an image would only fail later, at pod start.
 
 A Secret is a file on the cluster's disks (etcd, backups), so a Basic pass-through login -
@@ -40,9 +40,9 @@ import yaml
 from pullbroker_client.broker import AsyncBrokerClient, BrokerTarget
 from pullbroker_client.home import Home
 
-from pullbroker_sidecar.daemon.logins import Login, LoginCache, Logins, NoLogin
+from pullbroker_sidecar.daemon.login_cache import Login, LoginCache, Logins, NoLogin
 from pullbroker_sidecar.daemon.protocol import UNAVAILABLE
-from pullbroker_sidecar.errors import PullError
+from pullbroker_sidecar.errors import InvalidOption, PassthroughRefused
 
 NODE_ROLE = "node"
 EXPIRES_ANNOTATION = "pullbroker.io/expires-at"
@@ -57,7 +57,7 @@ def render_secret(namespace: str, name: str, logins: Sequence[Login]) -> dict[st
     auths: dict[str, dict[str, str]] = {}
     for login in logins:
         if login.passthrough:
-            raise PullError(_passthrough_refused(login))
+            raise PassthroughRefused(_passthrough_refused(login))
         pair = f"{login.username}:{login.secret.reveal()}".encode()
         entry = {
             "username": login.username,
@@ -113,7 +113,7 @@ def refresh_delay(logins: Sequence[Login], now: float, cap: float | None = None)
 def run_command(args: argparse.Namespace) -> int:
     """Render once (or keep rendering with --watch); the exit status."""
     if args.max_interval is not None and args.max_interval <= 0:
-        raise PullError("--max-interval must be a positive number of seconds")
+        raise InvalidOption("--max-interval must be a positive number of seconds")
     target = BrokerTarget.from_home(
         Home.resolve(args.home),
         NODE_ROLE,
@@ -139,7 +139,7 @@ async def _run(args: argparse.Namespace, target: BrokerTarget) -> int:
                 found = await _logins(logins, args.images)
             except NoLogin as exc:
                 if not (args.watch and exc.code == UNAVAILABLE):
-                    raise PullError(str(exc)) from None
+                    raise
                 print(f"pullbroker-sidecar: {exc}; retrying", file=sys.stderr, flush=True)
                 delay, backoff = backoff, min(backoff * 2, MAX_BACKOFF)
             else:
@@ -166,7 +166,7 @@ async def _logins(logins: Logins, images: Sequence[str]) -> list[Login]:
         except NoLogin as exc:
             raise NoLogin(exc.code, f"no pull secret for {image}: {exc}") from None
         if login.passthrough:
-            raise PullError(_passthrough_refused(login))
+            raise PassthroughRefused(_passthrough_refused(login))
         found.append(login)
     return found
 

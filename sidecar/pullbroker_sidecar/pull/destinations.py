@@ -26,7 +26,7 @@ from typing import IO, BinaryIO, Protocol
 
 from pullbroker_client.registry.reference import Reference
 
-from pullbroker_sidecar.errors import DestinationError, PullError
+from pullbroker_sidecar.errors import DestinationError, InvalidOption
 from pullbroker_sidecar.pull.archive import ArchiveImage, write_archive
 from pullbroker_sidecar.pull.docker_api import DockerEngine
 from pullbroker_sidecar.pull.layout import OciLayout
@@ -252,7 +252,7 @@ def export_space(
 
 
 def parse_destination(text: str) -> Destination:
-    """The destination `--dest TEXT` names; PullError saying the accepted forms if none."""
+    """The destination `--dest TEXT` names; InvalidOption saying the accepted forms if none."""
     kind, sep, rest = text.partition(":")
     if kind == "oci" and rest:
         return OciDestination(_path(rest))
@@ -262,7 +262,7 @@ def parse_destination(text: str) -> Destination:
         return DockerDaemonDestination(rest or None)
     if kind == "containerd" and (rest or not sep):
         return ContainerdDestination(rest or DEFAULT_NAMESPACE)
-    raise PullError(f"--dest {text!r} is not oci:DIR (accepted: {DEST_FORMS})")
+    raise InvalidOption(f"--dest {text!r} is not oci:DIR (accepted: {DEST_FORMS})")
 
 
 def _path(text: str) -> Path:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from pullbroker_client.secret import Secret
+from pullbroker_service.app.lookup import new_registry_id
 from pullbroker_service.domain.errors import (
     AlreadyExists,
     BackendUnavailable,
@@ -356,3 +357,13 @@ class TestConnectionTest:
             await core.registries.test(
                 "acme" if both else None, generic() if both else None, CRED, ""
             )
+
+
+class TestRegistryIds:
+    """Ids sort in creation order, even for records made in the same millisecond."""
+
+    def test_ids_made_back_to_back_sort_in_creation_order(self) -> None:
+        """Thousands of ids in a few milliseconds: unique, and sorted as made."""
+        ids = [new_registry_id() for _ in range(5000)]
+        assert ids == sorted(ids)
+        assert len(set(ids)) == len(ids)

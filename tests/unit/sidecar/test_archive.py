@@ -9,7 +9,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from pullbroker_sidecar.errors import PullError
+from pullbroker_sidecar.errors import InvalidOption
 from pullbroker_sidecar.pull.archive import ArchiveImage, write_archive
 from pullbroker_sidecar.pull.destinations import (
     ContainerdDestination,
@@ -106,5 +106,5 @@ class TestParseDestination:
     )
     def test_other_forms_are_refused_with_the_accepted_ones(self, text: str) -> None:
         """Unknown forms name every accepted one."""
-        with pytest.raises(PullError, match="docker-daemon"):
+        with pytest.raises(InvalidOption, match="docker-daemon"):
             parse_destination(text)

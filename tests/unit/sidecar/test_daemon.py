@@ -19,7 +19,7 @@ from pullbroker_client.home import Home
 from pullbroker_service.bootstrap.devca import CertificateAuthority, LeafSpec
 from pullbroker_sidecar.cli import main
 from pullbroker_sidecar.daemon.channel import BrokerChannel, ChannelConfig
-from pullbroker_sidecar.daemon.logins import LoginCache, Logins
+from pullbroker_sidecar.daemon.login_cache import LoginCache, Logins
 from pullbroker_sidecar.daemon.run import images_from
 from pullbroker_sidecar.daemon.server import SidecarServer
 from pullbroker_sidecar.errors import SidecarError

@@ -10,7 +10,7 @@ import pytest
 from pullbroker_client.broker import BrokerCallError, IssuedRegistryLogin
 from pullbroker_client.registry.reference import parse_reference
 from pullbroker_client.secret import Secret
-from pullbroker_sidecar.daemon.logins import LoginCache, Logins, NoLogin, normalize_host
+from pullbroker_sidecar.daemon.login_cache import LoginCache, Logins, NoLogin, normalize_host
 
 from tests.unit.sidecar.issuer import FakeClock, StubLoginIssuer
 

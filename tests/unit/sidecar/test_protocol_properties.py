@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pullbroker_client.jsonlimits import JSONTooDeep, loads_bounded
 from pullbroker_sidecar.daemon import protocol
-from pullbroker_sidecar.daemon.logins import LoginCache, Logins
+from pullbroker_sidecar.daemon.login_cache import LoginCache, Logins
 from pullbroker_sidecar.daemon.server import SidecarServer
 from pullbroker_sidecar.errors import DaemonUnavailable
 

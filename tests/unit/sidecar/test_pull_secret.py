@@ -8,8 +8,8 @@ import json
 import pytest
 import yaml
 from pullbroker_client.secret import Secret
-from pullbroker_sidecar.daemon.logins import Login
-from pullbroker_sidecar.errors import PullError
+from pullbroker_sidecar.daemon.login_cache import Login
+from pullbroker_sidecar.errors import PassthroughRefused
 from pullbroker_sidecar.integrations.pull_secret import format_secret, refresh_delay, render_secret
 
 ACR_USER = "00000000-0000-0000-0000-000000000000"
@@ -57,7 +57,7 @@ class TestRender:
     def test_passthrough_login_is_refused(self) -> None:
         """The registry's long-lived credential never goes into a Secret: a clear error."""
         passthrough = _login("team/b", 2000.0, passthrough=True)
-        with pytest.raises(PullError, match="long-lived credential") as caught:
+        with pytest.raises(PassthroughRefused, match="long-lived credential") as caught:
             render_secret("apps", "pull", [_login("team/a", 2000.0), passthrough])
         assert "short-lived" not in str(caught.value)
         assert "r.example:5000/team/b" in str(caught.value)

@@ -7,7 +7,7 @@ a dockerconfigjson Secret), they always run the token flow themselves: ping, rea
 registry's `WWW-Authenticate` realm, then ask *that realm* for a token per repository, with
 Basic auth, or with Secret as an OAuth2 refresh token when Username is `<token>`. So what
 reaches a runtime must be a credential the registry's own auth accepts - a *login* - which
-the broker mints for that purpose (IssueRegistryLogin; see the broker's minting/logins.py):
+the broker mints for that purpose (IssueRegistryLogin; see the broker's minting/runtime_logins.py):
 
     ECR        AWS + a 12-hour token (with a role: limited to the repository)
     GCR, GAR   oauth2accesstoken + the service account's OAuth2 access token (~1 hour)
@@ -42,6 +42,7 @@ from pullbroker_client.registry.reference import DOCKER_HUB, Reference, parse_re
 from pullbroker_client.secret import Secret
 
 from pullbroker_sidecar.daemon.protocol import BAD_REQUEST, DENIED, NO_LOGIN, NOT_FOUND, UNAVAILABLE
+from pullbroker_sidecar.errors import DaemonError
 from pullbroker_sidecar.tokens import DEFAULT_LIFETIME, RegistryLoginIssuer, renew_at
 
 _DOCKER_HUB_ALIASES = frozenset(
@@ -49,7 +50,7 @@ _DOCKER_HUB_ALIASES = frozenset(
 )
 
 
-class NoLogin(Exception):
+class NoLogin(DaemonError):
     """No login for that request; `code` is a protocol error code, str() says why."""
 
     def __init__(self, code: str, message: str) -> None:
