@@ -95,10 +95,7 @@ class Home:
         try:
             data = json.loads(self.broker_json.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise ConfigurationError(
-                f"no broker address in {self.broker_json}: start the broker with "
-                f"`pullbroker serve --home {self.root}` or pass --broker HOST:PORT"
-            ) from None
+            raise ConfigurationError(self._no_address()) from None
         except (OSError, ValueError) as exc:
             raise ConfigurationError(
                 f"cannot read {self.broker_json} ({type(exc).__name__}): "
@@ -111,3 +108,27 @@ class Home:
                 "or pass --broker HOST:PORT"
             )
         return address
+
+    def _no_address(self) -> str:
+        """Advice for a home without broker.json that never sends anyone to make a second one:
+        point at a home that has a broker's address, or say this is not a home at all."""
+        missing = f"no broker address in {self.broker_json}"
+        elsewhere = [
+            home
+            for home in (Home.resolve(None), Home(self.root / ".pullbroker"))
+            if home.root != self.root and home.broker_json.is_file()
+        ]
+        if elsewhere:
+            return (
+                f"{missing}; a broker wrote its address to {elsewhere[0].broker_json}: "
+                f"pass --home {elsewhere[0].root} (or --broker HOST:PORT)"
+            )
+        if not (self.root / "tls").is_dir():
+            return (
+                f"{missing}, and {self.root} is not a pullbroker home: pass the --home the "
+                "broker runs with (default ~/.pullbroker), or --broker HOST:PORT"
+            )
+        return (
+            f"{missing}: start the broker with `pullbroker serve --home {self.root}` "
+            "or pass --broker HOST:PORT"
+        )

@@ -30,6 +30,7 @@ from typing import Any
 
 from pullbroker_client.broker import AsyncBrokerClient, BrokerTarget
 from pullbroker_client.cli.parser import EXIT_FAILURE, Parser, add_common_options
+from pullbroker_client.cli_flags import as_flags
 from pullbroker_client.errors import ClientError
 from pullbroker_client.home import Home
 
@@ -250,7 +251,7 @@ def _print_result(result: PullResult, output: str) -> None:
 
 
 def _fail(message: str, status: int = EXIT_FAILURE) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
+    print(f"{PROG}: error: {as_flags(message)}", file=sys.stderr)
     return status
 
 

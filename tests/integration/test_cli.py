@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 from pullbroker_client.broker import BrokerClient, BrokerTarget
+from pullbroker_client.cli.health import KNOWN_SERVICES
 from pullbroker_client.tls import TlsFiles
+from pullbroker_service.api.server import HEALTH_SERVICES
 
 from tests.harness.canary import find_in_text, find_in_tree, new_canary
 from tests.harness.registry import TokenAuthRegistry
@@ -30,9 +32,11 @@ class Transcript:
     outputs: list[str] = field(default_factory=list)
 
     def run(
-        self, home: Path, *args: str, stdin: str | None = None
+        self, home: Path, *args: str, stdin: str | None = None, user_home: Path | None = None
     ) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if k != "PULLBROKER_HOME"}
+        if user_home is not None:
+            env["HOME"] = str(user_home)  # so ~/.pullbroker is the test's, not this machine's
         done = subprocess.run(
             [PULLBROKER, *args, "--home", str(home)],
             input=stdin if stdin is not None else "",
@@ -257,10 +261,18 @@ class TestErrors:
         assert "registry list" in done.stderr
 
     def test_no_broker_says_how_to_start_one(self, cli: Transcript, tmp_path: Path) -> None:
-        """Without broker.json the error says to run `pullbroker serve`."""
+        """A home (its tls/ made) without broker.json: the error says to run `pullbroker serve`."""
+        (tmp_path / "empty-home" / "tls").mkdir(parents=True)
         done = cli.run(tmp_path / "empty-home", "registry", "list")
         assert done.returncode == 1
         assert "pullbroker serve" in done.stderr
+
+    def test_a_folder_that_is_no_home_says_so(self, cli: Transcript, tmp_path: Path) -> None:
+        """`--home` at a folder that is no pullbroker home: no advice to serve one there."""
+        done = cli.run(tmp_path, "registry", "list", user_home=tmp_path / "user")
+        assert done.returncode == 1
+        assert "is not a pullbroker home" in done.stderr
+        assert "pullbroker serve --home" not in done.stderr
 
     def test_stopped_broker_is_unreachable(
         self, served: ServeProcess, cli: Transcript, tmp_path: Path
@@ -306,10 +318,17 @@ class TestHealth:
         assert json.loads(pull.stdout)["status"] == "SERVING"
 
     def test_unknown_service_exits_one(self, served: ServeProcess, cli: Transcript) -> None:
-        """A service the broker does not serve is reported and exits 1."""
+        """A service the broker does not report on is named as such (not "unreachable"),
+        with the ones it does report on, and exits 1."""
         done = cli.run(served.home.root, "health", "--service", "no.such.Service")
         assert done.returncode == 1
-        assert "NOT_FOUND" in done.stdout
+        assert "unreachable" not in done.stdout
+        assert "UNKNOWN_SERVICE" in done.stdout
+        assert "pullbroker.v1.PullService" in done.stdout
+
+    def test_the_cli_knows_what_the_broker_reports_on(self) -> None:
+        """The CLI's list of health services is the broker's (it names them in advice)."""
+        assert KNOWN_SERVICES == HEALTH_SERVICES
 
 
 class TestServeAddressInUse:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pullbroker_client.broker import BrokerCallError, BrokerClient, BrokerTarget
 from pullbroker_client.cli.parser import EXIT_FAILURE, EXIT_USAGE
+from pullbroker_client.cli_flags import as_flags
 from pullbroker_client.errors import ClientError
 from pullbroker_client.home import Home
 
@@ -63,7 +64,7 @@ def run_command(command: Command, args: argparse.Namespace, prog: str = "pullbro
 
 
 def _call_error_line(exc: BrokerCallError) -> str:
-    line = f"{exc.message} [{exc.code.name}]"
+    line = f"{as_flags(exc.message)} [{exc.code.name}]"
     if exc.retry_after is not None:
         line += f" (retry in {exc.retry_after:g} s)"
     if exc.request_id and exc.code.name in ("INTERNAL", "UNKNOWN"):

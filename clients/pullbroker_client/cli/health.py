@@ -52,13 +52,31 @@ def cmd_health(args: argparse.Namespace) -> int:
             status = stub.Check(request, timeout=args.timeout).status
             name = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
         except grpc.RpcError as exc:
-            status, name = None, f"unreachable ({exc.code().name})"
+            status, name = None, _failure(exc.code(), args.service)
     label = args.service or "(overall)"
     if wants_json(args):
         print(dumps({"address": target.address, "service": args.service, "status": name}))
     else:
         print(f"{target.address} {label}: {name}")
     return 0 if status == SERVING else EXIT_FAILURE
+
+
+# What the broker reports on (grpc.health.v1 service names); "" is the broker as a whole.
+KNOWN_SERVICES = (
+    "",
+    "pullbroker.v1.RegistryService",
+    "pullbroker.v1.PullService",
+    "pullbroker.secrets",
+)
+
+
+def _failure(code: grpc.StatusCode, service: str) -> str:
+    """The status to print when Check failed: the broker answered NOT_FOUND for a service it
+    does not report on, which is not the broker being unreachable."""
+    if code is grpc.StatusCode.NOT_FOUND:
+        known = ", ".join(s or '""' for s in KNOWN_SERVICES)
+        return f"UNKNOWN_SERVICE (the broker reports on {known}; pick one with --service)"
+    return f"unreachable ({code.name})"
 
 
 def _path(value: str | None) -> Path | None:

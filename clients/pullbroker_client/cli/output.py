@@ -9,6 +9,8 @@ from typing import Any, cast
 from google.protobuf import json_format
 from pullbroker.v1 import registry_pb2
 
+from pullbroker_client.cli_flags import as_flags
+
 _TYPE_PREFIX = "REGISTRY_TYPE_"
 _OUTCOME_PREFIX = "CONNECTION_OUTCOME_"
 
@@ -93,8 +95,11 @@ def registry_table(registries: Sequence[Any]) -> str:
 
 
 def test_result_text(name: str, result: Any) -> str:
+    """One line: the outcome, how it authenticated and how long it took, then why."""
     latency_ms = result.latency.ToNanoseconds() / 1e6
-    return (
+    line = (
         f"{name}: {outcome_label(result.outcome)} "
-        f"(auth {result.auth_scheme or 'unknown'}, {latency_ms:.0f} ms)\n{result.message}"
-    ).rstrip()
+        f"(auth {result.auth_scheme or 'unknown'}, {latency_ms:.0f} ms)"
+    )
+    why = " ".join(as_flags(result.message).split())
+    return f"{line}: {why}" if why else line

@@ -65,6 +65,8 @@ POLICY_SERVICE = policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_na
 # overall "") while the backend does not answer; PullService stays SERVING, since tokens
 # already cached are still handed out.
 SECRETS_HEALTH = "pullbroker.secrets"
+HEALTH_SERVICES = ("", REGISTRY_SERVICE, PULL_SERVICE, SECRETS_HEALTH)
+"""What grpc.health.v1 reports on ("" is the broker as a whole)."""
 
 _log = get_logger("pullbroker_service.api.server")
 
@@ -188,7 +190,7 @@ async def start_server(
         insecure_address = f"127.0.0.1:{insecure_port}"
         _warn_insecure(insecure_address)
     await server.start()
-    for service in ("", REGISTRY_SERVICE, PULL_SERVICE, SECRETS_HEALTH):
+    for service in HEALTH_SERVICES:
         await health.set(service, health_pb2.HealthCheckResponse.SERVING)
     _log.info("server_started", address=address)
     return BuiltServer(server, address, health, insecure_address)

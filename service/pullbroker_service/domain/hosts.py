@@ -157,10 +157,15 @@ def refused(field: str, name: str, address: str, reason: str) -> InvalidRegistry
 
 
 def _advice(reason: str) -> str:
-    if "loopback" in reason:
-        return " (a broker that must reach registries on this host sets allow_loopback_registries)"
-    if "private" in reason:
-        return " (a broker that must reach private networks sets allow_private_registries)"
+    for kind, setting in (
+        ("loopback", "allow_loopback_registries"),
+        ("private", "allow_private_registries"),
+    ):
+        if kind in reason:
+            return (
+                f"; to allow it, start the broker with a config file holding `{setting}: true`"
+                " (`pullbroker serve --config FILE`, or `make run CONFIG=FILE`)"
+            )
     return ""
 
 

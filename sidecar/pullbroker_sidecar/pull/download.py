@@ -65,7 +65,10 @@ async def download_blobs(
     # Largest first: the biggest blob is the critical path, so it must not wait for a slot.
     held = await asyncio.to_thread(lambda: [job.layout.has_blob(d) for d in blobs])
     todo = sorted((d for d, h in zip(blobs, held, strict=True) if not h), key=lambda d: -d.size)
-    job.progress.start(len(todo), sum(d.size for d in todo), present + len(blobs) - len(todo))
+    resumed = await asyncio.to_thread(lambda: sum(job.layout.partial_size(d) for d in todo))
+    job.progress.start(
+        len(todo), sum(d.size for d in todo), present + len(blobs) - len(todo), resumed
+    )
     if not todo:
         job.progress.finish()
         return 0

@@ -77,6 +77,9 @@ class CommittingSink(BlobSink, Protocol):
 class BlobStore(Protocol):
     """Where downloads land: an OCI layout, or the node's shared content store."""
 
+    def partial_size(self, descriptor: Descriptor) -> int:
+        """Bytes of an interrupted download of `descriptor` kept for resuming (0 if none)."""
+
     def has_blob(self, descriptor: Descriptor) -> bool:
         """True when a verified blob of that digest and size is stored."""
 
@@ -204,6 +207,10 @@ class OciLayout:
             raise LayoutError(f"refusing to store a blob named {digest!r}: not a digest")
         algorithm, hex_ = digest.split(":", 1)
         return self.blobs_dir / algorithm / hex_
+
+    def partial_size(self, descriptor: Descriptor) -> int:
+        """Bytes an interrupted download left to resume from (a layout keeps none: 0)."""
+        return 0
 
     def has_blob(self, descriptor: Descriptor) -> bool:
         """True when the blob is there as a regular file that hashes to its digest."""

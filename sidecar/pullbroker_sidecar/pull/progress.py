@@ -22,8 +22,9 @@ class Progress(Protocol):
     def note(self, message: str) -> None:
         """A one-off step (resolved manifest, chosen platform)."""
 
-    def start(self, blobs: int, total_bytes: int, present: int) -> None:
-        """Downloads begin: `blobs` to fetch, `present` already in the layout."""
+    def start(self, blobs: int, total_bytes: int, present: int, resumed: int = 0) -> None:
+        """Downloads begin: `blobs` to fetch (`resumed` of their bytes kept from an
+        interrupted pull), `present` blobs already in the layout."""
 
     def advance(self, n: int) -> None:
         """`n` more bytes arrived."""
@@ -41,7 +42,7 @@ class NullProgress:
     def note(self, message: str) -> None:
         pass
 
-    def start(self, blobs: int, total_bytes: int, present: int) -> None:
+    def start(self, blobs: int, total_bytes: int, present: int, resumed: int = 0) -> None:
         pass
 
     def advance(self, n: int) -> None:
@@ -64,8 +65,11 @@ class LineProgress:
     def note(self, message: str) -> None:
         self._print(message)
 
-    def start(self, blobs: int, total_bytes: int, present: int) -> None:
-        self._print(f"fetching {blobs} blob(s), {_mib(total_bytes)}; {present} already present")
+    def start(self, blobs: int, total_bytes: int, present: int, resumed: int = 0) -> None:
+        self._print(
+            f"fetching {blobs} blob(s), {_mib(total_bytes)}; {present} already present"
+            + (f"; resuming {_mib(resumed)} kept from an interrupted pull" if resumed else "")
+        )
 
     def advance(self, n: int) -> None:
         pass
@@ -88,7 +92,7 @@ class TerminalProgress:
         self._stream = stream
         self._lock = threading.Lock()
         self._blobs = self._done_blobs = 0
-        self._total = self._bytes = 0
+        self._total = self._bytes = self._resumed = 0
         self._started = self._drawn = 0.0
 
     def note(self, message: str) -> None:
@@ -96,9 +100,10 @@ class TerminalProgress:
             self._stream.write(f"\r\x1b[K{message}\n")
             self._stream.flush()
 
-    def start(self, blobs: int, total_bytes: int, present: int) -> None:
+    def start(self, blobs: int, total_bytes: int, present: int, resumed: int = 0) -> None:
         with self._lock:
             self._blobs, self._total = blobs, total_bytes
+            self._bytes = self._resumed = resumed
             self._started = time.monotonic()
             self._draw(force=True)
 
@@ -124,7 +129,7 @@ class TerminalProgress:
             return
         self._drawn = now
         elapsed = max(now - self._started, 1e-6)
-        rate = self._bytes / elapsed / _MIB
+        rate = (self._bytes - self._resumed) / elapsed / _MIB
         self._stream.write(
             f"\r\x1b[K{self._done_blobs}/{self._blobs} blobs  "
             f"{self._bytes / _MIB:.1f}/{self._total / _MIB:.1f} MiB  {rate:.0f} MiB/s"

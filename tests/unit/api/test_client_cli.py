@@ -21,8 +21,12 @@ class TestHome:
         assert Home.resolve(None, env).root == tmp_path / "env"
         assert Home.resolve(None, {}).root == Path("~/.pullbroker").expanduser()
 
-    def test_missing_broker_json_says_what_to_do(self, tmp_path: Path) -> None:
-        """Without broker.json the error names `pullbroker serve` and --broker."""
+    def test_missing_broker_json_says_what_to_do(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A home (tls/ made) without broker.json: the error names `pullbroker serve`."""
+        monkeypatch.setenv("PULLBROKER_HOME", str(tmp_path / "nowhere"))
+        (tmp_path / "tls").mkdir()
         with pytest.raises(ConfigurationError, match="pullbroker serve"):
             Home(tmp_path).read_address()
 

@@ -160,7 +160,8 @@ class TestRedirectsAreGuarded:
             await _mint(minter, record_for(registry.port, tls.ca_pem))
         assert str(caught.value) == (
             "registry url host registry.test resolves to 127.0.0.1, which is a loopback "
-            "address: refused (a broker that must reach registries on this host sets "
-            "allow_loopback_registries)"
+            "address: refused; to allow it, start the broker with a config file holding "
+            "`allow_loopback_registries: true` (`pullbroker serve --config FILE`, or "
+            "`make run CONFIG=FILE`)"
         )
         assert registry.requests == []
