@@ -132,8 +132,9 @@ def no_login(registry: RegistryRecord, image: str, why: str = "") -> FailedPreco
     reason = why or "issues only repository-scoped tokens"
     return FailedPrecondition(
         f"registry {record_label(registry)} ({registry.host}) {reason}; runtimes cannot use "
-        f"them: pull with `pullbroker-sidecar pull {image} --dest docker-daemon|containerd` "
-        "instead"
+        f"them: pull on the node with `pullbroker-sidecar pull {image}` and `--dest "
+        "docker-daemon` (Docker), `--dest containerd[:NAMESPACE]` (containerd), or `--dest "
+        "docker-archive:FILE` then `podman load -i FILE` (podman; skopeo reads the archive)"
     )
 
 

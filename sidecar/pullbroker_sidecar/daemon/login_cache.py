@@ -16,9 +16,9 @@ the broker mints for that purpose (IssueRegistryLogin; see the broker's minting/
                (`passthrough`, audited by the broker): memory only, never a file
 
 Registries that give nodes only repository-scoped bearer tokens (Docker Hub, GHCR, Quay,
-Harbor, generic) have no login: the broker refuses with FAILED_PRECONDITION saying to pull
-with `pullbroker-sidecar pull IMAGE --dest docker-daemon|containerd`, which uses the tokens
-itself, and the daemon answers `no_login` with that message.
+Harbor, generic) have no login: the broker refuses with FAILED_PRECONDITION saying how to
+pull with `pullbroker-sidecar pull IMAGE` for each runtime (it uses the tokens itself), and
+the daemon answers `no_login` with that message.
 
 Logins are cached in memory per (repository, registry record) until shortly before their
 expiry, and concurrent misses for one key make one broker call.

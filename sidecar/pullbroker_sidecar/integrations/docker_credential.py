@@ -24,8 +24,9 @@ the token as Secret, which makes docker, podman and skopeo use it as an OAuth2 r
 token against the realm (docker-credential-helpers' convention for identity tokens). For a
 registry without a login the answer is "credentials not found" (plus the reason and what
 to run instead on stderr), so runtimes fall back to anonymous, and the image is pulled with
-`pullbroker-sidecar pull --dest docker-daemon|containerd`, which uses the repository-scoped
-token itself.
+`pullbroker-sidecar pull`, which uses the repository-scoped token itself: `--dest
+docker-daemon` for Docker, `--dest docker-archive:FILE` then `podman load -i FILE` for
+podman (skopeo reads the archive too).
 
 "credentials not found in native keychain" on stdout with exit 1 is the protocol's way to
 say "none": docker, podman and skopeo then go anonymous. Anything else that fails (no

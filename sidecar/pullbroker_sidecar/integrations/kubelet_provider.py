@@ -17,9 +17,10 @@ It answers on stdout with a CredentialProviderResponse of the same apiVersion:
   kubelet never holds it past its expiry;
 - with a service-account token, `serviceAccountTokenCacheType: ServiceAccount` (required
   by kubelet when a token was sent; the login depends on the node and the image, not the
-  pod). The token is neither logged nor written anywhere. It is not forwarded yet: the
-  daemon's protocol has no field for it, although IssueRegistryLogin has one, so the
-  broker's namespace and service-account rules do not apply to these logins yet.
+  pod). The token is forwarded to the broker through the daemon (`image_login`'s
+  `service_account_token`), so the broker's namespace and service-account rules decide
+  for the pod; it is neither logged nor written anywhere, and such logins are never cached
+  by the daemon.
 - no login for the image (not granted, or a registry that gives this node bearer tokens
   only - see daemon/login_cache.py): a response without `auth`, not cached, and the reason on
   stderr; kubelet then pulls anonymously (and fails for a private image).

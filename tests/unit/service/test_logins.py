@@ -156,7 +156,10 @@ class TestTokenEndpointKinds:
             await world.logins.login(NODE_CALLER, image, None, False)
         message = str(caught.value)
         assert "issues only repository-scoped tokens" in message
-        assert f"pullbroker-sidecar pull {image} --dest docker-daemon|containerd" in message
+        assert f"pullbroker-sidecar pull {image}" in message
+        for advice in ("--dest docker-daemon", "--dest containerd", "--dest docker-archive:FILE"):
+            assert advice in message
+        assert "podman load -i FILE" in message
         assert world.core.minter.mints == []
 
     async def test_basic_only_registry_gives_its_credential_as_passthrough(

@@ -51,7 +51,9 @@ class StubIssuer:
 
 NO_LOGIN_MESSAGE = (
     "registry 'hub' (127.0.0.1:5000) issues only repository-scoped tokens; runtimes cannot "
-    "use them: pull with `pullbroker-sidecar pull IMAGE --dest docker-daemon|containerd` instead"
+    "use them: pull on the node with `pullbroker-sidecar pull IMAGE` and `--dest docker-daemon` "
+    "(Docker), `--dest containerd[:NAMESPACE]` (containerd), or `--dest docker-archive:FILE` "
+    "then `podman load -i FILE` (podman; skopeo reads the archive)"
 )
 
 
