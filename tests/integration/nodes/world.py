@@ -27,12 +27,12 @@ from pullbroker_client.secret import Secret
 
 from tests.harness.canary import find_in_text, find_in_tree, new_canary
 from tests.harness.certs import TestCA
+from tests.harness.https_server import Reply, Request
 from tests.harness.images import build_image, push_image
 from tests.harness.registry import HtpasswdRegistry, Registry, TokenAuthRegistry
 from tests.harness.standard import ALICE, PushedImage, seed_image
 from tests.integration.sidecar.frontdoor import FrontDoor
 from tests.integration.sidecar.world import BrokerProcess
-from tests.unit.sidecar.https_server import Answer
 
 CAROL = "carol"
 DAVE = "dave"
@@ -62,9 +62,9 @@ class RecordingDoor(FrontDoor):
         super().__init__(registry, ca)
         self.ranges: list[str | None] = []
 
-    def blob(self, path: str, headers: dict[str, str]) -> Answer:
-        self.ranges.append(headers.get("range"))
-        return super().blob(path, headers)
+    def blob(self, request: Request) -> Reply:
+        self.ranges.append(request.headers.get("range"))
+        return super().blob(request)
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,9 @@ from pullbroker_client.registry.errors import (
 from pullbroker_client.registry.transport import Transport
 from pullbroker_client.secret import Secret
 
+from tests.harness.certs import TestCA
+from tests.harness.https_server import Reply, Request
 from tests.unit.registry.conftest import Serve
-from tests.unit.registry.servers import LocalCA, Recorded, Reply
 
 USER = "alice"
 PASSWORD = "pw-canary-3b8f1d"
@@ -34,14 +35,14 @@ def _json(document: object, status: int = 200) -> Reply:
     return Reply(status, {"Content-Type": "application/json"}, json.dumps(document).encode())
 
 
-def _token_endpoint(request: Recorded) -> Reply:
+def _token_endpoint(request: Request) -> Reply:
     if request.headers.get("authorization") != BASIC:
         return _json({"details": f"bad credentials {PASSWORD}"}, status=401)
     issued = {"token": TOKEN, "expires_in": 300, "issued_at": "2026-01-01T00:00:00.123456789Z"}
     return _json(issued)
 
 
-def _query(request: Recorded) -> dict[str, list[str]]:
+def _query(request: Request) -> dict[str, list[str]]:
     return parse_qs(urlsplit(request.path).query)
 
 
@@ -50,9 +51,9 @@ def _bearer(realm: str, **params: str) -> Challenge:
 
 
 @pytest.fixture
-async def transport(local_ca: LocalCA) -> AsyncIterator[Transport]:
+async def transport(test_ca: TestCA) -> AsyncIterator[Transport]:
     """A transport trusting the test CA."""
-    async with Transport(ca_pem=local_ca.ca_pem) as transport:
+    async with Transport(ca_pem=test_ca.pem) as transport:
         yield transport
 
 

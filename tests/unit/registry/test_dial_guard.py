@@ -12,8 +12,9 @@ from pullbroker_client.registry.auth import ping
 from pullbroker_client.registry.errors import DialRefused, RegistryProtocolError
 from pullbroker_client.registry.transport import Transport
 
+from tests.harness.certs import TestCA
+from tests.harness.https_server import Reply, Request
 from tests.unit.registry.conftest import Serve
-from tests.unit.registry.servers import LocalCA, Recorded, Reply
 
 LOOPBACK_OK = DialPolicy(allow_loopback=True)
 
@@ -50,13 +51,13 @@ class TestRedirectHops:
         ],
     )
     async def test_refused_before_connect(
-        self, serve: Serve, local_ca: LocalCA, answers: list[str]
+        self, serve: Serve, test_ca: TestCA, answers: list[str]
     ) -> None:
         """DialRefused names the redirecting host and the refused one; the target saw nothing."""
         target = serve(lambda _r: Reply(200, body=b"{}"))
         registry = serve(lambda _r: redirect_to(f"https://evil.test:{target.port}/x?sig=s3cr3t"))
         resolver = Resolver({"evil.test": [answers]})
-        async with Transport(ca_pem=local_ca.ca_pem, resolve=resolver) as transport:
+        async with Transport(ca_pem=test_ca.pem, resolve=resolver) as transport:
             with pytest.raises(DialRefused) as caught:
                 await transport.request("GET", f"{registry.url()}/v2/team/app/tags/list")
         assert caught.value.via == f"127.0.0.1:{registry.port}"
@@ -66,21 +67,21 @@ class TestRedirectHops:
         assert "/x" not in str(caught.value)
         assert target.requests == []
 
-    async def test_literal_redirect_target(self, serve: Serve, local_ca: LocalCA) -> None:
+    async def test_literal_redirect_target(self, serve: Serve, test_ca: TestCA) -> None:
         """A literal address in Location is judged as written, without a lookup."""
         registry = serve(lambda _r: redirect_to("https://[::ffff:169.254.169.254]/latest"))
         resolver = Resolver({})
-        async with Transport(ca_pem=local_ca.ca_pem, resolve=resolver) as transport:
+        async with Transport(ca_pem=test_ca.pem, resolve=resolver) as transport:
             with pytest.raises(DialRefused, match=r"carries IPv4 169\.254\.169\.254"):
                 await transport.request("GET", registry.url())
         assert resolver.lookups == []
 
-    async def test_policy_ranges_apply_to_hops(self, serve: Serve, local_ca: LocalCA) -> None:
+    async def test_policy_ranges_apply_to_hops(self, serve: Serve, test_ca: TestCA) -> None:
         """A hop is judged by the transport's policy: private is refused when not allowed."""
         registry = serve(lambda _r: redirect_to("https://internal.test/token"))
         resolver = Resolver({"internal.test": [["10.1.2.3"]]})
         async with Transport(
-            ca_pem=local_ca.ca_pem, dial_policy=LOOPBACK_OK, resolve=resolver
+            ca_pem=test_ca.pem, dial_policy=LOOPBACK_OK, resolve=resolver
         ) as transport:
             with pytest.raises(
                 DialRefused, match=r"internal.test resolves to 10\.1\.2\.3.*private"
@@ -92,14 +93,14 @@ class TestRedirectHops:
 class TestPinning:
     """The guard resolves once per connection and connects to the address it checked."""
 
-    async def test_rebinding_answer_is_never_used(self, serve: Serve, local_ca: LocalCA) -> None:
+    async def test_rebinding_answer_is_never_used(self, serve: Serve, test_ca: TestCA) -> None:
         """A name that answers loopback, then metadata, is connected once, to loopback,
         with the original name as Host (TLS verified against it too)."""
         registry = serve(lambda _r: Reply(200, body=b"ok"))
         resolver = Resolver({"registry.test": [["127.0.0.1"], ["169.254.169.254"]]})
         url = f"https://registry.test:{registry.port}/v2/"
         async with Transport(
-            ca_pem=local_ca.ca_pem, dial_policy=LOOPBACK_OK, resolve=resolver
+            ca_pem=test_ca.pem, dial_policy=LOOPBACK_OK, resolve=resolver
         ) as transport:
             response = await transport.request("GET", url)
         assert response.status_code == 200
@@ -107,13 +108,13 @@ class TestPinning:
         assert resolver.lookups == ["registry.test"]
         assert registry.requests[0].headers["host"] == f"registry.test:{registry.port}"
 
-    async def test_new_connection_is_judged_again(self, serve: Serve, local_ca: LocalCA) -> None:
+    async def test_new_connection_is_judged_again(self, serve: Serve, test_ca: TestCA) -> None:
         """A fresh connection resolves again and refuses the rebound answer."""
         registry = serve(lambda _r: Reply(200, body=b"ok", close=True))
         resolver = Resolver({"registry.test": [["127.0.0.1"], ["169.254.169.254"]]})
         url = f"https://registry.test:{registry.port}/v2/"
         async with Transport(
-            ca_pem=local_ca.ca_pem, dial_policy=LOOPBACK_OK, resolve=resolver
+            ca_pem=test_ca.pem, dial_policy=LOOPBACK_OK, resolve=resolver
         ) as transport:
             await transport.request("GET", url)
             with pytest.raises(DialRefused, match=r"registry\.test resolves to 169\.254\.169\.254"):
@@ -124,27 +125,27 @@ class TestPinning:
 class TestRedirectedPing:
     """A /v2/ ping answered by another origin is not the registry's challenge."""
 
-    async def test_foreign_challenge_is_refused(self, serve: Serve, local_ca: LocalCA) -> None:
+    async def test_foreign_challenge_is_refused(self, serve: Serve, test_ca: TestCA) -> None:
         """The 401 and realm of a host the ping was redirected to are not used."""
 
-        def foreign(_r: Recorded) -> Reply:
+        def foreign(_r: Request) -> Reply:
             return Reply(401, {"WWW-Authenticate": 'Bearer realm="https://localhost/t"'})
 
         other = serve(foreign)
         registry = serve(lambda _r: redirect_to(f"https://localhost:{other.port}/v2/"))
-        async with Transport(ca_pem=local_ca.ca_pem) as transport:
+        async with Transport(ca_pem=test_ca.pem) as transport:
             with pytest.raises(RegistryProtocolError, match="redirected GET /v2/ to another host"):
                 await ping(transport, registry.url())
 
-    async def test_same_origin_redirect_is_followed(self, serve: Serve, local_ca: LocalCA) -> None:
+    async def test_same_origin_redirect_is_followed(self, serve: Serve, test_ca: TestCA) -> None:
         """A redirect within the registry's origin still yields its challenge."""
 
-        def handler(request: Recorded) -> Reply:
+        def handler(request: Request) -> Reply:
             if request.path == "/v2/":
                 return redirect_to("/v2/auth")
             return Reply(401, {"WWW-Authenticate": 'Bearer realm="https://127.0.0.1/t"'})
 
         registry = serve(handler)
-        async with Transport(ca_pem=local_ca.ca_pem) as transport:
+        async with Transport(ca_pem=test_ca.pem) as transport:
             challenges = await ping(transport, registry.url())
         assert [c.realm for c in challenges] == ["https://127.0.0.1/t"]

@@ -25,7 +25,8 @@ from pullbroker_service.domain.model import (
 from pullbroker_service.minting.bearer import BearerMinter
 from pullbroker_service.minting.cache import TokenCache
 
-from tests.unit.registry.servers import HTTPSServer, LocalCA, Recorded, Reply, make_ca
+from tests.harness.certs import TestCA
+from tests.harness.https_server import HTTPSServer, Reply, Request
 
 REPOSITORY = "team/app"
 KEY = ("hostile", 1, f"repository:{REPOSITORY}:pull")
@@ -37,21 +38,21 @@ DRIP_SECONDS = 120.0
 class Hostile:
     """A registry whose /v2/ sends clients to its own /token, which answers `token_reply`."""
 
-    token_reply: Callable[[Recorded], Reply]
+    token_reply: Callable[[Request], Reply]
     server: HTTPSServer | None = None
     ca_pem: str = ""
     drip_started: threading.Event = field(default_factory=threading.Event)
     drip_ended: threading.Event = field(default_factory=threading.Event)
     drip_finished: bool = False
 
-    def handle(self, request: Recorded) -> Reply:
+    def handle(self, request: Request) -> Reply:
         if request.path.startswith("/v2/"):
             assert self.server is not None
             challenge = f'Bearer realm="{self.server.url()}/token",service="hostile"'
             return Reply(401, {"WWW-Authenticate": challenge})
         return self.token_reply(request)
 
-    def drip(self, _request: Recorded) -> Reply:
+    def drip(self, _request: Request) -> Reply:
         """A 200 whose body comes one byte every 0.1 s, for DRIP_SECONDS."""
         count = int(DRIP_SECONDS * 10)
         self.drip_started.set()
@@ -68,38 +69,33 @@ class Hostile:
         return Reply(200, {"Content-Type": "application/json"}, length=count, body_parts=parts)
 
 
-def json_reply(document: object, status: int = 200) -> Callable[[Recorded], Reply]:
+def json_reply(document: object, status: int = 200) -> Callable[[Request], Reply]:
     body = json.dumps(document).encode() if not isinstance(document, bytes) else document
     return lambda _request: Reply(status, {"Content-Type": "application/json"}, body=body)
 
 
-def record_for(server: HTTPSServer, tls: LocalCA) -> RegistryRecord:
+def record_for(server: HTTPSServer, test_ca: TestCA) -> RegistryRecord:
     now = datetime.now(UTC)
     return RegistryRecord(
         "hostile", "hostile", RegistryKind.GENERIC, server.url(), f"127.0.0.1:{server.port}",
-        "robot", tls.ca_pem, "", False, 1, None, "test", now, now, "e",
+        "robot", test_ca.pem, "", False, 1, None, "test", now, now, "e",
     )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> LocalCA:
-    return make_ca(tmp_path_factory.mktemp("hostile-ca"))
 
 
 @pytest.fixture
 def hostile_world(
-    tls: LocalCA,
-) -> Iterator[Callable[[Callable[[Recorded], Reply] | None], tuple[Hostile, RegistryRecord]]]:
+    test_ca: TestCA,
+) -> Iterator[Callable[[Callable[[Request], Reply] | None], tuple[Hostile, RegistryRecord]]]:
     """Factory: a hostile registry answering with the given token reply (None: drip)."""
     started: list[HTTPSServer] = []
 
-    def make(reply: Callable[[Recorded], Reply] | None) -> tuple[Hostile, RegistryRecord]:
+    def make(reply: Callable[[Request], Reply] | None) -> tuple[Hostile, RegistryRecord]:
         hostile = Hostile(json_reply({}))
         hostile.token_reply = reply or hostile.drip
-        server = HTTPSServer(hostile.handle, tls).__enter__()
+        server = HTTPSServer(hostile.handle, test_ca).__enter__()
         started.append(server)
-        hostile.server, hostile.ca_pem = server, tls.ca_pem
-        return hostile, record_for(server, tls)
+        hostile.server, hostile.ca_pem = server, test_ca.pem
+        return hostile, record_for(server, test_ca)
 
     try:
         yield make
@@ -118,7 +114,7 @@ async def minter() -> AsyncIterator[BearerMinter]:
 
 
 CREDENTIAL = BasicCredential("robot", Secret("hostile-password-123"))
-World = Callable[[Callable[[Recorded], Reply] | None], tuple[Hostile, RegistryRecord]]
+World = Callable[[Callable[[Request], Reply] | None], tuple[Hostile, RegistryRecord]]
 
 
 class TestOversizedAnswers:

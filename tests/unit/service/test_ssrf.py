@@ -19,7 +19,8 @@ from pullbroker_service.domain.hosts import (
 from pullbroker_service.domain.model import RegistryKind, RegistryRecord
 from pullbroker_service.minting.bearer import BearerMinter
 
-from tests.unit.registry.servers import HTTPSServer, LocalCA, Recorded, Reply, make_ca
+from tests.harness.certs import TestCA
+from tests.harness.https_server import HTTPSServer, Reply, Request
 
 STRICT = DialPolicy()
 LOOPBACK_OK = DialPolicy(allow_loopback=True)
@@ -135,11 +136,6 @@ class TestResolvedNames:
             check_resolved("nat64.example", ["64:ff9b::a9fe:a9fe"], "registry url", PRIVATE_OK)
 
 
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> LocalCA:
-    return make_ca(tmp_path_factory.mktemp("ssrf-ca"))
-
-
 def record_for(url: str, ca_pem: str) -> RegistryRecord:
     now = datetime.now(UTC)
     host = url.removeprefix("https://")
@@ -150,8 +146,8 @@ def record_for(url: str, ca_pem: str) -> RegistryRecord:
 
 
 @pytest.fixture
-def https_registry(tls: LocalCA) -> Iterator[HTTPSServer]:
-    server = HTTPSServer(lambda _r: Reply(401, {"WWW-Authenticate": 'Bearer realm="x"'}), tls)
+def https_registry(test_ca: TestCA) -> Iterator[HTTPSServer]:
+    server = HTTPSServer(lambda _r: Reply(401, {"WWW-Authenticate": 'Bearer realm="x"'}), test_ca)
     with server:
         yield server
 
@@ -160,12 +156,12 @@ class TestMinterDials:
     """The minter asks the guard before it dials the registry and the token realm."""
 
     async def test_strict_minter_does_not_dial_loopback(
-        self, https_registry: HTTPSServer, tls: LocalCA
+        self, https_registry: HTTPSServer, test_ca: TestCA
     ) -> None:
         """Under the default policy a loopback registry is refused and never contacted."""
         minter = BearerMinter(timeout=5.0, dial_policy=STRICT)
         try:
-            record = record_for(f"https://localhost:{https_registry.port}", tls.ca_pem)
+            record = record_for(f"https://localhost:{https_registry.port}", test_ca.pem)
             with pytest.raises(InvalidRegistry, match="loopback"):
                 await minter.mint(record, None, "team/app")
             with pytest.raises(InvalidRegistry, match="loopback"):
@@ -175,12 +171,12 @@ class TestMinterDials:
         assert https_registry.requests == []
 
     async def test_minter_without_a_policy_is_strict(
-        self, https_registry: HTTPSServer, tls: LocalCA
+        self, https_registry: HTTPSServer, test_ca: TestCA
     ) -> None:
         """A minter built with no dial policy refuses loopback too: safe by default."""
         minter = BearerMinter(timeout=5.0)
         try:
-            record = record_for(f"https://localhost:{https_registry.port}", tls.ca_pem)
+            record = record_for(f"https://localhost:{https_registry.port}", test_ca.pem)
             with pytest.raises(InvalidRegistry, match="loopback"):
                 await minter.mint(record, None, "team/app")
         finally:
@@ -197,16 +193,16 @@ class TestMinterDials:
         ],
     )
     async def test_realm_on_forbidden_address(
-        self, tls: LocalCA, tmp_path: Path, realm: str, fragment: str
+        self, test_ca: TestCA, tmp_path: Path, realm: str, fragment: str
     ) -> None:
         """A registry pointing its realm at such an address gets no credential sent there."""
 
-        def handler(_request: Recorded) -> Reply:
+        def handler(_request: Request) -> Reply:
             return Reply(401, {"WWW-Authenticate": f'Bearer realm="{realm}",service="t"'})
 
         minter = BearerMinter(timeout=5.0, dial_policy=LOOPBACK_OK)
-        with HTTPSServer(handler, tls) as server:
-            record = record_for(server.url(), tls.ca_pem)
+        with HTTPSServer(handler, test_ca) as server:
+            record = record_for(server.url(), test_ca.pem)
             try:
                 with pytest.raises(UpstreamProtocolError, match=f"must not dial.*{fragment}"):
                     await minter.mint(record, None, "team/app")

@@ -18,7 +18,8 @@ from pullbroker_service.domain.hosts import DialPolicy
 from pullbroker_service.domain.model import BasicCredential, RegistryKind, RegistryRecord
 from pullbroker_service.minting.bearer import BearerMinter
 
-from tests.unit.registry.servers import HTTPSServer, LocalCA, Recorded, Reply, make_ca
+from tests.harness.certs import TestCA
+from tests.harness.https_server import HTTPSServer, Reply, Request
 
 LOOPBACK_OK = DialPolicy(allow_loopback=True)
 PASSWORD = "hunter2-long-lived"
@@ -38,15 +39,10 @@ class Resolver:
         return answers[host]
 
 
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> LocalCA:
-    return make_ca(tmp_path_factory.mktemp("ssrf-redirect-ca"))
-
-
 @pytest.fixture
-def target(tls: LocalCA) -> Iterator[HTTPSServer]:
+def target(test_ca: TestCA) -> Iterator[HTTPSServer]:
     """The redirect target: answers anything, and must see nothing."""
-    with HTTPSServer(lambda _r: Reply(200, body=b'{"token": "from-evil"}'), tls) as server:
+    with HTTPSServer(lambda _r: Reply(200, body=b'{"token": "from-evil"}'), test_ca) as server:
         yield server
 
 
@@ -59,10 +55,10 @@ def record_for(port: int, ca_pem: str) -> RegistryRecord:
     )  # fmt: skip
 
 
-def hostile(port_of_target: int, redirect_path: str) -> Callable[[Recorded], Reply]:
+def hostile(port_of_target: int, redirect_path: str) -> Callable[[Request], Reply]:
     """A registry with token auth that redirects `redirect_path` to evil.test."""
 
-    def handler(request: Recorded) -> Reply:
+    def handler(request: Request) -> Reply:
         path = request.path.split("?", 1)[0]
         if path == redirect_path:
             location = f"https://evil.test:{port_of_target}{path}?X-Amz-Signature=s3cr3t"
@@ -90,17 +86,17 @@ class TestRedirectsAreGuarded:
 
     @pytest.mark.parametrize("path", ["/v2/", "/token"])
     async def test_mint_refuses_redirect(
-        self, tls: LocalCA, target: HTTPSServer, path: str
+        self, test_ca: TestCA, target: HTTPSServer, path: str
     ) -> None:
         """A redirected ping or token request to a refused host fails the mint, naming the
         hop, never the signed query or the credential."""
         resolver = Resolver()
         minter = BearerMinter(timeout=5.0, dial_policy=LOOPBACK_OK, resolve=resolver)
         with (
-            HTTPSServer(hostile(target.port, path), tls) as registry,
+            HTTPSServer(hostile(target.port, path), test_ca) as registry,
             pytest.raises(UpstreamProtocolError) as caught,
         ):
-            await _mint(minter, record_for(registry.port, tls.ca_pem))
+            await _mint(minter, record_for(registry.port, test_ca.pem))
         message = str(caught.value)
         assert f"registry.test:{registry.port} redirected to evil.test resolves to" in message
         assert "169.254.169.254, which is a cloud metadata service address" in message
@@ -110,15 +106,15 @@ class TestRedirectsAreGuarded:
         assert target.requests == []
 
     async def test_probe_refuses_redirected_tags_list(
-        self, tls: LocalCA, target: HTTPSServer
+        self, test_ca: TestCA, target: HTTPSServer
     ) -> None:
         """The probe's tags/list redirected to a refused host is reported, not followed."""
         minter = BearerMinter(timeout=5.0, dial_policy=LOOPBACK_OK, resolve=Resolver())
         path = "/v2/team/app/tags/list"
-        with HTTPSServer(hostile(target.port, path), tls) as registry:
+        with HTTPSServer(hostile(target.port, path), test_ca) as registry:
             try:
                 result = await minter.probe(
-                    record_for(registry.port, tls.ca_pem),
+                    record_for(registry.port, test_ca.pem),
                     BasicCredential("robot", Secret(PASSWORD)),
                     "team/app",
                 )
@@ -130,34 +126,34 @@ class TestRedirectsAreGuarded:
         assert "tok" not in result.message.split()
         assert target.requests == []
 
-    async def test_foreign_ping_challenge_is_not_used(self, tls: LocalCA) -> None:
+    async def test_foreign_ping_challenge_is_not_used(self, test_ca: TestCA) -> None:
         """A ping redirected to another (allowed) origin: its challenge names a realm that
         must get no credential, and none is sent there."""
-        realm_server = HTTPSServer(lambda _r: Reply(200, body=b'{"token": "x"}'), tls)
+        realm_server = HTTPSServer(lambda _r: Reply(200, body=b'{"token": "x"}'), test_ca)
 
-        def foreign(_r: Recorded) -> Reply:
+        def foreign(_r: Request) -> Reply:
             realm = f"https://registry.test:{realm_server.port}/token"
             return Reply(401, {"WWW-Authenticate": f'Bearer realm="{realm}",service="t"'})
 
         minter = BearerMinter(timeout=5.0, dial_policy=LOOPBACK_OK, resolve=Resolver())
-        with realm_server, HTTPSServer(foreign, tls) as other:
+        with realm_server, HTTPSServer(foreign, test_ca) as other:
             moved = Reply(302, {"Location": f"https://registry.test:{other.port}/v2/"})
             with (
-                HTTPSServer(lambda _r: moved, tls) as registry,
+                HTTPSServer(lambda _r: moved, test_ca) as registry,
                 pytest.raises(UpstreamProtocolError, match="redirected GET /v2/ to another"),
             ):
-                await _mint(minter, record_for(registry.port, tls.ca_pem))
+                await _mint(minter, record_for(registry.port, test_ca.pem))
         assert realm_server.requests == []
 
-    async def test_record_host_refused_as_invalid_registry(self, tls: LocalCA) -> None:
+    async def test_record_host_refused_as_invalid_registry(self, test_ca: TestCA) -> None:
         """The record's own host resolving to a refused address is a bad record
         (INVALID_ARGUMENT), named as the registry url with the setting that allows it."""
         minter = BearerMinter(timeout=5.0, resolve=Resolver())  # strict: no loopback
         with (
-            HTTPSServer(lambda _r: Reply(200), tls) as registry,
+            HTTPSServer(lambda _r: Reply(200), test_ca) as registry,
             pytest.raises(InvalidRegistry) as caught,
         ):
-            await _mint(minter, record_for(registry.port, tls.ca_pem))
+            await _mint(minter, record_for(registry.port, test_ca.pem))
         assert str(caught.value) == (
             "registry url host registry.test resolves to 127.0.0.1, which is a loopback "
             "address: refused (a broker that must reach registries on this host sets "

@@ -18,7 +18,7 @@ from pullbroker_sidecar.pull.progress import NullProgress
 from pullbroker_sidecar.tokens import BrokerAuthorizer
 
 from tests.harness.certs import TestCA
-from tests.unit.sidecar.https_server import Answer, RecordingServer
+from tests.harness.https_server import HTTPSServer, Reply, Request
 from tests.unit.sidecar.issuer import FakeClock, StubIssuer
 
 
@@ -35,7 +35,7 @@ JobFactory = Callable[[StubIssuer], BlobJob]
 
 
 @pytest.fixture
-def make_job(server: RecordingServer, test_ca: TestCA, tmp_path: Path) -> Iterator[JobFactory]:
+def make_job(server: HTTPSServer, test_ca: TestCA, tmp_path: Path) -> Iterator[JobFactory]:
     """Jobs against `server` writing to tmp_path/oci; their connections closed after."""
     fetchers: list[BlobFetcher] = []
 
@@ -60,66 +60,69 @@ def _leftovers(layout: OciLayout) -> list[Path]:
 
 class TestDownload:
     async def test_fetches_missing_blobs_only(
-        self, server: RecordingServer, make_job: JobFactory
+        self, server: HTTPSServer, make_job: JobFactory
     ) -> None:
         """Blobs already in the layout are not downloaded again."""
-        server.answers[A_PATH] = Answer(body=b"a" * 300_000)
+        server.answers[A_PATH] = Reply(body=b"a" * 300_000)
         job = make_job(StubIssuer(FakeClock()))
         job.layout.put_blob(B, b"b" * 1000)
         assert await download_blobs(job, [A, B]) == 1
-        assert [s.path for s in server.seen] == [A_PATH]
+        assert [s.path for s in server.requests] == [A_PATH]
         assert job.layout.has_blob(A)
 
     async def test_401_gets_a_forced_token_and_retries(
-        self, server: RecordingServer, make_job: JobFactory
+        self, server: HTTPSServer, make_job: JobFactory
     ) -> None:
         """A blob rejected with 401 is fetched again with a token minted with force_refresh."""
 
-        def route(srv: RecordingServer, path: str, headers: dict[str, str]) -> Answer | None:
-            if headers.get("authorization") == "Bearer tok-1":
-                return Answer(401, b'{"errors":[{"code":"UNAUTHORIZED"}]}')
+        def route(srv: HTTPSServer, request: Request) -> Reply | None:
+            if request.headers.get("authorization") == "Bearer tok-1":
+                return Reply(401, body=b'{"errors":[{"code":"UNAUTHORIZED"}]}')
             return None
 
         server.route = route
-        server.answers[A_PATH] = Answer(body=b"a" * 300_000)
+        server.answers[A_PATH] = Reply(body=b"a" * 300_000)
         issuer = StubIssuer(FakeClock())
         job = make_job(issuer)
         await download_blobs(job, [A])
-        assert [s.headers["authorization"] for s in server.seen] == ["Bearer tok-1", "Bearer tok-2"]
+        assert [s.headers["authorization"] for s in server.requests] == [
+            "Bearer tok-1",
+            "Bearer tok-2",
+        ]
         assert [c[2] for c in issuer.calls] == [False, True]
         assert job.layout.has_blob(A)
 
-    async def test_second_401_fails(self, server: RecordingServer, make_job: JobFactory) -> None:
+    async def test_second_401_fails(self, server: HTTPSServer, make_job: JobFactory) -> None:
         """A fresh token that is rejected too ends the pull (one refresh per blob)."""
-        server.answers[A_PATH] = Answer(401, b"{}")
+        server.answers[A_PATH] = Reply(401, body=b"{}")
         job = make_job(StubIssuer(FakeClock()))
         with pytest.raises(AuthenticationRequired):
             await download_blobs(job, [A])
-        assert len(server.seen) == 2
+        assert len(server.requests) == 2
 
     async def test_temporary_failure_is_retried_once(
-        self, server: RecordingServer, make_job: JobFactory
+        self, server: HTTPSServer, make_job: JobFactory
     ) -> None:
         """A 503 is retried once and the blob still lands."""
-        answers = iter([Answer(503, b"busy"), Answer(body=b"b" * 1000)])
-        server.route = lambda srv, path, headers: next(answers)
+        answers = iter([Reply(503, body=b"busy"), Reply(body=b"b" * 1000)])
+        server.route = lambda srv, request: next(answers)
         job = make_job(StubIssuer(FakeClock()))
         await download_blobs(job, [B])
         assert job.layout.has_blob(B)
 
     async def test_one_failure_aborts_the_others_and_cleans_up(
-        self, server: RecordingServer, make_job: JobFactory
+        self, server: HTTPSServer, make_job: JobFactory
     ) -> None:
         """A corrupt blob stops a download stuck mid-body at once; no temp file remains."""
 
-        def route(srv: RecordingServer, path: str, headers: dict[str, str]) -> Answer | None:
-            if path == B_PATH:
+        def route(srv: HTTPSServer, request: Request) -> Reply | None:
+            if request.path == B_PATH:
                 srv.stalled.wait(timeout=30)  # fail only once A is half-way through
-                return Answer(body=b"X" * 1000)
+                return Reply(body=b"X" * 1000)
             return None
 
         server.route = route
-        server.answers[A_PATH] = Answer(body=b"a" * 300_000, stall=True)
+        server.answers[A_PATH] = Reply(body=b"a" * 300_000, stall=True)
         job = make_job(StubIssuer(FakeClock()))
         with pytest.raises(DigestMismatch, match=B.digest):
             await download_blobs(job, [A, B])

@@ -25,7 +25,7 @@ from pullbroker_sidecar.pull.layout import OciLayout
 from pullbroker_sidecar.pull.manifest import Descriptor
 
 from tests.harness.certs import TestCA
-from tests.unit.sidecar.https_server import Answer, RecordingServer
+from tests.harness.https_server import HTTPSServer, Reply
 
 BLOB = b"layer bytes " * 50_000
 DIGEST = "sha256:" + hashlib.sha256(BLOB).hexdigest()
@@ -34,9 +34,7 @@ PATH = f"/v2/team/app/blobs/{DIGEST}"
 TOKEN = Secret("Bearer sidecar-unit-token")
 
 
-def _fetch(
-    server: RecordingServer, ca: TestCA, layout: OciLayout, read_size: int = 1 << 20
-) -> None:
+def _fetch(server: HTTPSServer, ca: TestCA, layout: OciLayout, read_size: int = 1 << 20) -> None:
     fetcher = BlobFetcher(server.url(), ssl_context(ca.pem), timeout=5, read_size=read_size)
     try:
         with layout.blob_writer(DESCRIPTOR) as writer:
@@ -52,54 +50,54 @@ def _names(layout: OciLayout) -> list[str]:
 
 class TestFetch:
     def test_stores_a_verified_blob(
-        self, server: RecordingServer, test_ca: TestCA, tmp_path: Path
+        self, server: HTTPSServer, test_ca: TestCA, tmp_path: Path
     ) -> None:
         """A blob whose bytes match its descriptor lands under blobs/sha256/<hex>, token sent."""
-        server.answers[PATH] = Answer(body=BLOB)
+        server.answers[PATH] = Reply(body=BLOB)
         layout = OciLayout.open(tmp_path / "oci")
         _fetch(server, test_ca, layout, read_size=4096)
         assert layout.blob_path(DIGEST).read_bytes() == BLOB
         assert _names(layout) == [DIGEST.split(":")[1]]
-        assert server.seen[0].headers["authorization"] == TOKEN.reveal()
+        assert server.requests[0].headers["authorization"] == TOKEN.reveal()
 
     def test_wrong_bytes_are_never_committed(
-        self, server: RecordingServer, test_ca: TestCA, tmp_path: Path
+        self, server: HTTPSServer, test_ca: TestCA, tmp_path: Path
     ) -> None:
         """Same size, different content: DigestMismatch naming the blob; no file remains."""
-        server.answers[PATH] = Answer(body=BLOB[:-1] + b"X")
+        server.answers[PATH] = Reply(body=BLOB[:-1] + b"X")
         layout = OciLayout.open(tmp_path / "oci")
         with pytest.raises(DigestMismatch, match=DIGEST):
             _fetch(server, test_ca, layout)
         assert _names(layout) == []
 
     def test_short_body_is_never_committed(
-        self, server: RecordingServer, test_ca: TestCA, tmp_path: Path
+        self, server: HTTPSServer, test_ca: TestCA, tmp_path: Path
     ) -> None:
         """A complete answer shorter than the descriptor's size fails on size; no file remains."""
-        server.answers[PATH] = Answer(body=BLOB[:100])
+        server.answers[PATH] = Reply(body=BLOB[:100])
         layout = OciLayout.open(tmp_path / "oci")
         with pytest.raises(DigestMismatch, match="100 bytes"):
             _fetch(server, test_ca, layout)
         assert _names(layout) == []
 
     def test_401_is_authentication_required(
-        self, server: RecordingServer, test_ca: TestCA, tmp_path: Path
+        self, server: HTTPSServer, test_ca: TestCA, tmp_path: Path
     ) -> None:
         """A 401 surfaces as AuthenticationRequired so the engine can refresh the token."""
         body = b'{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}'
-        server.answers[PATH] = Answer(401, body)
+        server.answers[PATH] = Reply(401, body=body)
         with pytest.raises(AuthenticationRequired):
             _fetch(server, test_ca, OciLayout.open(tmp_path / "oci"))
 
     def test_404_is_blob_unknown(
-        self, server: RecordingServer, test_ca: TestCA, tmp_path: Path
+        self, server: HTTPSServer, test_ca: TestCA, tmp_path: Path
     ) -> None:
         """A missing blob is BlobUnknown naming the digest."""
         with pytest.raises(BlobUnknown, match=DIGEST):
             _fetch(server, test_ca, OciLayout.open(tmp_path / "oci"))
 
     def test_untrusted_certificate_is_a_tls_error(
-        self, server: RecordingServer, tmp_path: Path
+        self, server: HTTPSServer, tmp_path: Path
     ) -> None:
         """Only the CA given is trusted, whatever the environment says."""
         stranger = TestCA.create(tmp_path / "other-ca", "stranger")
@@ -107,10 +105,10 @@ class TestFetch:
             _fetch(server, stranger, OciLayout.open(tmp_path / "oci"))
 
     def test_cancel_stops_and_cleans_up(
-        self, server: RecordingServer, test_ca: TestCA, tmp_path: Path
+        self, server: HTTPSServer, test_ca: TestCA, tmp_path: Path
     ) -> None:
         """A cancelled download raises PullCancelled and leaves no temp file."""
-        server.answers[PATH] = Answer(body=BLOB)
+        server.answers[PATH] = Reply(body=BLOB)
         layout = OciLayout.open(tmp_path / "oci")
         fetcher = BlobFetcher(server.url(), ssl_context(test_ca.pem), timeout=5)
         cancel = threading.Event()
@@ -138,8 +136,8 @@ class TestDialGuard:
     )
     def test_blob_redirect_to_refused_address(
         self,
-        server: RecordingServer,
-        other: RecordingServer,
+        server: HTTPSServer,
+        other: HTTPSServer,
         test_ca: TestCA,
         tmp_path: Path,
         answers: list[str],
@@ -152,7 +150,7 @@ class TestDialGuard:
             lookups.append(host)
             return answers
 
-        server.answers[PATH] = Answer(
+        server.answers[PATH] = Reply(
             307, headers={"Location": other.url("storage.test") + "/blob?sig=abc"}
         )
         fetcher = BlobFetcher(server.url(), ssl_context(test_ca.pem), timeout=5, resolve=resolve)
@@ -167,15 +165,15 @@ class TestDialGuard:
             fetcher.close()
         assert "sig=abc" not in str(caught.value)
         assert lookups == ["storage.test"]
-        assert other.seen == []
+        assert other.requests == []
         assert not layout.has_blob(DESCRIPTOR)
 
     def test_manifest_redirect_to_literal_metadata_address(
-        self, server: RecordingServer, test_ca: TestCA
+        self, server: HTTPSServer, test_ca: TestCA
     ) -> None:
         """A literal metadata address in Location is refused as written, without a lookup."""
         path = "/v2/team/app/manifests/v1"
-        server.answers[path] = Answer(307, headers={"Location": "https://[::ffff:a9fe:a9fe]/m"})
+        server.answers[path] = Reply(307, headers={"Location": "https://[::ffff:a9fe:a9fe]/m"})
 
         def resolve(host: str) -> list[str]:
             raise AssertionError(f"{host} must not be resolved")

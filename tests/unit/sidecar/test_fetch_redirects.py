@@ -23,7 +23,7 @@ from pullbroker_sidecar.pull.layout import OciLayout
 from pullbroker_sidecar.pull.manifest import Descriptor
 
 from tests.harness.certs import TestCA
-from tests.unit.sidecar.https_server import Answer, RecordingServer
+from tests.harness.https_server import HTTPSServer, Reply
 
 TOKEN = Secret("Bearer redirect-canary-31d9")
 MANIFEST = json.dumps(
@@ -72,7 +72,7 @@ def route(request: pytest.FixtureRequest) -> Route:
     return chosen
 
 
-def _get(route: Route, server: RecordingServer, ca: TestCA, tmp: Path) -> bytes:
+def _get(route: Route, server: HTTPSServer, ca: TestCA, tmp: Path) -> bytes:
     fetcher = BlobFetcher(server.url(), ssl_context(ca.pem), timeout=5)
     try:
         return route.fetch(fetcher, tmp)
@@ -88,75 +88,75 @@ class TestAuthorizationOnRedirect:
         self,
         route: Route,
         host: str,
-        server: RecordingServer,
-        other: RecordingServer,
+        server: HTTPSServer,
+        other: HTTPSServer,
         test_ca: TestCA,
         tmp_path: Path,
     ) -> None:
         """Redirected to another port (and name): the content arrives, the token does not."""
-        server.answers[route.path] = Answer(
+        server.answers[route.path] = Reply(
             307, headers={"Location": other.url(host) + "/bucket/x?sig=abc"}
         )
-        other.answers["/bucket/x?sig=abc"] = Answer(body=route.body)
+        other.answers["/bucket/x?sig=abc"] = Reply(body=route.body)
         assert _get(route, server, test_ca, tmp_path) == route.body
-        assert server.seen[0].headers["authorization"] == TOKEN.reveal()
-        [arrived] = other.seen
+        assert server.requests[0].headers["authorization"] == TOKEN.reveal()
+        [arrived] = other.requests
         assert arrived.path == "/bucket/x?sig=abc"
         assert "authorization" not in arrived.headers
 
     def test_same_origin_keeps_authorization(
-        self, route: Route, server: RecordingServer, test_ca: TestCA, tmp_path: Path
+        self, route: Route, server: HTTPSServer, test_ca: TestCA, tmp_path: Path
     ) -> None:
         """A redirect within the registry's origin still carries the token."""
-        server.answers[route.path] = Answer(302, headers={"Location": "/moved"})
-        server.answers["/moved"] = Answer(body=route.body)
+        server.answers[route.path] = Reply(302, headers={"Location": "/moved"})
+        server.answers["/moved"] = Reply(body=route.body)
         assert _get(route, server, test_ca, tmp_path) == route.body
-        assert [s.headers.get("authorization") for s in server.seen] == [TOKEN.reveal()] * 2
+        assert [s.headers.get("authorization") for s in server.requests] == [TOKEN.reveal()] * 2
 
     def test_back_at_the_registry_it_stays_dropped(
         self,
         route: Route,
-        server: RecordingServer,
-        other: RecordingServer,
+        server: HTTPSServer,
+        other: HTTPSServer,
         test_ca: TestCA,
         tmp_path: Path,
     ) -> None:
         """registry -> storage -> registry: the registry's second request has no token."""
-        server.answers[route.path] = Answer(307, headers={"Location": other.url() + "/hop"})
-        other.answers["/hop"] = Answer(307, headers={"Location": server.url() + "/final"})
-        server.answers["/final"] = Answer(body=route.body)
+        server.answers[route.path] = Reply(307, headers={"Location": other.url() + "/hop"})
+        other.answers["/hop"] = Reply(307, headers={"Location": server.url() + "/final"})
+        server.answers["/final"] = Reply(body=route.body)
         assert _get(route, server, test_ca, tmp_path) == route.body
-        assert [s.path for s in server.seen] == [route.path, "/final"]
-        assert "authorization" not in server.seen[1].headers
-        assert "authorization" not in other.seen[0].headers
+        assert [s.path for s in server.requests] == [route.path, "/final"]
+        assert "authorization" not in server.requests[1].headers
+        assert "authorization" not in other.requests[0].headers
 
 
 class TestRefusedRedirects:
     """Redirects the fetcher does not follow: nothing more is sent."""
 
     def test_downgrade_to_plain_http(
-        self, route: Route, server: RecordingServer, test_ca: TestCA, tmp_path: Path
+        self, route: Route, server: HTTPSServer, test_ca: TestCA, tmp_path: Path
     ) -> None:
         """https -> http is refused before anything is sent to the plain-HTTP URL."""
-        server.answers[route.path] = Answer(307, headers={"Location": "http://127.0.0.1:1/x"})
+        server.answers[route.path] = Reply(307, headers={"Location": "http://127.0.0.1:1/x"})
         with pytest.raises(RegistryProtocolError, match="refusing the downgrade"):
             _get(route, server, test_ca, tmp_path)
 
     def test_without_location(
-        self, route: Route, server: RecordingServer, test_ca: TestCA, tmp_path: Path
+        self, route: Route, server: HTTPSServer, test_ca: TestCA, tmp_path: Path
     ) -> None:
         """A redirect with no Location fails at once, naming the registry (one request)."""
-        server.answers[route.path] = Answer(302)
+        server.answers[route.path] = Reply(302)
         with pytest.raises(RegistryProtocolError, match=f"127.0.0.1:{server.port}"):
             _get(route, server, test_ca, tmp_path)
-        assert len(server.seen) == 1
+        assert len(server.requests) == 1
 
     def test_too_many_redirects(
-        self, route: Route, server: RecordingServer, test_ca: TestCA, tmp_path: Path
+        self, route: Route, server: HTTPSServer, test_ca: TestCA, tmp_path: Path
     ) -> None:
         """Five redirects are followed, the sixth is refused: six requests in all."""
-        server.answers[route.path] = Answer(302, headers={"Location": "/again"})
-        server.answers["/again"] = Answer(302, headers={"Location": "/again"})
+        server.answers[route.path] = Reply(302, headers={"Location": "/again"})
+        server.answers["/again"] = Reply(302, headers={"Location": "/again"})
         with pytest.raises(RegistryProtocolError, match="more than 5"):
             _get(route, server, test_ca, tmp_path)
-        assert len(server.seen) == 6
+        assert len(server.requests) == 6

@@ -20,7 +20,7 @@ from pullbroker_sidecar.pull.partial import ResumableWriter
 from pullbroker_sidecar.pull.store import ContentStore, copy_blobs
 
 from tests.harness.certs import TestCA
-from tests.unit.sidecar.https_server import Answer, RecordingServer
+from tests.harness.https_server import HTTPSServer, Reply, Request
 
 BLOB = bytes(range(256)) * 4000
 DIGEST = "sha256:" + hashlib.sha256(BLOB).hexdigest()
@@ -39,7 +39,7 @@ def _leave_partial(store: ContentStore, data: bytes) -> None:
         writer.write(data)
 
 
-def _fetch(server: RecordingServer, ca: TestCA, store: ContentStore) -> None:
+def _fetch(server: HTTPSServer, ca: TestCA, store: ContentStore) -> None:
     fetcher = BlobFetcher(server.url(), ssl_context(ca.pem), timeout=5, read_size=4096)
     try:
         with store.blob_writer(DESCRIPTOR) as writer:
@@ -99,43 +99,43 @@ class TestResumableWriter:
 
 class TestRangeFetch:
     def test_resume_asks_for_the_rest_only(
-        self, server: RecordingServer, test_ca: TestCA, tmp_path: Path
+        self, server: HTTPSServer, test_ca: TestCA, tmp_path: Path
     ) -> None:
         """Kept bytes: `Range: bytes=N-`; a matching 206 completes the blob."""
         store = ContentStore.open(tmp_path / "store")
         _leave_partial(store, BLOB[:5000])
-        server.answers[PATH] = Answer(
-            206, BLOB[5000:], {"Content-Range": f"bytes 5000-{len(BLOB) - 1}/{len(BLOB)}"}
+        server.answers[PATH] = Reply(
+            206, {"Content-Range": f"bytes 5000-{len(BLOB) - 1}/{len(BLOB)}"}, BLOB[5000:]
         )
         _fetch(server, test_ca, store)
-        assert server.seen[0].headers["range"] == "bytes=5000-"
+        assert server.requests[0].headers["range"] == "bytes=5000-"
         assert store.blob_path(DIGEST).read_bytes() == BLOB
 
     def test_whole_blob_answer_starts_over(
-        self, server: RecordingServer, test_ca: TestCA, tmp_path: Path
+        self, server: HTTPSServer, test_ca: TestCA, tmp_path: Path
     ) -> None:
         """A registry that ignores Range (200, whole blob) is fine: the prefix is dropped."""
         store = ContentStore.open(tmp_path / "store")
         _leave_partial(store, BLOB[:5000])
-        server.answers[PATH] = Answer(200, BLOB)
+        server.answers[PATH] = Reply(200, body=BLOB)
         _fetch(server, test_ca, store)
         assert store.blob_path(DIGEST).read_bytes() == BLOB
 
     def test_another_range_is_refused_and_fetched_whole(
-        self, server: RecordingServer, test_ca: TestCA, tmp_path: Path
+        self, server: HTTPSServer, test_ca: TestCA, tmp_path: Path
     ) -> None:
         """A 206 for other bytes than asked: asked again without Range, nothing mixed."""
         store = ContentStore.open(tmp_path / "store")
         _leave_partial(store, BLOB[:5000])
 
-        def route(_: RecordingServer, path: str, headers: dict[str, str]) -> Answer:
-            if "range" in headers:
-                return Answer(206, BLOB[4000:], {"Content-Range": f"bytes 4000-{len(BLOB) - 1}/*"})
-            return Answer(200, BLOB)
+        def route(_: HTTPSServer, request: Request) -> Reply:
+            if "range" in request.headers:
+                return Reply(206, {"Content-Range": f"bytes 4000-{len(BLOB) - 1}/*"}, BLOB[4000:])
+            return Reply(200, body=BLOB)
 
         server.route = route
         _fetch(server, test_ca, store)
-        assert [s.headers.get("range") for s in server.seen] == ["bytes=5000-", None]
+        assert [s.headers.get("range") for s in server.requests] == ["bytes=5000-", None]
         assert store.blob_path(DIGEST).read_bytes() == BLOB
 
 

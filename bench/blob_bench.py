@@ -1,8 +1,9 @@
 """Blob-streaming throughput: the node's BlobFetcher vs a plain ssl read loop and curl.
 
-    .venv/bin/python -m tests.unit.registry.bench_blob_stream [--mib 256] [--rounds 3]
+    .venv/bin/python -m bench.blob_bench [--mib 256] [--rounds 3]
 
-The server (servers.py) runs in its own process so it does not share our GIL. Prints MB/s;
+The server (the harness's HTTPSServer, `--serve`) runs in its own process so it does not
+share our GIL. Prints MB/s;
 not a test, so nothing here asserts a speed. (The fetcher's own docstring quotes the
 numbers that chose it over an httpx stream; `python -m bench pull` measures whole pulls.)
 """
@@ -19,11 +20,15 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from pullbroker_client.registry.tls import ssl_context
 from pullbroker_sidecar.pull.fetch import BlobFetcher
 from pullbroker_sidecar.pull.manifest import Descriptor
+
+from tests.harness.certs import TestCA
+from tests.harness.https_server import HTTPSServer, Reply, Request
 
 DIGEST = "sha256:" + "0" * 64
 
@@ -102,15 +107,42 @@ def fetcher(port: int, ca_pem: str, size: int, hash_it: bool) -> tuple[float, in
         blobs.close()
 
 
+def serve_blob(folder: Path, size: int) -> None:
+    """Serve `size` bytes at any path until stdin closes; print the port first."""
+    ca = TestCA.create(folder)
+    block = memoryview(bytes(range(256)) * 4096)  # 1 MiB
+
+    def parts(start: int) -> Iterator[memoryview]:
+        left = size - start
+        while left > 0:
+            step = min(left, len(block))
+            yield block[:step]
+            left -= step
+
+    def handler(request: Request) -> Reply:
+        start = int(request.headers.get("range", "bytes=0-")[6:].rstrip("-") or 0)
+        return Reply(
+            206 if start else 200, {}, length=size - start, body_parts=lambda: parts(start)
+        )
+
+    with HTTPSServer(handler, ca) as server:
+        print(server.port, flush=True)
+        sys.stdin.read()
+
+
 def main() -> None:
     options = argparse.ArgumentParser(description=__doc__)
     options.add_argument("--mib", type=int, default=256)
     options.add_argument("--rounds", type=int, default=3)
+    options.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     args = options.parse_args()
+    if args.serve is not None:
+        serve_blob(args.serve, args.mib * 1024 * 1024)
+        return
     size = args.mib * 1024 * 1024
     folder = Path(tempfile.mkdtemp(prefix="bench-blob-"))
     server = subprocess.Popen(
-        [sys.executable, "-m", "tests.unit.registry.servers", str(folder), "--mib", str(args.mib)],
+        [sys.executable, "-m", "bench.blob_bench", "--serve", str(folder), "--mib", str(args.mib)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
