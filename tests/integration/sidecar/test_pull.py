@@ -16,10 +16,11 @@ from tests.harness.canary import find_in_text, find_in_tree
 from tests.harness.certs import TestCA
 from tests.harness.https_server import HTTPSServer
 from tests.harness.process import require_tool
+from tests.harness.sidecar import run_sidecar
 from tests.harness.skopeo import run_skopeo
 from tests.harness.standard import ALICE
 from tests.integration.sidecar.frontdoor import FrontDoor
-from tests.integration.sidecar.world import SidecarWorld, run_sidecar
+from tests.integration.sidecar.world import SidecarWorld
 
 pytestmark = pytest.mark.integration
 

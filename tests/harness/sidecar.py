@@ -1,4 +1,5 @@
-"""The node side of the tests: `pullbroker-sidecar run` as a process, and the helpers on PATH.
+"""The node side, for tests and bench: `pullbroker-sidecar run` as a process, one-shot
+sidecar commands, and the helpers on PATH.
 
 Runtimes find a credential helper by its name on PATH (`docker-credential-pullbroker`);
 kubelet runs a provider by path. Until the console scripts are installed, a bin folder
@@ -102,3 +103,18 @@ class SidecarDaemon:
     def stop(self) -> None:
         stop(self.proc, timeout=10.0)
         self.proc = None
+
+
+def run_sidecar(
+    args: list[str], home: Path, *, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    """`pullbroker-sidecar ARGS --home HOME`, captured, never raising on failure."""
+    env = {k: v for k, v in os.environ.items() if k != "PULLBROKER_HOME"}
+    return subprocess.run(
+        [sys.executable, "-m", "pullbroker_sidecar.cli", *args, "--home", str(home)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
