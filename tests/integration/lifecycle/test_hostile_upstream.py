@@ -23,7 +23,7 @@ from tests.harness.canary import find_in_text, new_canary
 from tests.harness.certs import TestCA
 from tests.harness.https_server import HTTPSServer, Reply, Request
 from tests.integration.lifecycle.conftest import LifecycleBroker
-from tests.unit.service.test_hostile_upstream import Hostile, json_reply
+from tests.unit.service.minting.test_hostile_upstream import Hostile, json_reply
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import pytest
 from cryptography import x509
 from pullbroker_service.api.interceptors import CallGuard
 
-from tests.unit.api.test_identity import certificate
+from tests.unit.service.api.test_identity import certificate
 
 SERVICE = "pullbroker.v1.PullService"
 

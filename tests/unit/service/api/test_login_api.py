@@ -14,7 +14,7 @@ from pullbroker_service.api.pull_servicer import PullServicer
 from pullbroker_service.domain.model import AuthKind, MintedToken, RegistryKind
 from pullbroker_service.minting.runtime_logins import MintedLogin
 
-from tests.unit.api.test_convert import NOW, record
+from tests.unit.service.api.test_convert import NOW, record
 
 
 def _token(kind: AuthKind, username: str = "") -> MintedToken:

@@ -21,7 +21,7 @@ from pullbroker_client.secret import Secret
 from tests.harness.certs import TestCA
 from tests.harness.https_server import Reply, Request
 from tests.harness.process import free_port
-from tests.unit.registry.conftest import Serve
+from tests.unit.client.registry.conftest import Serve
 
 CANARY = "canary-7c1e4a2b-registry-token"
 AUTH = Secret(f"Bearer {CANARY}")

@@ -18,7 +18,7 @@ from pullbroker_sidecar.errors import DaemonUnavailable
 from pullbroker_sidecar.integrations import docker_credential, install, kubelet_provider
 
 SCHEMA_PATH = (
-    Path(__file__).parents[2] / "integration" / "nodes" / "credentialprovider_v1.schema.json"
+    Path(__file__).parents[3] / "integration" / "nodes" / "credentialprovider_v1.schema.json"
 )
 SCHEMA = json.loads(SCHEMA_PATH.read_text())
 API = "credentialprovider.kubelet.k8s.io/v1"

@@ -23,7 +23,7 @@ from pullbroker_client.secret import Secret
 
 from tests.harness.certs import TestCA
 from tests.harness.https_server import Reply, Request
-from tests.unit.registry.conftest import Serve
+from tests.unit.client.registry.conftest import Serve
 
 USER = "alice"
 PASSWORD = "pw-canary-3b8f1d"

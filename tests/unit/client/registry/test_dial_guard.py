@@ -14,7 +14,7 @@ from pullbroker_client.registry.transport import Transport
 
 from tests.harness.certs import TestCA
 from tests.harness.https_server import Reply, Request
-from tests.unit.registry.conftest import Serve
+from tests.unit.client.registry.conftest import Serve
 
 LOOPBACK_OK = DialPolicy(allow_loopback=True)
 
