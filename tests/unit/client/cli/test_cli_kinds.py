@@ -27,6 +27,7 @@ class TestCredentialFlags:
         """ECR: --username is the access key id, stdin the secret key, --role-arn kept."""
         arn = "arn:aws:iam::123456789012:role/pull"
         made = _new_credential(R.REGISTRY_TYPE_ECR, "AKIAEXAMPLE", True, "", CloudOptions(arn))
+        assert made is not None
         assert made.aws.access_key_id == "AKIAEXAMPLE"
         assert made.aws.secret_access_key == "s3cret-from-stdin"
         assert made.aws.role_arn == arn
@@ -36,6 +37,7 @@ class TestCredentialFlags:
         key = tmp_path / "sa.json"
         key.write_text('{"type": "service_account"}')
         made = _new_credential(R.REGISTRY_TYPE_GAR, None, False, "", CloudOptions("", str(key)))
+        assert made is not None
         assert made.google.key_json == '{"type": "service_account"}'
 
     def test_google_key_twice_is_refused(self, tmp_path: Path, stdin: io.StringIO) -> None:
@@ -47,6 +49,7 @@ class TestCredentialFlags:
         """acr with --tenant-id/--client-id: a service principal, secret from stdin."""
         options = CloudOptions(tenant_id="tenant-1", client_id="client-1")
         made = _new_credential(R.REGISTRY_TYPE_ACR, None, True, "", options)
+        assert made is not None
         assert made.WhichOneof("kind") == "azure"
         assert (made.azure.tenant_id, made.azure.client_id) == ("tenant-1", "client-1")
         assert made.azure.client_secret == "s3cret-from-stdin"
@@ -59,6 +62,7 @@ class TestCredentialFlags:
     def test_acr_admin_user_is_basic(self, stdin: io.StringIO) -> None:
         """acr with --username: the admin user or an ACR token, as Basic."""
         made = _new_credential(R.REGISTRY_TYPE_ACR, "pull-token", True, "")
+        assert made is not None
         assert made.basic.username == "pull-token"
 
     def test_token_kinds_need_a_username(self, stdin: io.StringIO) -> None:

@@ -24,7 +24,11 @@ class FailingIssuer:
         self.code = code
 
     async def issue_registry_login(
-        self, image: str, registry: str | None = None, force_refresh: bool = False
+        self,
+        image: str,
+        registry: str = "",
+        force_refresh: bool = False,
+        service_account_token: Secret | None = None,
     ) -> IssuedRegistryLogin:
         await asyncio.sleep(0)  # a real call yields before it fails
         raise BrokerCallError(self.code, f"refused {image}")

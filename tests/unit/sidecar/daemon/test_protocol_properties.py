@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pullbroker_client.broker import IssuedRegistryLogin
 from pullbroker_client.jsonlimits import JSONTooDeep, loads_bounded
+from pullbroker_client.secret import Secret
 from pullbroker_sidecar.daemon import protocol
 from pullbroker_sidecar.daemon.logins import LoginCache, Logins
 from pullbroker_sidecar.daemon.server import SidecarServer
@@ -187,7 +189,15 @@ class TestServerFrames:
 
 
 class _Exploding:
-    async def issue_registry_login(self, *args: object, **kwargs: object) -> object:
+    """A RegistryLoginIssuer with a bug: every call raises something unexpected."""
+
+    async def issue_registry_login(
+        self,
+        image: str,
+        registry: str = "",
+        force_refresh: bool = False,
+        service_account_token: Secret | None = None,
+    ) -> IssuedRegistryLogin:
         raise RuntimeError("a bug")
 
 
