@@ -106,10 +106,6 @@ def json_reply(status: int, document: object, headers: dict[str, str] | None = N
     return Reply(status, sent, json.dumps(document).encode())
 
 
-def redirect(location: str, status: int = 302) -> Reply:
-    return Reply(status, {"Location": location})
-
-
 Handler = Callable[[Request], Reply]
 Route = Callable[["HTTPSServer", Request], Reply | None]
 NOT_FOUND = Reply(404, body=b'{"errors":[{"code":"BLOB_UNKNOWN"}]}')

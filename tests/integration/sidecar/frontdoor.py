@@ -21,6 +21,7 @@ import re
 import secrets
 import ssl
 import threading
+from dataclasses import replace
 
 from tests.harness.certs import TestCA
 from tests.harness.https_server import HTTPSServer, Reply, Request
@@ -80,8 +81,7 @@ class FrontDoor:
     def handle(self, request: Request) -> Reply:
         if request.method == "GET" and _BLOB.match(request.url_path):
             reply = self.blob(request)
-            reply.stall = self.stall_blobs and reply.status == 200
-            return reply
+            return replace(reply, stall=self.stall_blobs and reply.status == 200)
         if request.method in ("GET", "HEAD"):
             return self.forward(request.method, request.path, request.headers)
         return Reply(405)
