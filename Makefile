@@ -48,8 +48,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Tests and benchmarks too: their fakes must keep matching the Protocols they stand in for.
 typecheck: $(STAMP)
-	$(BIN)/mypy clients/pullbroker_client service/pullbroker_service sidecar/pullbroker_sidecar
+	$(BIN)/mypy clients/pullbroker_client service/pullbroker_service sidecar/pullbroker_sidecar tests bench
 
 imports: $(STAMP)
 	$(BIN)/lint-imports

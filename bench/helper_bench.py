@@ -27,12 +27,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.harness.broker_process import BrokerProcess
 from tests.harness.canary import new_canary
 from tests.harness.certs import TestCA
 from tests.harness.registry import HtpasswdRegistry
-from tests.integration.nodes.sidecar import DOCKER_HELPER, SidecarDaemon, make_helper_bin, node_env
-from tests.integration.nodes.world import register
-from tests.integration.sidecar.world import BrokerProcess
+from tests.harness.sidecar import DOCKER_HELPER, SidecarDaemon, make_helper_bin, node_env
 
 RUNS = 30
 TARGET_MS = 100.0
@@ -82,7 +81,7 @@ def compare(workdir: Path, runs: int) -> tuple[Timings, Timings]:
     socket_dir = Path(tempfile.mkdtemp(prefix="pbb-", dir="/tmp"))  # short: a socket lives here
     try:
         broker.start()
-        register(broker, "bench", registry.url, ca.pem, USER, registry.users[USER],
+        broker.register("bench", registry.url, ca.pem, USER, registry.users[USER],
                  passthrough=True)  # fmt: skip
         image = f"{registry.host}/team/app:v1"
         daemon = SidecarDaemon(broker.home.root, socket_dir / "s.sock", [image]).start()

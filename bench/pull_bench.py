@@ -24,13 +24,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.harness.broker_process import BrokerProcess
 from tests.harness.certs import TestCA
 from tests.harness.images import BuiltImage, build_image, push_image
 from tests.harness.process import require_tool
 from tests.harness.registry import TokenAuthRegistry
 from tests.harness.skopeo import auth_file
 from tests.harness.standard import ALICE, PUSHER, add_standard_users
-from tests.integration.sidecar.world import BrokerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "bench"

@@ -1,4 +1,8 @@
-"""A throwaway test PKI: one CA per session, EC P-256 leaf certificates issued on demand."""
+"""The tests' one CA: a throwaway PKI (one per session), EC P-256 leaf certificates on demand.
+
+`TestCA.create` makes a new CA; `TestCA.adopt` wraps one made elsewhere (the broker's own
+dev CA in its home) so tests issue crafted certificates from it the same way.
+"""
 
 from __future__ import annotations
 
@@ -105,6 +109,18 @@ class TestCA:
         write_private_key(ca.key_path, key)
         return ca
 
+    @classmethod
+    def adopt(cls, directory: Path, cert_path: Path, key_path: Path) -> TestCA:
+        """Issue from an existing CA's files (leaves are written into `directory`)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise TypeError(f"{key_path}: not an EC private key")
+        ca = cls(directory, cert, key)
+        ca.cert_path, ca.key_path = cert_path, key_path
+        return ca
+
     @property
     def pem(self) -> str:
         """The CA certificate in PEM form (what a client trusts)."""
@@ -117,13 +133,18 @@ class TestCA:
         dns: Iterable[str] = (),
         ips: Iterable[str] = (),
         uris: Iterable[str] = (),
+        sans: Iterable[x509.GeneralName] = (),
         cn: str | None = None,
         client: bool = True,
         server: bool = True,
     ) -> IssuedCert:
-        """Issue a leaf certificate written as `<name>.crt` / `<name>.key` beside the CA."""
+        """Issue a leaf certificate written as `<name>.crt` / `<name>.key` beside the CA.
+
+        `sans` adds names exactly as given (crafted or malformed ones, for identity tests).
+        """
         key = ec.generate_private_key(ec.SECP256R1())
-        cert = self._build_leaf(key, dns, ips, uris, cn or name, client=client, server=server)
+        extra = [*sans, *(x509.UniformResourceIdentifier(u) for u in uris)]
+        cert = self._build_leaf(key, dns, ips, extra, cn or name, client=client, server=server)
         cert_path = self.directory / f"{name}.crt"
         key_path = self.directory / f"{name}.key"
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -135,7 +156,7 @@ class TestCA:
         key: ec.EllipticCurvePrivateKey,
         dns: Iterable[str],
         ips: Iterable[str],
-        uris: Iterable[str],
+        extra: list[x509.GeneralName],
         cn: str,
         *,
         client: bool,
@@ -143,7 +164,7 @@ class TestCA:
     ) -> x509.Certificate:
         sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
         sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
-        sans += [x509.UniformResourceIdentifier(u) for u in uris]
+        sans += extra
         usages = [ExtendedKeyUsageOID.CLIENT_AUTH] if client else []
         usages += [ExtendedKeyUsageOID.SERVER_AUTH] if server else []
         now = dt.datetime.now(dt.UTC)

@@ -18,15 +18,9 @@ from typing import Any
 
 from tests.harness.certs import TestCA
 from tests.harness.grants import Grants, GrantsTable, Scope
+from tests.harness.https_server import HTTPSServer
 from tests.harness.jwt_signer import Access, KeyIdMode, TokenSigner
-from tests.harness.token_wire import (
-    Failure,
-    Outcome,
-    TLSServer,
-    TokenHandler,
-    TokenRequest,
-    Unauthorized,
-)
+from tests.harness.token_wire import Failure, Outcome, TokenRequest, Unauthorized, token_handler
 
 __all__ = ["KeyIdMode", "TokenRequest", "TokenServer"]
 
@@ -54,8 +48,7 @@ class TokenServer:
         self._failures: list[Failure] = []
         self._refresh: dict[str, tuple[str, int]] = {}
         self._lock = threading.Lock()
-        self._httpd: TLSServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: HTTPSServer | None = None
         cert = ca.issue(
             f"token-server-{secrets.token_hex(4)}",
             dns=["localhost"],
@@ -69,23 +62,14 @@ class TokenServer:
 
     def start(self) -> TokenServer:
         """Listen on a free 127.0.0.1 port and serve in a daemon thread."""
-        handler = type("_BoundHandler", (TokenHandler,), {"backend": self})
-        self._httpd = TLSServer(("127.0.0.1", 0), handler, self._tls)
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="token-server", daemon=True
-        )
-        self._thread.start()
+        self._server = HTTPSServer(token_handler(self), self._tls).start()
         return self
 
     def stop(self) -> None:
         """Stop serving and close the socket (idempotent)."""
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
 
     def __enter__(self) -> TokenServer:
         return self.start()
@@ -96,14 +80,14 @@ class TokenServer:
     @property
     def running(self) -> bool:
         """True between start() and stop()."""
-        return self._httpd is not None
+        return self._server is not None
 
     @property
     def port(self) -> int:
         """The bound port."""
-        if self._httpd is None:
+        if self._server is None:
             raise RuntimeError("token server is not running")
-        return int(self._httpd.server_address[1])
+        return self._server.port
 
     @property
     def url(self) -> str:

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pullbroker.v1 import registry_pb2, registry_pb2_grpc
 from pullbroker_client.broker import BrokerCallError
 from pullbroker_client.tls import TlsFiles, channel_credentials
 from pullbroker_service.bootstrap.devca import CertificateAuthority, LeafSpec
 
+from tests.harness.certs import TestCA
 from tests.integration.conftest import RunningBroker
 
 pytestmark = pytest.mark.integration
@@ -166,33 +163,14 @@ class TestRequestIds:
         assert any('"rpc_failed"' in line and "PERMISSION_DENIED" in line for line in lines)
 
 
-def crafted_client_cert(broker: RunningBroker, cn: str, sans: list[x509.GeneralName]) -> bytes:
-    """A client certificate signed by the broker's own CA with exactly `sans` (PEM, key apart)."""
-    ca = CertificateAuthority.load(broker.home.ca_cert, broker.home.ca_key)
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-        .issuer_name(ca.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(hours=1))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .sign(ca.key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return cert.public_bytes(serialization.Encoding.PEM) + b"\0" + key_pem
-
-
-def present(broker: RunningBroker, name: str, cn: str, sans: list[x509.GeneralName]) -> TlsFiles:
-    cert_pem, _, key_pem = crafted_client_cert(broker, cn, sans).partition(b"\0")
-    return broker.write_client_cert(name, cert_pem, key_pem)
+def present(
+    broker: RunningBroker, name: str, cn: str, sans: Sequence[x509.GeneralName]
+) -> TlsFiles:
+    """A client certificate signed by the broker's own CA with exactly `sans` and CN `cn`."""
+    folder = broker.home.root.parent / "extra-certs"
+    ca = TestCA.adopt(folder, broker.home.ca_cert, broker.home.ca_key)
+    issued = ca.issue(name, sans=sans, cn=cn, server=False)
+    return TlsFiles(ca=broker.home.ca_cert, cert=issued.cert_path, key=issued.key_path)
 
 
 ADMIN_ID = "spiffe://pullbroker.local/admin"

@@ -8,12 +8,9 @@ it (the only fake in this directory); OpenBao, the auth plugin and our adapter a
 from __future__ import annotations
 
 import json
-import ssl
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -26,6 +23,7 @@ from pullbroker_service.secrets.vault import VaultSecretBackend
 from pullbroker_service.secrets.vault_auth import FileSource, KubernetesAuth, VaultSession
 
 from tests.harness.certs import TestCA
+from tests.harness.https_server import HTTPSServer, Reply, Request, json_reply
 from tests.harness.jwt_signer import b64url
 from tests.integration.backends.conftest import POLICY_NAME, VaultWorld, write_secret_file
 
@@ -57,23 +55,22 @@ def service_account_jwt() -> Secret:
     return Secret(f"{header}.{body}.{signature}")
 
 
-class TokenReviewServer(ThreadingHTTPServer):
-    """POST /apis/authentication.k8s.io/v1/tokenreviews: authenticated iff the token is known."""
+class TokenReview:
+    """POST /apis/authentication.k8s.io/v1/tokenreviews: authenticated iff the token is known.
 
-    def __init__(self, known: set[str]) -> None:
-        super().__init__(("127.0.0.1", 0), _ReviewHandler)
-        self.known = known
-        self.reviews = 0
+    A handler on the harness HTTPSServer."""
 
+    def __init__(self, ca: TestCA) -> None:
+        self.known: set[str] = set()
+        self.server = HTTPSServer(self.handle, ca, name="k8s-api")
 
-class _ReviewHandler(BaseHTTPRequestHandler):
-    server: TokenReviewServer
+    @property
+    def reviews(self) -> int:
+        return self.server.count("/apis/authentication.k8s.io/v1/tokenreviews")
 
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.server.reviews += 1
-        spec = body.get("spec", {})
-        ok = spec.get("token") in self.server.known
+    def handle(self, request: Request) -> Reply:
+        spec = request.json().get("spec", {})
+        ok = spec.get("token") in self.known
         status: dict[str, object] = {"authenticated": ok}
         if ok:
             status["audiences"] = spec.get("audiences") or []  # OpenBao checks they intersect
@@ -83,45 +80,27 @@ class _ReviewHandler(BaseHTTPRequestHandler):
                 "groups": ["system:serviceaccounts"],
             }
         review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "status": status}
-        data = json.dumps(review).encode()
-        self.send_response(201)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass  # keep test output quiet
+        return json_reply(201, review)
 
 
 @pytest.fixture
-def token_review(backends_ca: TestCA) -> Iterator[TokenReviewServer]:
+def token_review(backends_ca: TestCA) -> Iterator[TokenReview]:
     """The TokenReview stand-in over TLS, knowing no token yet."""
-    server = TokenReviewServer(set())
-    cert = backends_ca.issue(f"k8s-api-{uuid.uuid4().hex[:6]}", ips=["127.0.0.1"], client=False)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert.cert_path, cert.key_path)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    review = TokenReview(backends_ca)
+    with review.server:
+        yield review
 
 
 @pytest.fixture
 def kubernetes_mount(
-    vault_dev: VaultWorld, token_review: TokenReviewServer, backends_ca: TestCA
+    vault_dev: VaultWorld, token_review: TokenReview, backends_ca: TestCA
 ) -> Iterator[str]:
     """A kubernetes auth mount pointed at the stand-in, with role `broker` for our account."""
     mount = f"k8s-{uuid.uuid4().hex[:6]}"
     root = vault_dev.root()
     root.sys.enable_auth_method("kubernetes", path=mount)
     root.auth.kubernetes.configure(
-        kubernetes_host=f"https://127.0.0.1:{token_review.server_address[1]}",
+        kubernetes_host=f"https://127.0.0.1:{token_review.server.port}",
         kubernetes_ca_cert=backends_ca.pem,
         disable_local_ca_jwt=True,
         mount_point=mount,
@@ -144,7 +123,7 @@ class TestKubernetesAuth:
     async def test_login_with_service_account_token(
         self,
         vault_dev: VaultWorld,
-        token_review: TokenReviewServer,
+        token_review: TokenReview,
         kubernetes_mount: str,
         prefix: str,
         tmp_path: Path,
@@ -164,7 +143,7 @@ class TestKubernetesAuth:
     async def test_rejected_token_is_denied_clearly(
         self,
         vault_dev: VaultWorld,
-        token_review: TokenReviewServer,
+        token_review: TokenReview,
         kubernetes_mount: str,
         prefix: str,
         tmp_path: Path,

@@ -22,13 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.harness.certs import TestCA
+from tests.harness.https_server import Reply, Request, json_reply
 from tests.integration.cloud.fixtures_https import (
     UNAUTHORIZED,
     JsonHttpsServer,
     RealmRegistry,
     RegistryTokens,
-    Reply,
-    Request,
     seed_image,
 )
 
@@ -54,9 +53,9 @@ class AadFixture(JsonHttpsServer):
             return self._issued.get(access_token)
 
     def handle(self, request: Request) -> Reply:
-        tenant, _, rest = request.path.strip("/").partition("/")
+        tenant, _, rest = request.url_path.strip("/").partition("/")
         if request.method != "POST" or rest != "oauth2/v2.0/token":
-            return Reply(404, {"error": "not_found"})
+            return json_reply(404, {"error": "not_found"})
         with self._guard:
             tenants = {t for t, _ in self._apps}
             secret = self._apps.get((tenant, request.one("client_id")))
@@ -72,11 +71,11 @@ class AadFixture(JsonHttpsServer):
         with self._guard:
             self._issued[token] = (tenant, request.one("client_id"))
         body = {"token_type": "Bearer", "expires_in": 3599, "access_token": token}
-        return Reply(200, body)
+        return json_reply(200, body)
 
 
 def _aad_error(status: int, error: str, description: str) -> Reply:
-    return Reply(status, {"error": error, "error_description": description})
+    return json_reply(status, {"error": error, "error_description": description})
 
 
 class AcrTokenFixture(JsonHttpsServer):
@@ -99,44 +98,44 @@ class AcrTokenFixture(JsonHttpsServer):
         return f"sp:{client_id}"
 
     def handle(self, request: Request) -> Reply:
-        route = (request.method, request.path)
+        route = (request.method, request.url_path)
         if route == ("POST", "/oauth2/exchange"):
             return self._exchange(request)
         if route == ("POST", "/oauth2/token"):
             return self._refresh_grant(request)
         if route == ("GET", "/oauth2/token"):
             return self._basic_grant(request)
-        return Reply(404, {"errors": [{"code": "NOT_FOUND", "message": "not found"}]})
+        return json_reply(404, {"errors": [{"code": "NOT_FOUND", "message": "not found"}]})
 
     def _exchange(self, request: Request) -> Reply:
         if request.one("grant_type") != "access_token":
-            return Reply(400, {"errors": [{"code": "UNSUPPORTED", "message": "grant_type"}]})
+            return json_reply(400, {"errors": [{"code": "UNSUPPORTED", "message": "grant_type"}]})
         if request.one("service") != self.tokens.service:
-            return Reply(400, {"errors": [{"code": "INVALID_SERVICE", "message": "service"}]})
+            return json_reply(400, {"errors": [{"code": "INVALID_SERVICE", "message": "service"}]})
         owner = self.aad.owner(request.one("access_token"))
         if owner is None or owner[0] != request.one("tenant"):
             return UNAUTHORIZED
         refresh = secrets.token_urlsafe(32)
         with self._guard:
             self._refresh[refresh] = self.principal_name(owner[1])
-        return Reply(200, {"refresh_token": refresh})
+        return json_reply(200, {"refresh_token": refresh})
 
     def _refresh_grant(self, request: Request) -> Reply:
         if request.one("grant_type") != "refresh_token":
-            return Reply(400, {"errors": [{"code": "UNSUPPORTED", "message": "grant_type"}]})
+            return json_reply(400, {"errors": [{"code": "UNSUPPORTED", "message": "grant_type"}]})
         with self._guard:
             principal = self._refresh.get(request.one("refresh_token"))
         if principal is None or request.one("service") != self.tokens.service:
             return UNAUTHORIZED
         token, _ = self.tokens.sign(principal, request.form.get("scope", []))
-        return Reply(200, {"access_token": token})
+        return json_reply(200, {"access_token": token})
 
     def _basic_grant(self, request: Request) -> Reply:
         pair = request.basic()
         if pair is None or not self.tokens.grants.check_password(*pair):
             return UNAUTHORIZED
         token, _ = self.tokens.sign(pair[0], request.query.get("scope", []))
-        return Reply(200, {"access_token": token})
+        return json_reply(200, {"access_token": token})
 
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"

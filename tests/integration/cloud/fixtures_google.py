@@ -28,13 +28,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from tests.harness.certs import TestCA
+from tests.harness.https_server import Reply, Request, json_reply
 from tests.integration.cloud.fixtures_https import (
     UNAUTHORIZED,
     JsonHttpsServer,
     RealmRegistry,
     RegistryTokens,
-    Reply,
-    Request,
     seed_image,
 )
 
@@ -92,23 +91,23 @@ class GoogleOAuthFixture(JsonHttpsServer):
             return self._issued.get(access_token)
 
     def handle(self, request: Request) -> Reply:
-        if (request.method, request.path) != ("POST", "/token"):
-            return Reply(404, {"error": "not_found"})
+        if (request.method, request.url_path) != ("POST", "/token"):
+            return json_reply(404, {"error": "not_found"})
         if request.one("grant_type") != JWT_BEARER:
-            return Reply(400, {"error": "unsupported_grant_type"})
+            return json_reply(400, {"error": "unsupported_grant_type"})
         claims = self._verified_claims(request.one("assertion"))
         if claims is None:
-            return Reply(
+            return json_reply(
                 400, {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}
             )
         problem = self._claim_problem(claims)
         if problem is not None:
-            return Reply(400, {"error": problem[0], "error_description": problem[1]})
+            return json_reply(400, {"error": problem[0], "error_description": problem[1]})
         token = "ya29." + secrets.token_urlsafe(32)
         with self._guard:
             self._issued[token] = claims["iss"]
             self.last_claims = claims
-        return Reply(200, {"access_token": token, "expires_in": 3599, "token_type": "Bearer"})
+        return json_reply(200, {"access_token": token, "expires_in": 3599, "token_type": "Bearer"})
 
     def _verified_claims(self, assertion: str) -> dict[str, Any] | None:
         try:
@@ -158,13 +157,15 @@ class GoogleRealmFixture(JsonHttpsServer):
         return f"{self.url}/v2/token"
 
     def handle(self, request: Request) -> Reply:
-        if (request.method, request.path) != ("GET", "/v2/token"):
-            return Reply(404, {"errors": [{"code": "NOT_FOUND", "message": "not found"}]})
+        if (request.method, request.url_path) != ("GET", "/v2/token"):
+            return json_reply(404, {"errors": [{"code": "NOT_FOUND", "message": "not found"}]})
         principal = self._principal(request)
         if principal is None:
             return UNAUTHORIZED
         token, _ = self.tokens.sign(principal, request.query.get("scope", []))
-        return Reply(200, {"token": token, "access_token": token, "expires_in": self.tokens.ttl})
+        return json_reply(
+            200, {"token": token, "access_token": token, "expires_in": self.tokens.ttl}
+        )
 
     def _principal(self, request: Request) -> str | None:
         pair = request.basic()

@@ -29,9 +29,9 @@ from pullbroker_service.domain.model import (
 from pullbroker_service.minting.azure import AzureConfig, AzureMinter
 
 from tests.harness.broker_config import LOOPBACK
+from tests.harness.https_server import json_reply
 from tests.harness.process import free_port
 from tests.integration.cloud.fixtures_azure import AzureWorld
-from tests.integration.cloud.fixtures_https import Reply
 from tests.integration.cloud.helpers import get_manifest, granted
 from tests.integration.cloud.records import record
 
@@ -198,7 +198,7 @@ class TestReachability:
     async def test_rate_limited_token_endpoint(self, make: Make, acr: AzureWorld) -> None:
         """ACR's 429 becomes RateLimited with its Retry-After."""
         acr.acr.fail_next(
-            Reply(429, {"errors": [{"code": "TOOMANYREQUESTS"}]}, {"Retry-After": "3"})
+            json_reply(429, {"errors": [{"code": "TOOMANYREQUESTS"}]}, {"Retry-After": "3"})
         )
         with pytest.raises(RateLimited) as caught:
             await make(config_for(acr)).mint(target(acr), principal(acr, "reader"), "team/app")

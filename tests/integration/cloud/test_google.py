@@ -33,6 +33,7 @@ from pullbroker_service.minting.google import READ_ONLY_SCOPE, GoogleConfig, Goo
 
 from tests.harness.broker_config import LOOPBACK
 from tests.harness.certs import TestCA
+from tests.harness.https_server import json_reply
 from tests.harness.process import free_port
 from tests.integration.cloud.fixtures_google import (
     OUTSIDER,
@@ -41,11 +42,13 @@ from tests.integration.cloud.fixtures_google import (
     GoogleWorld,
     service_account_key,
 )
-from tests.integration.cloud.fixtures_https import RealmRegistry, RegistryTokens, Reply
+from tests.integration.cloud.fixtures_https import RealmRegistry, RegistryTokens
 from tests.integration.cloud.helpers import get_manifest, granted
 from tests.integration.cloud.records import record
 
 pytestmark = pytest.mark.integration
+
+RATE_LIMITED = json_reply(429, {"error": "rate_limited"}, {"Retry-After": "7"})
 
 
 Make = Callable[..., GoogleMinter]
@@ -236,7 +239,9 @@ class TestErrors:
         self, make: Make, google_fresh: GoogleWorld
     ) -> None:
         """Google's 429 becomes RateLimited with its Retry-After."""
-        google_fresh.oauth.fail_next(Reply(429, {"error": "rate_limited"}, {"Retry-After": "7"}))
+        google_fresh.oauth.fail_next(
+            json_reply(429, {"error": "rate_limited"}, {"Retry-After": "7"})
+        )
         with pytest.raises(RateLimited) as caught:
             await make(config_for(google_fresh)).mint(
                 gcr(google_fresh), key(google_fresh, READER), "team/app"
@@ -255,7 +260,9 @@ class TestProbe:
 
     async def test_probe_rate_limited(self, make: Make, google_fresh: GoogleWorld) -> None:
         """A 429 probes rate_limited and says when to retry."""
-        google_fresh.oauth.fail_next(Reply(429, {"error": "rate_limited"}, {"Retry-After": "7"}))
+        google_fresh.oauth.fail_next(
+            json_reply(429, {"error": "rate_limited"}, {"Retry-After": "7"})
+        )
         result = await make(config_for(google_fresh)).probe(
             gcr(google_fresh), key(google_fresh, READER), "team/app"
         )

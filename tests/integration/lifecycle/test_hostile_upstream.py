@@ -20,9 +20,10 @@ from pullbroker_client.secret import Secret
 from pullbroker_service.infra.logging import configure_logging
 
 from tests.harness.canary import find_in_text, new_canary
+from tests.harness.certs import TestCA
+from tests.harness.https_server import HTTPSServer, Reply, Request
 from tests.integration.lifecycle.conftest import LifecycleBroker
-from tests.unit.registry.servers import HTTPSServer, Recorded, Reply, make_ca
-from tests.unit.service.test_hostile_upstream import Hostile, json_reply
+from tests.unit.service.minting.test_hostile_upstream import Hostile, json_reply
 
 pytestmark = pytest.mark.integration
 
@@ -50,10 +51,10 @@ def broker_log(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.fixture
-def hostile(tmp_path: Path) -> Iterator[Hostile]:
-    hostile, tls = Hostile(json_reply({})), make_ca(tmp_path / "hostile-ca")
-    server = HTTPSServer(hostile.handle, tls)
-    hostile.server, hostile.ca_pem = server, tls.ca_pem
+def hostile(test_ca: TestCA) -> Iterator[Hostile]:
+    hostile = Hostile(json_reply({}))
+    server = HTTPSServer(hostile.handle, test_ca)
+    hostile.server, hostile.ca_pem = server, test_ca.pem
     with server:
         yield hostile
 
@@ -85,7 +86,7 @@ class TestEchoingEndpoint:
         canary = new_canary("echo")
         password = f"{canary}/+ &="
 
-        def reply(request: Recorded) -> Reply:
+        def reply(request: Request) -> Reply:
             quoted = ECHOES[echo](request.headers.get("authorization", ""), password)
             body = {"errors": [{"code": "BAD_REQUEST", "message": f"you sent {quoted}"}]}
             return json_reply(body, 400)(request)

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.broker_process import BrokerProcess
 from tests.harness.certs import TestCA
 from tests.harness.registry import TokenAuthRegistry
+from tests.harness.sidecar import SidecarDaemon, make_helper_bin
 from tests.harness.standard import ALICE, StandardImages
 from tests.integration.nodes.runtimes import (
     DOCKERD_HINT,
@@ -27,7 +29,6 @@ from tests.integration.nodes.runtimes import (
     remove_tree,
     short_dir,
 )
-from tests.integration.nodes.sidecar import SidecarDaemon, make_helper_bin
 from tests.integration.nodes.world import (
     CAROL,
     DAVE,
@@ -35,12 +36,10 @@ from tests.integration.nodes.world import (
     NodeWorld,
     RecordingDoor,
     push_basic,
-    register,
     restrict_policy,
     scan_for_leaks,
     start_basic,
 )
-from tests.integration.sidecar.world import BrokerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -64,10 +63,10 @@ def node_world(
         basic_other = push_basic(basic_b, DAVE, seed_dir, "team/other", "v1")
         broker.start()
         password = token_registry.users[ALICE]
-        register(broker, "nodes-token", door.url, test_ca.pem, ALICE, password)
-        register(broker, "nodes-basic", basic.url, test_ca.pem, CAROL, basic.users[CAROL],
+        broker.register("nodes-token", door.url, test_ca.pem, ALICE, password)
+        broker.register("nodes-basic", basic.url, test_ca.pem, CAROL, basic.users[CAROL],
                  passthrough=True)  # fmt: skip
-        register(broker, "nodes-basic-b", basic_b.url, test_ca.pem, DAVE, basic_b.users[DAVE],
+        broker.register("nodes-basic-b", basic_b.url, test_ca.pem, DAVE, basic_b.users[DAVE],
                  passthrough=True)  # fmt: skip
         restrict_policy(broker, basic_other.reference)
         yield NodeWorld(

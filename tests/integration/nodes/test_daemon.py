@@ -21,11 +21,11 @@ import pytest
 from cryptography import x509
 from pullbroker_service.bootstrap.devca import CertificateAuthority, LeafSpec
 
+from tests.harness.broker_process import BrokerProcess
 from tests.harness.process import HarnessError
+from tests.harness.sidecar import SidecarDaemon
 from tests.integration.nodes.runtimes import remove_tree, run, short_dir
-from tests.integration.nodes.sidecar import SidecarDaemon
-from tests.integration.nodes.world import CAROL, LeakCheck, NodeWorld, register
-from tests.integration.sidecar.world import BrokerProcess
+from tests.integration.nodes.world import CAROL, LeakCheck, NodeWorld
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +38,7 @@ def own_broker(
     broker = BrokerProcess(tmp_path_factory.mktemp("daemon-broker") / "home").start()
     try:
         basic = node_world.basic
-        register(broker, "basic", basic.url, basic.ca_pem, CAROL, basic.users[CAROL],
+        broker.register("basic", basic.url, basic.ca_pem, CAROL, basic.users[CAROL],
                  passthrough=True)  # fmt: skip
         yield broker
     finally:

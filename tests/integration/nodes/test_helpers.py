@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.nodes.runtimes import run
-from tests.integration.nodes.sidecar import (
+from tests.harness.sidecar import (
     DOCKER_HELPER,
     KUBELET_PROVIDER,
     SidecarDaemon,
     installed,
     node_env,
 )
+from tests.integration.nodes.runtimes import run
 from tests.integration.nodes.world import CAROL, LeakCheck, NodeWorld
 
 pytestmark = pytest.mark.integration

@@ -21,18 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-from pullbroker.v1 import registry_pb2
-from pullbroker_client.broker import BrokerCallError, BrokerClient, BrokerTarget, basic_credential
-from pullbroker_client.secret import Secret
+from pullbroker_client.broker import BrokerCallError, BrokerClient, BrokerTarget
 
+from tests.harness.broker_process import BrokerProcess
 from tests.harness.canary import find_in_text, find_in_tree, new_canary
 from tests.harness.certs import TestCA
+from tests.harness.https_server import Reply, Request
 from tests.harness.images import build_image, push_image
 from tests.harness.registry import HtpasswdRegistry, Registry, TokenAuthRegistry
 from tests.harness.standard import ALICE, PushedImage, seed_image
 from tests.integration.sidecar.frontdoor import FrontDoor
-from tests.integration.sidecar.world import BrokerProcess
-from tests.unit.sidecar.https_server import Answer
 
 CAROL = "carol"
 DAVE = "dave"
@@ -62,9 +60,9 @@ class RecordingDoor(FrontDoor):
         super().__init__(registry, ca)
         self.ranges: list[str | None] = []
 
-    def blob(self, path: str, headers: dict[str, str]) -> Answer:
-        self.ranges.append(headers.get("range"))
-        return super().blob(path, headers)
+    def blob(self, request: Request) -> Reply:
+        self.ranges.append(request.headers.get("range"))
+        return super().blob(request)
 
 
 @dataclass(frozen=True)
@@ -137,23 +135,6 @@ def start_basic(workdir: Path, ca: TestCA, user: str) -> HtpasswdRegistry:
     registry = HtpasswdRegistry(workdir, ca)
     registry.add_user(user, new_canary(user))
     return registry.start()
-
-
-def register(
-    broker: BrokerProcess, name: str, url: str, ca_pem: str, user: str, password: str,
-    *, passthrough: bool = False,
-) -> str:  # fmt: skip
-    """A generic registry record with a Basic credential; returns its resource name."""
-    record = registry_pb2.Registry(
-        display_name=name,
-        type=registry_pb2.REGISTRY_TYPE_GENERIC,
-        url=url,
-        registry_ca_pem=ca_pem,
-        allow_basic_passthrough=passthrough,
-    )
-    with broker.admin() as admin:
-        created = admin.create_registry(record, basic_credential(user, Secret(password)))
-    return str(created.name)
 
 
 def restrict_policy(broker: BrokerProcess, denied_image: str) -> None:

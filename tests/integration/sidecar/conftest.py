@@ -11,11 +11,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.harness.broker_process import BrokerProcess
 from tests.harness.certs import TestCA
 from tests.harness.registry import TokenAuthRegistry
 from tests.harness.standard import ALICE, StandardImages, seed_image
 from tests.integration.sidecar.frontdoor import FrontDoor
-from tests.integration.sidecar.world import BrokerProcess, SidecarWorld
+from tests.integration.sidecar.world import SidecarWorld
 
 
 @pytest.fixture(scope="module")

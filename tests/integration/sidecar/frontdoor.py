@@ -1,5 +1,7 @@
 """An HTTPS reverse proxy in front of the real registry, for what it will not do on demand.
 
+A handler on the harness HTTPSServer, which does the serving, recording and stalling.
+
 Everything is forwarded to the registry unchanged (auth is still the registry's and the
 token server's), except, when asked:
 - `redirect_to`: blob GETs are answered with a 307 to another host (`localhost`, a
@@ -19,12 +21,11 @@ import re
 import secrets
 import ssl
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from dataclasses import replace
 
 from tests.harness.certs import TestCA
+from tests.harness.https_server import HTTPSServer, Reply, Request
 from tests.harness.registry import Registry
-from tests.unit.sidecar.https_server import Answer, RecordingServer
 
 _BLOB = re.compile(r"^/v2/.+/blobs/sha256:[a-f0-9]{64}$")
 _FORWARD_REQUEST = ("authorization", "accept", "range", "user-agent")
@@ -42,50 +43,50 @@ class FrontDoor:
 
     def __init__(self, registry: Registry, ca: TestCA) -> None:
         self.registry = registry
-        cert = ca.issue("frontdoor", dns=["localhost"], ips=["127.0.0.1"], client=False)
-        self._server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self._server_tls.load_cert_chain(cert.cert_path, cert.key_path)
+        self.server = HTTPSServer(self.handle, ca, name="frontdoor")
         self._upstream_tls = ssl.create_default_context(cadata=ca.pem)
-        self.redirect_to: RecordingServer | None = None
+        self.redirect_to: HTTPSServer | None = None
         self.revoke_first_token = False
         self.revoked: str | None = None
         self.blob_authorizations: list[str | None] = []
         self.rejected = 0
         self.stall_blobs = False
-        self.stalled = threading.Event()
-        self.release = threading.Event()
         self._lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     def start(self) -> FrontDoor:
-        handler = type("_Bound", (_Handler,), {"door": self})
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        httpd.socket = self._server_tls.wrap_socket(httpd.socket, server_side=True)
-        httpd.daemon_threads = True
-        self._httpd = httpd
-        self._thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-        self._thread.start()
+        self.server.start()
         return self
 
     def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self.server.stop()
+
+    @property
+    def stalled(self) -> threading.Event:
+        """Set when a stalled blob body has sent its first half."""
+        return self.server.stalled
+
+    @property
+    def release(self) -> threading.Event:
+        """Set to let stalled blob bodies end (the connection closes short of the length)."""
+        return self.server.release
 
     @property
     def host(self) -> str:
-        assert self._httpd is not None
-        return f"127.0.0.1:{self._httpd.server_address[1]}"
+        return self.server.host
 
     @property
     def url(self) -> str:
-        return f"https://{self.host}"
+        return self.server.url()
 
-    def forward(self, method: str, path: str, headers: dict[str, str]) -> Answer:
+    def handle(self, request: Request) -> Reply:
+        if request.method == "GET" and _BLOB.match(request.url_path):
+            reply = self.blob(request)
+            return replace(reply, stall=self.stall_blobs and reply.status == 200)
+        if request.method in ("GET", "HEAD"):
+            return self.forward(request.method, request.path, request.headers)
+        return Reply(405)
+
+    def forward(self, method: str, path: str, headers: dict[str, str]) -> Reply:
         """Send the request to the registry and return its answer."""
         conn = http.client.HTTPSConnection(
             "127.0.0.1", int(self.registry.host.rsplit(":", 1)[1]), context=self._upstream_tls
@@ -96,15 +97,15 @@ class FrontDoor:
             resp = conn.getresponse()
             body = resp.read()
             kept = {k: v for k, v in resp.getheaders() if k.lower() in _FORWARD_RESPONSE}
-            if method == "HEAD":  # the size of the body a GET would send
-                kept["X-Length"] = resp.getheader("Content-Length") or "0"
-            return Answer(resp.status, body, kept)
+            # A HEAD announces the size of the body a GET would send.
+            length = int(resp.getheader("Content-Length") or 0) if method == "HEAD" else None
+            return Reply(resp.status, kept, body, length=length)
         finally:
             conn.close()
 
-    def blob(self, path: str, headers: dict[str, str]) -> Answer:
+    def blob(self, request: Request) -> Reply:
         """A blob GET: maybe revoked, maybe redirected, else forwarded."""
-        authorization = headers.get("authorization")
+        authorization = request.authorization
         with self._lock:
             self.blob_authorizations.append(authorization)
             if self.revoke_first_token and self.revoked is None and authorization:
@@ -114,59 +115,15 @@ class FrontDoor:
                 self.rejected += 1
         if revoked:
             return _invalid_token()
-        answer = self.forward("GET", path, headers)
-        if self.redirect_to is None or answer.status != 200:
-            return answer
+        reply = self.forward("GET", request.path, request.headers)
+        if self.redirect_to is None or reply.status != 200:
+            return reply
         signed = f"/storage/{secrets.token_hex(8)}?X-Signature={secrets.token_hex(8)}"
-        self.redirect_to.answers[signed] = Answer(200, answer.body)
-        return Answer(307, b"", {"Location": self.redirect_to.url("localhost") + signed})
+        self.redirect_to.answers[signed] = Reply(200, body=reply.body)
+        return Reply(307, {"Location": self.redirect_to.url("localhost") + signed})
 
 
-def _invalid_token() -> Answer:
+def _invalid_token() -> Reply:
     challenge = 'Bearer realm="https://127.0.0.1/token",error="invalid_token"'
     body = b'{"errors":[{"code":"UNAUTHORIZED","message":"token revoked"}]}'
-    return Answer(401, body, {"WWW-Authenticate": challenge, "Content-Type": "application/json"})
-
-
-class _Handler(BaseHTTPRequestHandler):
-    door: FrontDoor
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        if _BLOB.match(self.path.split("?", 1)[0]):
-            answer = self.door.blob(self.path, headers)
-            if self.door.stall_blobs and answer.status == 200:
-                self._stall(answer)
-            else:
-                self._send(answer, body=True)
-        else:
-            self._send(self.door.forward("GET", self.path, headers), body=True)
-
-    def do_HEAD(self) -> None:
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        self._send(self.door.forward("HEAD", self.path, headers), body=False)
-
-    def _stall(self, answer: Answer) -> None:
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(answer.body)))
-        self.end_headers()
-        self.wfile.write(answer.body[: len(answer.body) // 2])
-        self.wfile.flush()
-        self.door.stalled.set()
-        self.door.release.wait(timeout=30)
-        self.close_connection = True
-
-    def _send(self, answer: Answer, *, body: bool) -> None:
-        self.send_response(answer.status)
-        for key, value in answer.headers.items():
-            if key != "X-Length":
-                self.send_header(key, value)
-        length = len(answer.body) if body else answer.headers.get("X-Length", "0")
-        self.send_header("Content-Length", str(length))
-        self.end_headers()
-        if body:
-            self.wfile.write(answer.body)
+    return Reply(401, {"WWW-Authenticate": challenge, "Content-Type": "application/json"}, body)

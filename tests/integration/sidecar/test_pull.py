@@ -14,12 +14,13 @@ import pytest
 
 from tests.harness.canary import find_in_text, find_in_tree
 from tests.harness.certs import TestCA
+from tests.harness.https_server import HTTPSServer
 from tests.harness.process import require_tool
+from tests.harness.sidecar import run_sidecar
 from tests.harness.skopeo import run_skopeo
 from tests.harness.standard import ALICE
 from tests.integration.sidecar.frontdoor import FrontDoor
-from tests.integration.sidecar.world import SidecarWorld, run_sidecar
-from tests.unit.sidecar.https_server import RecordingServer
+from tests.integration.sidecar.world import SidecarWorld
 
 pytestmark = pytest.mark.integration
 
@@ -199,7 +200,7 @@ class TestTokens:
         self, world: SidecarWorld, door: FrontDoor, test_ca: TestCA, tmp_path: Path
     ) -> None:
         """Blobs redirected to another host are fetched without the registry token."""
-        storage = RecordingServer(test_ca, "storage").start()
+        storage = HTTPSServer(tls=test_ca, name="storage").start()
         try:
             door.redirect_to = storage
             image = world.seed("team/redirected", "v1", [2048, 2048])
@@ -207,8 +208,8 @@ class TestTokens:
         finally:
             storage.stop()
         assert result["digest"] == image.digest
-        assert len(storage.seen) == 3  # config + two layers, all through the redirect
-        assert all("authorization" not in s.headers for s in storage.seen)
+        assert len(storage.requests) == 3  # config + two layers, all through the redirect
+        assert all("authorization" not in s.headers for s in storage.requests)
         assert all(a and a.startswith("Bearer ") for a in door.blob_authorizations)
         _assert_only_verified_blobs(tmp_path / "redirected")
 

@@ -7,13 +7,13 @@ from collections.abc import Iterator
 import pytest
 
 from tests.harness.certs import TestCA
-from tests.unit.sidecar.https_server import RecordingServer
+from tests.harness.https_server import HTTPSServer
 
 
 @pytest.fixture
-def server(test_ca: TestCA) -> Iterator[RecordingServer]:
+def server(test_ca: TestCA) -> Iterator[HTTPSServer]:
     """The registry: HTTPS on 127.0.0.1, canned answers, every request recorded."""
-    srv = RecordingServer(test_ca, "registry").start()
+    srv = HTTPSServer(tls=test_ca, name="registry").start()
     try:
         yield srv
     finally:
@@ -21,9 +21,9 @@ def server(test_ca: TestCA) -> Iterator[RecordingServer]:
 
 
 @pytest.fixture
-def other(test_ca: TestCA) -> Iterator[RecordingServer]:
+def other(test_ca: TestCA) -> Iterator[HTTPSServer]:
     """Another origin (same address, another port): object storage a registry redirects to."""
-    srv = RecordingServer(test_ca, "storage").start()
+    srv = HTTPSServer(tls=test_ca, name="storage").start()
     try:
         yield srv
     finally:

@@ -61,13 +61,24 @@ class TestCategories:
 
 @dataclass
 class Broker:
+    """A StatusReporter recording each report's name, state and other fields."""
+
     reports: list[tuple[str, int, dict[str, Any]]] = field(default_factory=list)
     refuse: bool = False
 
-    async def report_deployment_status(self, name: str, state: int, **fields: Any) -> Any:
+    async def report_deployment_status(
+        self,
+        name: str = "",
+        state: pb.DeploymentState.ValueType = pb.DEPLOYMENT_STATE_UNSPECIFIED,
+        digest: str = "",
+        failure_category: pb.FailureCategory.ValueType = pb.FAILURE_CATEGORY_UNSPECIFIED,
+        message: str = "",
+    ) -> pb.Deployment:
+        fields = {"digest": digest, "failure_category": failure_category, "message": message}
         self.reports.append((name, state, fields))
         if self.refuse:
             raise BrokerCallError(grpc.StatusCode.UNAVAILABLE, "broker down")
+        return pb.Deployment(name=name)
 
 
 class TestPullReported:

@@ -1,1 +1,0 @@
-"""Unit tests of the broker API surface, its startup pieces and the broker client/CLI."""

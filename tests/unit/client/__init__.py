@@ -1,0 +1,1 @@
+"""Unit tests of pullbroker_client: the registry client and the admin CLI."""
