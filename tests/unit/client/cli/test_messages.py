@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 from pathlib import Path
 
@@ -14,10 +12,6 @@ from pullbroker_client.cli import output
 from pullbroker_client.cli_flags import as_flags
 from pullbroker_client.errors import ConfigurationError
 from pullbroker_client.home import Home
-from pullbroker_sidecar.pull.layout import OciLayout
-from pullbroker_sidecar.pull.manifest import Descriptor
-from pullbroker_sidecar.pull.progress import LineProgress
-from pullbroker_sidecar.pull.store import ContentStore
 
 
 class TestApiFieldsBecomeFlags:
@@ -88,31 +82,3 @@ class TestMissingBrokerAddress:
             Home(tmp_path).read_address()
         assert "is not a pullbroker home" in str(caught.value)
         assert "pullbroker serve --home" not in str(caught.value)
-
-
-def digest_of(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-class TestResumedPullReport:
-    """A pull that resumes an interrupted download says how much it resumed."""
-
-    def test_line_progress_names_the_resumed_bytes(self, tmp_path: Path) -> None:
-        """Bytes kept in the store's partial/ are reported, not "0 already present" alone."""
-        blob = b"x" * 300_000
-        descriptor = Descriptor(
-            "application/vnd.oci.image.layer.v1.tar", digest_of(blob), len(blob)
-        )
-        store = ContentStore.open(tmp_path / "store")
-        with store.blob_writer(descriptor) as writer:
-            writer.write(blob[:200_000])  # interrupted: no commit, the prefix is kept
-        resumed = store.partial_size(descriptor)
-        assert resumed == 200_000
-        stream = io.StringIO()
-        LineProgress(stream).start(1, len(blob), 0, resumed)
-        assert "resuming 195.3 KiB kept from an interrupted pull" in stream.getvalue()
-
-    def test_a_layout_keeps_nothing_to_resume(self, tmp_path: Path) -> None:
-        """An oci: layout's temp files start empty, so it never claims a resume."""
-        layout = OciLayout.open(tmp_path / "oci")
-        assert layout.partial_size(Descriptor("m", "sha256:" + "0" * 64, 5)) == 0
