@@ -46,6 +46,8 @@ def _config(
             config_file=Path(args.config).expanduser() if args.config else None,
             listen=listen,
             insecure_dev_port=insecure_dev_port,
+            metrics_listen=getattr(args, "metrics_listen", None),
+            otlp_endpoint=getattr(args, "otlp_endpoint", None),
         )
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
@@ -82,6 +84,20 @@ def add_serve_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         default=None,
         metavar="PORT",
         help="ALSO open a plaintext port on 127.0.0.1 (development only; never in production)",
+    )
+    serve_parser.add_argument(
+        "--metrics-listen",
+        default=None,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics over plain HTTP at http://HOST:PORT/metrics "
+        "(default: off; e.g. 127.0.0.1:9090, or 0.0.0.0:9090 in a pod)",
+    )
+    serve_parser.add_argument(
+        "--otlp-endpoint",
+        default=None,
+        metavar="URL",
+        help="send OpenTelemetry traces to this OTLP/HTTP traces URL "
+        "(default: off; e.g. http://otel-collector:4318/v1/traces)",
     )
     serve_parser.set_defaults(func=cmd_serve)
 

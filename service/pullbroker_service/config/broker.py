@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 from pullbroker_client.home import Home
+from pullbroker_client.metrics_http import parse_listen
 
 from pullbroker_service.config.errors import ConfigError
 from pullbroker_service.config.secret_backends import (
@@ -46,6 +47,7 @@ __all__ = [
     "SecretsConfig",
     "ServerLimits",
     "TlsConfig",
+    "TracingConfig",
     "VaultAuthConfig",
     "VaultConfig",
     "load_config",
@@ -146,6 +148,17 @@ class KubernetesConfig:
 
 
 @dataclass(frozen=True)
+class TracingConfig:
+    """OpenTelemetry traces, sent over OTLP; without this section nothing is traced."""
+
+    otlp_endpoint: str
+    """The collector's OTLP/HTTP traces URL, e.g. http://otel-collector:4318/v1/traces."""
+
+    service_name: str = "pullbroker-broker"
+    """The `service.name` resource attribute the broker's spans carry."""
+
+
+@dataclass(frozen=True)
 class BrokerConfig:
     """Everything `pullbroker serve` needs; bootstrap/main.py turns it into adapters."""
 
@@ -214,6 +227,14 @@ class BrokerConfig:
     """Verify pods' service-account tokens; None ignores them (rules with a `kubernetes`
     key then grant nothing)."""
 
+    metrics_listen: str | None = None
+    """HOST:PORT of a plain-HTTP Prometheus listener (`/metrics`); None (the default) opens
+    none. Nothing served there is secret; in Kubernetes 0.0.0.0:9090 behind a
+    NetworkPolicy is usual, on a shared host prefer 127.0.0.1. Port 0 picks a free one."""
+
+    tracing: TracingConfig | None = None
+    """OpenTelemetry tracing (OTLP/HTTP); None (the default) traces nothing."""
+
     @property
     def policy_file(self) -> Path:
         return self.policy_path or self.home.policy_yaml
@@ -229,6 +250,8 @@ def load_config(
     config_file: Path | None = None,
     listen: str | None = None,
     insecure_dev_port: int | None = None,
+    metrics_listen: str | None = None,
+    otlp_endpoint: str | None = None,
 ) -> BrokerConfig:
     """The configuration for `serve`: defaults, then `config_file`, then flags.
 
@@ -246,6 +269,11 @@ def load_config(
         config = replace(config, listen=listen)
     if insecure_dev_port is not None:
         config = replace(config, insecure_dev_port=insecure_dev_port)
+    if metrics_listen is not None:
+        config = replace(config, metrics_listen=metrics_listen)
+    if otlp_endpoint is not None:
+        tracing = config.tracing or TracingConfig(otlp_endpoint)
+        config = replace(config, tracing=replace(tracing, otlp_endpoint=otlp_endpoint))
     _validate(config)
     validate_secrets(config.secrets)
     return config
@@ -279,6 +307,7 @@ _SECTIONS: dict[str, type] = {
         TlsConfig,
         KubernetesConfig,
         RateLimitConfig,
+        TracingConfig,
     )
 }
 
@@ -382,6 +411,17 @@ def _validate(config: BrokerConfig) -> None:
     if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise ConfigError(
             f"listen address {config.listen!r} must be HOST:PORT, e.g. {DEFAULT_LISTEN}"
+        )
+    if config.metrics_listen is not None:
+        try:
+            parse_listen(config.metrics_listen)
+        except ValueError as exc:
+            raise ConfigError(f"metrics_listen (--metrics-listen): {exc}") from None
+    tracing = config.tracing
+    if tracing is not None and not tracing.otlp_endpoint.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"tracing.otlp_endpoint (--otlp-endpoint) {tracing.otlp_endpoint!r} must be an "
+            "http(s) URL, e.g. http://otel-collector:4318/v1/traces"
         )
     if config.log_level not in _LOG_LEVELS:
         raise ConfigError(f"log_level {config.log_level!r}: choose one of {', '.join(_LOG_LEVELS)}")
