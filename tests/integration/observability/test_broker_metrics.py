@@ -8,7 +8,7 @@ import grpc
 import httpx
 import pytest
 from pullbroker.v1 import registry_pb2
-from pullbroker_client.broker import BrokerCallError, BrokerClient, basic_credential
+from pullbroker_client.broker import BrokerCallError, basic_credential
 from pullbroker_client.secret import Secret
 
 from tests.harness.canary import find_in_text, new_canary
@@ -42,9 +42,7 @@ class TestListener:
         """A broker started without metrics_listen opens no metrics listener."""
         assert broker.metrics_url is None
 
-    def test_serves_text_format_at_metrics(
-        self, make_broker: Callable[..., RunningBroker]
-    ) -> None:
+    def test_serves_text_format_at_metrics(self, make_broker: Callable[..., RunningBroker]) -> None:
         """GET /metrics answers the Prometheus text format, with the certificate expiry
         and the backend's health already set at start."""
         broker = make_broker(metrics_listen="127.0.0.1:0")
