@@ -58,6 +58,8 @@ from pullbroker_service.domain.errors import (
 from pullbroker_service.domain.model import RegistryKind
 
 RPCS = ("IssuePullToken", "IssueRegistryLogin")
+LIMITED_CALLS = ("IssuePullToken", "TestConnection")
+"""app/ratelimit.py's LimitKind values, bound at start so dashboards see zeros, not gaps."""
 NO_KIND = "none"
 """The kind label of a call refused before a registry was chosen (bad image, no record)."""
 KINDS = (*(k.value for k in RegistryKind), NO_KIND)
@@ -207,6 +209,7 @@ class BrokerMetrics:
             ["call"],
             registry=registry,
         )
+        self._limited_children = {call: self._limited.labels(call) for call in LIMITED_CALLS}
         self._backend_up = Gauge(
             "pullbroker_secret_backend_up",
             "1 while the secret backend answers its health check, else 0.",
@@ -241,7 +244,8 @@ class BrokerMetrics:
         self._denials[rpc].inc()
 
     def rate_limited(self, call: str) -> None:
-        self._limited.labels(call).inc()
+        child = self._limited_children.get(call)
+        (child if child is not None else self._limited.labels(call)).inc()
 
     def mint_observed(self, kind: str, seconds: float, error: BaseException | None) -> None:
         label = kind if kind in self._mint_seconds else NO_KIND
