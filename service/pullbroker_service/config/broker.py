@@ -47,7 +47,6 @@ __all__ = [
     "SecretsConfig",
     "ServerLimits",
     "TlsConfig",
-    "TracingConfig",
     "VaultAuthConfig",
     "VaultConfig",
     "load_config",
@@ -148,17 +147,6 @@ class KubernetesConfig:
 
 
 @dataclass(frozen=True)
-class TracingConfig:
-    """OpenTelemetry traces, sent over OTLP; without this section nothing is traced."""
-
-    otlp_endpoint: str
-    """The collector's OTLP/HTTP traces URL, e.g. http://otel-collector:4318/v1/traces."""
-
-    service_name: str = "pullbroker-broker"
-    """The `service.name` resource attribute the broker's spans carry."""
-
-
-@dataclass(frozen=True)
 class BrokerConfig:
     """Everything `pullbroker serve` needs; bootstrap/main.py turns it into adapters."""
 
@@ -232,9 +220,6 @@ class BrokerConfig:
     none. Nothing served there is secret; in Kubernetes 0.0.0.0:9090 behind a
     NetworkPolicy is usual, on a shared host prefer 127.0.0.1. Port 0 picks a free one."""
 
-    tracing: TracingConfig | None = None
-    """OpenTelemetry tracing (OTLP/HTTP); None (the default) traces nothing."""
-
     @property
     def policy_file(self) -> Path:
         return self.policy_path or self.home.policy_yaml
@@ -251,7 +236,6 @@ def load_config(
     listen: str | None = None,
     insecure_dev_port: int | None = None,
     metrics_listen: str | None = None,
-    otlp_endpoint: str | None = None,
 ) -> BrokerConfig:
     """The configuration for `serve`: defaults, then `config_file`, then flags.
 
@@ -271,9 +255,6 @@ def load_config(
         config = replace(config, insecure_dev_port=insecure_dev_port)
     if metrics_listen is not None:
         config = replace(config, metrics_listen=metrics_listen)
-    if otlp_endpoint is not None:
-        tracing = config.tracing or TracingConfig(otlp_endpoint)
-        config = replace(config, tracing=replace(tracing, otlp_endpoint=otlp_endpoint))
     _validate(config)
     validate_secrets(config.secrets)
     return config
@@ -307,7 +288,6 @@ _SECTIONS: dict[str, type] = {
         TlsConfig,
         KubernetesConfig,
         RateLimitConfig,
-        TracingConfig,
     )
 }
 
@@ -417,12 +397,6 @@ def _validate(config: BrokerConfig) -> None:
             parse_listen(config.metrics_listen)
         except ValueError as exc:
             raise ConfigError(f"metrics_listen (--metrics-listen): {exc}") from None
-    tracing = config.tracing
-    if tracing is not None and not tracing.otlp_endpoint.startswith(("http://", "https://")):
-        raise ConfigError(
-            f"tracing.otlp_endpoint (--otlp-endpoint) {tracing.otlp_endpoint!r} must be an "
-            "http(s) URL, e.g. http://otel-collector:4318/v1/traces"
-        )
     if config.log_level not in _LOG_LEVELS:
         raise ConfigError(f"log_level {config.log_level!r}: choose one of {', '.join(_LOG_LEVELS)}")
     port_ = config.insecure_dev_port
