@@ -1,8 +1,8 @@
 """Token benchmark: IssuePullToken on a cache hit beside a bare grpc.aio echo, same mTLS certs.
 
-The broker (`pullbroker serve`, default logging) and the echo server (a grpc.aio server with
-only grpc.health.v1, the same server certificate and client CA) each run in a process of
-their own; the load generator is this process: 64 concurrent callers on one warm mTLS
+The broker (`pullbroker serve`, default logging, metrics on) and the echo server (a grpc.aio
+server with only grpc.health.v1, the same server certificate and client CA) each run in a
+process of their own; the load generator is this process: 64 concurrent callers on one warm mTLS
 grpc.aio channel per server. The two are measured in alternating short rounds, so that the
 background load of a shared machine falls on both alike. The table shows calls/s and
 p50/p99 latency, and the broker's share of the echo's throughput (target >= 0.8).
@@ -162,6 +162,9 @@ def _start_broker(home: Path) -> subprocess.Popen[bytes]:
             "127.0.0.1:0",
             "--config",
             str(config),
+            # Measured as production runs it: every call counted (infra/metrics.py).
+            "--metrics-listen",
+            "127.0.0.1:0",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -46,6 +46,7 @@ def _config(
             config_file=Path(args.config).expanduser() if args.config else None,
             listen=listen,
             insecure_dev_port=insecure_dev_port,
+            metrics_listen=getattr(args, "metrics_listen", None),
         )
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
@@ -82,6 +83,13 @@ def add_serve_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         default=None,
         metavar="PORT",
         help="ALSO open a plaintext port on 127.0.0.1 (development only; never in production)",
+    )
+    serve_parser.add_argument(
+        "--metrics-listen",
+        default=None,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics over plain HTTP at http://HOST:PORT/metrics "
+        "(default: off; e.g. 127.0.0.1:9090, or 0.0.0.0:9090 in a pod)",
     )
     serve_parser.set_defaults(func=cmd_serve)
 

@@ -46,6 +46,12 @@ def add_run_parser(
         metavar="SECONDS",
         help=f"how often to look for rotated certificate files (default {DEFAULT_ROTATION_CHECK})",
     )
+    run.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics over plain HTTP at http://HOST:PORT/metrics "
+        "(default: off; e.g. 127.0.0.1:9091, or 0.0.0.0:9091 in a DaemonSet pod)",
+    )
     return run
 
 

@@ -16,10 +16,13 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from pullbroker_client.broker import IssuedPullToken, IssuedRegistryLogin
 from pullbroker_client.secret import Secret
+
+if TYPE_CHECKING:
+    from pullbroker_sidecar.metrics import SidecarMetrics
 
 # A token whose expiry the broker did not say is assumed to live this long (the registry
 # token spec's default).
@@ -83,8 +86,10 @@ class BrokerAuthorizer:
         *,
         registry: str | None = None,
         clock: Callable[[], float] = time.time,
+        metrics: SidecarMetrics | None = None,
     ) -> None:
         self._broker = broker
+        self._metrics = metrics
         self._image = image
         self._registry = registry
         self._clock = clock
@@ -119,6 +124,9 @@ class BrokerAuthorizer:
 
     async def _issue(self, *, force: bool) -> None:
         self.broker_calls += 1
+        if self._metrics is not None:
+            reason = "forced" if force else "first" if self._grant is None else "renewal"
+            self._metrics.refreshed("pull_token", reason)
         token = await self._broker.issue_pull_token(
             self._image, registry=self._registry or "", force_refresh=force
         )

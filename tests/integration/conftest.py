@@ -40,6 +40,8 @@ class RunningBroker:
     home: Home
     address: str
     insecure_address: str | None = None
+    metrics_url: str | None = None
+    """http://HOST:PORT/metrics when the broker was made with metrics_listen."""
 
     def target(self, role: str = "admin", tls: TlsFiles | None = None) -> BrokerTarget:
         """Where to call, presenting the home's `role` certificate (or `tls`)."""
@@ -111,7 +113,10 @@ def make_broker(tmp_path: Path) -> Iterator[Callable[..., RunningBroker]]:
             home.policy_yaml.write_text(policy)
         thread = BrokerThread(home, **overrides)
         running.append(thread)
-        return RunningBroker(home, thread.broker.address, thread.broker.server.insecure_address)
+        broker = thread.broker
+        return RunningBroker(
+            home, broker.address, broker.server.insecure_address, broker.metrics_url
+        )
 
     try:
         yield make

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from pullbroker_service.domain.errors import QuotaExceeded
+from pullbroker_service.infra.metrics import BrokerMetrics
 
 
 class LimitKind(enum.StrEnum):
@@ -64,11 +65,13 @@ class RateLimiter:
         *,
         clock: Callable[[], float] = time.monotonic,
         max_identities: int = 10_000,
+        metrics: BrokerMetrics | None = None,
     ) -> None:
         self._limits = dict(limits)
         self._clock = clock
         self._max = max_identities
         self._buckets: dict[tuple[str, LimitKind], _Bucket] = {}
+        self._metrics = metrics
 
     def check(self, identity: str, kind: LimitKind) -> None:
         """Take one call from `identity`'s bucket for `kind`, or raise QuotaExceeded."""
@@ -90,6 +93,8 @@ class RateLimiter:
             bucket.level -= 1.0
             return
         wait = (1.0 - bucket.level) / limit.per_second
+        if self._metrics is not None:
+            self._metrics.rate_limited(kind.value)
         raise QuotaExceeded(
             f"identity {identity} is over its limit of {_rate(limit)} {kind.value} calls "
             f"(burst {limit.burst}): retry in {_seconds(wait)} s",

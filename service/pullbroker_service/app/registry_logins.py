@@ -126,6 +126,7 @@ class LoginIssuer:
             (record.id, record.credential_version, login_scope(record.kind, repository)),
             lambda: self._mint(minter, record, repository),
             force_refresh=force_refresh,
+            kind=record.kind,
         )
         assert isinstance(found, MintedLogin)  # login keys hold logins only
         return found, hit
@@ -149,6 +150,7 @@ class LoginIssuer:
             (record.id, record.credential_version, pull_scope(repository)),
             lambda: mint_token(self._secrets, self._minters, record, repository),
             force_refresh=force_refresh,
+            kind=record.kind,
         )
         if not hands_out_credential(token, record):
             raise no_login(record, str(ref))

@@ -7,6 +7,9 @@ scope and, for a Basic pass-through, a reason saying the long-lived credential i
 handed out. The cost on the hot path is one extra await and one list append (the sink
 writes in batches).
 
+With metrics on (infra/metrics.py), each call also counts once by RPC, registry kind and
+outcome, and a policy refusal once more as a denial.
+
 A registry login is audited as a token issue too (same action, same limit bucket: both hand
 a node something to pull with), its reason saying it is a login and how far it reaches.
 """
@@ -24,9 +27,17 @@ from pullbroker_client.secret import Secret
 from pullbroker_service.app.audit import AuditSink
 from pullbroker_service.app.ratelimit import LimitKind, RateLimiter
 from pullbroker_service.domain.audit import Action, Outcome, outcome_for
-from pullbroker_service.domain.errors import BrokerError, InvalidArgument
+from pullbroker_service.domain.errors import BrokerError, InvalidArgument, ScopeNotAllowed
 from pullbroker_service.domain.identity import Identity
 from pullbroker_service.domain.model import MintedToken, RegistryRecord
+from pullbroker_service.infra.metrics import (
+    NO_KIND,
+    OUTCOME_CANCELLED,
+    OUTCOME_INTERNAL,
+    OUTCOME_ISSUED,
+    BrokerMetrics,
+    outcome_of,
+)
 from pullbroker_service.minting.bearer import is_basic_passthrough
 from pullbroker_service.minting.runtime_logins import MintedLogin, scope_of
 
@@ -69,11 +80,20 @@ class LoginIssuing(Protocol):
 
 
 class _Guard:
-    """The IssuePullToken limit, then `work`, then one audit event, issued or refused."""
+    """The IssuePullToken limit, then `work`, then one audit event (and one count when
+    metrics are on), issued or refused."""
 
-    def __init__(self, audit: AuditSink | None, limiter: RateLimiter | None) -> None:
+    def __init__(
+        self,
+        audit: AuditSink | None,
+        limiter: RateLimiter | None,
+        metrics: BrokerMetrics | None,
+        rpc: str,
+    ) -> None:
         self._audit = audit
         self._limiter = limiter
+        self._metrics = metrics
+        self._rpc = rpc
 
     async def run(
         self,
@@ -91,16 +111,21 @@ class _Guard:
             minted, record = await work()
         except BrokerError as exc:
             self._refused(caller, image, registry, outcome_for(exc), f"{refusal_prefix}{exc}")
+            self._count(outcome_of(exc), isinstance(exc, ScopeNotAllowed))
             raise
         except asyncio.CancelledError:
             self._refused(caller, image, registry, Outcome.FAILED, f"{refusal_prefix}{CANCELLED}")
+            self._count(OUTCOME_CANCELLED)
             raise
         except Exception as exc:
             # A bug, not a refusal: the interceptor logs it and answers INTERNAL; the audit
             # trail still shows the call, with the error's type only (its text may quote data).
             reason = f"{refusal_prefix}{INTERNAL} ({type(exc).__name__})"
             self._refused(caller, image, registry, Outcome.FAILED, reason)
+            self._count(OUTCOME_INTERNAL)
             raise
+        if self._metrics is not None:
+            self._metrics.token_request(self._rpc, record.kind, OUTCOME_ISSUED)
         if self._audit is not None:
             self._audit.event(
                 Action.TOKEN_ISSUE,
@@ -112,6 +137,13 @@ class _Guard:
                 reason=reason_for(minted),
             )
         return minted, record
+
+    def _count(self, outcome: str, policy_denied: bool = False) -> None:
+        """A refused call; its registry may not be known yet, so its kind is NO_KIND."""
+        if self._metrics is not None:
+            self._metrics.token_request(self._rpc, NO_KIND, outcome)
+            if policy_denied:
+                self._metrics.policy_denied(self._rpc)
 
     def _refused(
         self, caller: Identity, image: str, registry: str | None, outcome: Outcome, reason: str
@@ -128,7 +160,7 @@ class _Guard:
 
 
 class GuardedTokenIssuer:
-    """`inner` with the IssuePullToken limit and an audit event per call (either optional)."""
+    """`inner` with the call limit, an audit event and a count per call (each optional)."""
 
     def __init__(
         self,
@@ -136,9 +168,10 @@ class GuardedTokenIssuer:
         *,
         audit: AuditSink | None = None,
         limiter: RateLimiter | None = None,
+        metrics: BrokerMetrics | None = None,
     ) -> None:
         self._inner = inner
-        self._guard = _Guard(audit, limiter)
+        self._guard = _Guard(audit, limiter, metrics, "IssuePullToken")
 
     async def issue(
         self,
@@ -160,7 +193,7 @@ class GuardedTokenIssuer:
 
 
 class GuardedLoginIssuer:
-    """`inner` with the IssuePullToken limit and an audit event per call (either optional)."""
+    """`inner` with the call limit, an audit event and a count per call (each optional)."""
 
     def __init__(
         self,
@@ -168,9 +201,10 @@ class GuardedLoginIssuer:
         *,
         audit: AuditSink | None = None,
         limiter: RateLimiter | None = None,
+        metrics: BrokerMetrics | None = None,
     ) -> None:
         self._inner = inner
-        self._guard = _Guard(audit, limiter)
+        self._guard = _Guard(audit, limiter, metrics, "IssueRegistryLogin")
 
     async def login(
         self,

@@ -77,6 +77,7 @@ class TokenIssuer:
             (record.id, record.credential_version, scope),
             lambda: self._mint(record, repository),
             force_refresh=force_refresh,
+            kind=record.kind,
         )
         if hands_out_credential(token, record):
             # The long-lived credential itself leaves the broker: audit every hand-out.

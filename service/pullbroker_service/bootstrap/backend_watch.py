@@ -2,6 +2,7 @@
 
 A backend that is down at start-up is not fatal: health "pullbroker.secrets" reports
 NOT_SERVING, a watcher checks it every few seconds, and the broker recovers on its own.
+With metrics on, `pullbroker_secret_backend_up` follows the same checks.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class BackendWatch:
         self._wake.set()
 
     async def run(self) -> None:
-        await self._server.set_secrets_serving(self.available)
+        await self._publish()
         while True:
             # A floor between checks: a burst of failing calls must not become a burst of checks.
             await asyncio.sleep(min(1.0, self._interval))
@@ -99,4 +100,9 @@ class BackendWatch:
             if not self.available:
                 _log.info("secret_backend_recovered", backend=self._secrets.name)
             self.available = True
+        await self._publish()
+
+    async def _publish(self) -> None:
+        if self._secrets.metrics is not None:
+            self._secrets.metrics.set_up(self.available)
         await self._server.set_secrets_serving(self.available)

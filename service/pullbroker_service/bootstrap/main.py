@@ -5,6 +5,8 @@
 Beside the server, a running broker keeps two background tasks: a check of the secret backend
 (health "pullbroker.secrets") and the reconciler. `run_migration` is `pullbroker secrets
 migrate`: it takes the home folder's lock exclusively, which a running broker holds shared.
+With `metrics_listen` set, a plain-HTTP Prometheus listener serves the broker's metrics
+(infra/metrics.py) on a thread of its own.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from pullbroker_client.home import Home
+from pullbroker_client.metrics_http import MetricsServer, serve_metrics
 
 from pullbroker_service.api.server import BuiltServer, ServerTls, Services, start_server
 from pullbroker_service.app.access import AccessChecker
@@ -53,12 +56,14 @@ from pullbroker_service.domain.errors import (
 from pullbroker_service.domain.hosts import DialPolicy
 from pullbroker_service.domain.kinds import KindSettings
 from pullbroker_service.infra.logging import configure_logging, get_logger
+from pullbroker_service.infra.metrics import BrokerMetrics
 from pullbroker_service.minting.azure import AzureMinter
 from pullbroker_service.minting.bearer import BearerMinter
 from pullbroker_service.minting.by_kind import MintersByKind
 from pullbroker_service.minting.cache import TokenCache
 from pullbroker_service.minting.ecr import EcrConfig, EcrMinter
 from pullbroker_service.minting.google import GoogleConfig, GoogleMinter
+from pullbroker_service.minting.upstream_backoff import UpstreamBackoff
 from pullbroker_service.secrets.factory import GuardedBackend, build_secret_backend
 from pullbroker_service.store.sqlite import SqliteMetadataStore
 from pullbroker_service.store.sqlite_deployments import SqliteDeploymentStore
@@ -79,10 +84,18 @@ class Broker:
     secrets: GuardedBackend | None = None
     """The secret backend in use (tests reach the reconciler and the backend through it)."""
     reconciler: Reconciler | None = None
+    metrics: BrokerMetrics | None = None
+    """The broker's metrics, when `metrics_listen` is set."""
+    metrics_server: MetricsServer | None = None
 
     @property
     def address(self) -> str:
         return self.server.address
+
+    @property
+    def metrics_url(self) -> str | None:
+        """http://HOST:PORT/metrics of the metrics listener, if one is open."""
+        return self.metrics_server.url if self.metrics_server is not None else None
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting calls, let in-flight ones finish, close stores and minters."""
@@ -110,21 +123,34 @@ async def start_broker(config: BrokerConfig) -> Broker:
         _log.info("dev_ca_created", files=[str(p.relative_to(home.root)) for p in made])
     lock = HomeLock.acquire(home, exclusive=False)
     closers: list[Closer] = [lock.release]
+    metrics = BrokerMetrics() if config.metrics_listen is not None else None
+    metrics_server: MetricsServer | None = None
     try:
         policy = PolicyMemo(PolicySource(config.policy_file))
         store = build_store(config)
         closers.append(store.close)
         secrets = build_secret_backend(config.secrets, home)
         closers.append(secrets.close)
-        minters = build_minters(config)
+        minters = build_minters(config, metrics)
         closers.append(minters.aclose)
         await check_secret_references(home, store, secrets.name)
+        if metrics is not None:
+            secrets.metrics = metrics.backend(secrets.name)
         available = await first_check(secrets)
-        services = _build_services(config, store, secrets, minters, policy, closers)
+        if secrets.metrics is not None:
+            secrets.metrics.set_up(available)
+        services = _build_services(config, store, secrets, minters, policy, closers, metrics)
+        tls = server_tls(config)
+        if metrics is not None and config.metrics_listen is not None:
+            # Before the gRPC server: a taken metrics port then leaves nothing serving.
+            metrics.watch_certificates(tls.certificate_chain, tls.client_ca)
+            metrics_server = serve_metrics(config.metrics_listen, metrics.registry)
+            closers.append(_stopper(metrics_server))
+            _log.info("metrics_listening", address=metrics_server.address)
         server = await start_server(
             services,
             roles_for=policy.roles_for,
-            tls=server_tls(config),
+            tls=tls,
             listen=config.listen,
             limits=config.limits,
             insecure_dev_port=config.insecure_dev_port,
@@ -134,7 +160,7 @@ async def start_broker(config: BrokerConfig) -> Broker:
         raise
     reconciler = Reconciler(store, secrets, grace_seconds=config.reconcile_grace_seconds)
     closers += start_background(config, server, secrets, reconciler, available)
-    broker = Broker(config, server, closers, secrets, reconciler)
+    broker = Broker(config, server, closers, secrets, reconciler, metrics, metrics_server)
     write_broker_json(home, server.address)
     _log.info("broker_started", address=server.address, home=str(home.root))
     return broker
@@ -147,15 +173,17 @@ def _build_services(
     minters: MintersByKind,
     policy: PolicyMemo,
     closers: list[Closer],
+    metrics: BrokerMetrics | None = None,
 ) -> Services:
-    """The use cases the API serves, sharing one token cache, audit sink and rate limiter."""
+    """The use cases the API serves, sharing one token cache, audit sink, rate limiter and
+    metrics."""
     home = config.home
     deployment_store = SqliteDeploymentStore(home.metadata_db)
     closers.append(deployment_store.close)
     audit = AuditSink(home.audit_log)
     closers.append(audit.aclose)
-    limiter = RateLimiter(rate_limits(config))
-    cache = TokenCache()
+    limiter = RateLimiter(rate_limits(config), metrics=metrics)
+    cache = TokenCache(metrics=metrics)
     registries = Registries(
         store,
         secrets,
@@ -170,12 +198,13 @@ def _build_services(
     issuer = TokenIssuer(store, secrets, minters, cache, policy, pods=pods)
     return Services(
         registries=registries,
-        issuer=GuardedTokenIssuer(issuer, audit=audit, limiter=limiter),
+        issuer=GuardedTokenIssuer(issuer, audit=audit, limiter=limiter, metrics=metrics),
         # The same cache as the tokens': a rotation or deletion drops logins too.
         logins=GuardedLoginIssuer(
             LoginIssuer(store, secrets, minters, cache, policy, pods=pods),
             audit=audit,
             limiter=limiter,
+            metrics=metrics,
         ),
         deployments=Deployments(deployment_store, registries, policy, audit=audit),
         access=AccessChecker(store, policy),
@@ -214,15 +243,18 @@ def build_store(config: BrokerConfig) -> SqliteMetadataStore:
     return SqliteMetadataStore(config.home.metadata_db)
 
 
-def build_minters(config: BrokerConfig) -> MintersByKind:
+def build_minters(config: BrokerConfig, metrics: BrokerMetrics | None = None) -> MintersByKind:
     """Every registry kind: token-endpoint kinds on one BearerMinter, and the cloud minters."""
     ecr = EcrConfig(endpoint_url=config.ecr_endpoint_url, sts_endpoint_url=config.sts_endpoint_url)
     dial = DialPolicy(
         allow_loopback=config.allow_loopback_registries,
         allow_private=config.allow_private_registries,
     )
+    backoff = UpstreamBackoff()
+    if metrics is not None:
+        metrics.watch_backoffs(backoff.in_force)
     return MintersByKind.default(
-        BearerMinter(dial_policy=dial),
+        BearerMinter(dial_policy=dial, backoff=backoff),
         ecr=EcrMinter(ecr),
         google=GoogleMinter(dial_policy=dial),
         azure=AzureMinter(dial_policy=dial),
@@ -269,6 +301,13 @@ async def serve(config: BrokerConfig) -> None:
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+
+
+def _stopper(server: MetricsServer) -> Closer:
+    async def stop() -> None:
+        await asyncio.to_thread(server.stop)
+
+    return stop
 
 
 async def _close_all(closers: list[Closer]) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 from pullbroker_client.home import Home
+from pullbroker_client.metrics_http import parse_listen
 
 from pullbroker_service.config.errors import ConfigError
 from pullbroker_service.config.secret_backends import (
@@ -214,6 +215,11 @@ class BrokerConfig:
     """Verify pods' service-account tokens; None ignores them (rules with a `kubernetes`
     key then grant nothing)."""
 
+    metrics_listen: str | None = None
+    """HOST:PORT of a plain-HTTP Prometheus listener (`/metrics`); None (the default) opens
+    none. Nothing served there is secret; in Kubernetes 0.0.0.0:9090 behind a
+    NetworkPolicy is usual, on a shared host prefer 127.0.0.1. Port 0 picks a free one."""
+
     @property
     def policy_file(self) -> Path:
         return self.policy_path or self.home.policy_yaml
@@ -229,6 +235,7 @@ def load_config(
     config_file: Path | None = None,
     listen: str | None = None,
     insecure_dev_port: int | None = None,
+    metrics_listen: str | None = None,
 ) -> BrokerConfig:
     """The configuration for `serve`: defaults, then `config_file`, then flags.
 
@@ -246,6 +253,8 @@ def load_config(
         config = replace(config, listen=listen)
     if insecure_dev_port is not None:
         config = replace(config, insecure_dev_port=insecure_dev_port)
+    if metrics_listen is not None:
+        config = replace(config, metrics_listen=metrics_listen)
     _validate(config)
     validate_secrets(config.secrets)
     return config
@@ -383,6 +392,11 @@ def _validate(config: BrokerConfig) -> None:
         raise ConfigError(
             f"listen address {config.listen!r} must be HOST:PORT, e.g. {DEFAULT_LISTEN}"
         )
+    if config.metrics_listen is not None:
+        try:
+            parse_listen(config.metrics_listen)
+        except ValueError as exc:
+            raise ConfigError(f"metrics_listen (--metrics-listen): {exc}") from None
     if config.log_level not in _LOG_LEVELS:
         raise ConfigError(f"log_level {config.log_level!r}: choose one of {', '.join(_LOG_LEVELS)}")
     port_ = config.insecure_dev_port

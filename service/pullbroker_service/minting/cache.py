@@ -12,11 +12,16 @@ token endpoint dripping a byte at a time would otherwise hold it open for ever.
 The cache is bounded by bytes as well as entries: a token's size is whatever the registry
 chose to send (capped by TOKEN_BODY_LIMIT in the client), and 10,000 entries of 1 MiB would
 be 10 GiB. The least recently used entries go first.
+
+With metrics (infra/metrics.py), each lookup counts as a hit, a miss (it starts a mint) or a
+coalesced wait (it joins one in flight), and each mint's time and failure reason are
+recorded by registry kind: every mint, for tokens and runtime logins, passes here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,6 +29,7 @@ from datetime import UTC, datetime
 
 from pullbroker_service.domain.errors import RegistryUnreachable
 from pullbroker_service.domain.model import MintedToken
+from pullbroker_service.infra.metrics import NO_KIND, BrokerMetrics
 
 CacheKey = tuple[str, int, str]
 """(registry id, credential version, scope): a rotation changes the version, so the key."""
@@ -74,6 +80,7 @@ class TokenCache:
         max_bytes: int = DEFAULT_MAX_BYTES,
         mint_deadline: float = DEFAULT_MINT_DEADLINE,
         clock: Clock = utc_now,
+        metrics: BrokerMetrics | None = None,
     ) -> None:
         if max_entries < 1 or max_bytes < 1 or mint_deadline <= 0:
             raise ValueError("max_entries, max_bytes and mint_deadline must be positive")
@@ -84,6 +91,9 @@ class TokenCache:
         self._entries: OrderedDict[CacheKey, _Entry] = OrderedDict()
         self._bytes = 0
         self._inflight: dict[CacheKey, _Flight] = {}
+        self._metrics = metrics
+        if metrics is not None:
+            metrics.watch_cache(lambda: len(self._entries), lambda: self._bytes)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -103,22 +113,31 @@ class TokenCache:
         mint: Callable[[], Awaitable[MintedToken]],
         *,
         force_refresh: bool = False,
+        kind: str = NO_KIND,
     ) -> tuple[MintedToken, bool]:
         """The token for `key` and whether it came from the cache.
 
         force_refresh skips the cached token (the registry rejected it) but still joins a
-        mint already in flight, which is by definition newer.
+        mint already in flight, which is by definition newer. `kind` (the registry's) labels
+        the mint's metrics.
         """
+        metrics = self._metrics
         if not force_refresh:
             entry = self._entries.get(key)
             if entry is not None:
                 if self._clock() < entry.fresh_until:
                     self._entries.move_to_end(key)
+                    if metrics is not None:
+                        metrics.cache_hit.inc()
                     return entry.token, True
                 self._drop(key)
         flight = self._inflight.get(key)
         if flight is None:
-            flight = self._start(key, mint)
+            flight = self._start(key, mint, kind)
+            if metrics is not None:
+                metrics.cache_miss.inc()
+        elif metrics is not None:
+            metrics.cache_coalesced.inc()
         return await self._wait(key, flight), False
 
     def invalidate_registry(self, registry_id: str) -> None:
@@ -135,21 +154,32 @@ class TokenCache:
             flight.stale = True
         self._inflight.clear()
 
-    def _start(self, key: CacheKey, mint: Callable[[], Awaitable[MintedToken]]) -> _Flight:
-        flight = _Flight(asyncio.ensure_future(self._bounded(mint)))
+    def _start(
+        self, key: CacheKey, mint: Callable[[], Awaitable[MintedToken]], kind: str
+    ) -> _Flight:
+        flight = _Flight(asyncio.ensure_future(self._bounded(mint, kind)))
         self._inflight[key] = flight
         flight.task.add_done_callback(lambda _: self._settle(key, flight))
         return flight
 
-    async def _bounded(self, mint: Callable[[], Awaitable[MintedToken]]) -> MintedToken:
+    async def _bounded(self, mint: Callable[[], Awaitable[MintedToken]], kind: str) -> MintedToken:
+        started = time.monotonic()
         try:
-            async with asyncio.timeout(self._deadline):
-                return await mint()
-        except TimeoutError:
-            raise RegistryUnreachable(
-                f"minting a token took longer than {self._deadline:g} s (the registry or its "
-                "token endpoint answers too slowly): gave up; retry later"
-            ) from None
+            try:
+                async with asyncio.timeout(self._deadline):
+                    token = await mint()
+            except TimeoutError:
+                raise RegistryUnreachable(
+                    f"minting a token took longer than {self._deadline:g} s (the registry or "
+                    "its token endpoint answers too slowly): gave up; retry later"
+                ) from None
+        except Exception as exc:
+            if self._metrics is not None:
+                self._metrics.mint_observed(kind, time.monotonic() - started, exc)
+            raise
+        if self._metrics is not None:
+            self._metrics.mint_observed(kind, time.monotonic() - started, None)
+        return token
 
     async def _wait(self, key: CacheKey, flight: _Flight) -> MintedToken:
         flight.waiters += 1

@@ -109,6 +109,11 @@ class UpstreamBackoff:
             return 0.0
         return left
 
+    def in_force(self) -> int:
+        """How many (host, account) pairs are backing off now (a metric, read per scrape)."""
+        now = self._monotonic()
+        return sum(1 for hold in list(self._holds.values()) if hold.until > now)
+
     def check(self, key: BackoffKey, label: str) -> None:
         """RateLimited with the seconds left while `key` is backing off; else nothing."""
         left = self.remaining(key)

@@ -8,11 +8,14 @@ local with its key wrapper, vault, aws). Every backend it returns:
   port and the adapters grow it themselves;
 - is wrapped in `GuardedBackend`, which turns a PermissionDenied from the backend into
   BackendPermissionDenied (Vault's or AWS's refusal concerns the broker's own identity, never
-  the caller's) and tells a listener at once when the backend became unavailable.
+  the caller's) and tells a listener at once when the backend became unavailable, and,
+  with metrics on, times every call by operation and counts those the backend was
+  unavailable for.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
@@ -35,6 +38,7 @@ from pullbroker_service.domain.errors import (
     PermissionDenied,
 )
 from pullbroker_service.domain.model import SecretRef
+from pullbroker_service.infra.metrics import BackendMetrics
 from pullbroker_service.secrets.aws import (
     AwsConnection,
     AwsSecretsManagerBackend,
@@ -244,42 +248,46 @@ class GuardedBackend:
     """A VersionedBackend as the broker uses it (see the module docstring).
 
     `on_unavailable`, when set, is called after any call failed with BackendUnavailable, so
-    the health check runs now instead of at its next tick.
+    the health check runs now instead of at its next tick; `metrics`, when set, records
+    each call's latency and the unavailable ones.
     """
 
     def __init__(self, inner: VersionedBackend) -> None:
         self.inner = inner
         self.name = inner.name
         self.on_unavailable: Callable[[], None] | None = None
+        self.metrics: BackendMetrics | None = None
 
     def __repr__(self) -> str:
         return f"GuardedBackend({self.inner!r})"
 
     async def put(self, key: str, value: bytes) -> SecretRef:
-        return await self._guard(self.inner.put(key, value))
+        return await self._guard("put", self.inner.put(key, value))
 
     async def get(self, ref: SecretRef) -> bytes:
-        return await self._guard(self.inner.get(ref))
+        return await self._guard("get", self.inner.get(ref))
 
     async def delete(self, key: str) -> None:
-        await self._guard(self.inner.delete(key))
+        await self._guard("delete", self.inner.delete(key))
 
     async def delete_version(self, ref: SecretRef) -> None:
-        await self._guard(self.inner.delete_version(ref))
+        await self._guard("delete_version", self.inner.delete_version(ref))
 
     async def list_keys(self) -> list[str]:
-        return await self._guard(self.inner.list_keys())
+        return await self._guard("list_keys", self.inner.list_keys())
 
     async def list_versions(self, key: str) -> list[StoredVersion]:
-        return await self._guard(self.inner.list_versions(key))
+        return await self._guard("list_versions", self.inner.list_versions(key))
 
     async def check(self) -> None:
-        await self._guard(self.inner.check())
+        await self._guard("check", self.inner.check())
 
     async def close(self) -> None:
         await self.inner.close()
 
-    async def _guard(self, call: Awaitable[_T]) -> _T:
+    async def _guard(self, operation: str, call: Awaitable[_T]) -> _T:
+        started = time.monotonic()
+        unavailable = False
         try:
             return await call
         except BackendPermissionDenied:
@@ -287,6 +295,10 @@ class GuardedBackend:
         except PermissionDenied as exc:
             raise BackendPermissionDenied(str(exc)) from exc
         except BackendUnavailable:
+            unavailable = True
             if self.on_unavailable is not None:
                 self.on_unavailable()
             raise
+        finally:
+            if self.metrics is not None:
+                self.metrics.observe(operation, started, unavailable)

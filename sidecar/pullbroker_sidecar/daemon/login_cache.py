@@ -43,6 +43,7 @@ from pullbroker_client.secret import Secret
 
 from pullbroker_sidecar.daemon.protocol import BAD_REQUEST, DENIED, NO_LOGIN, NOT_FOUND, UNAVAILABLE
 from pullbroker_sidecar.errors import DaemonError
+from pullbroker_sidecar.metrics import SidecarMetrics
 from pullbroker_sidecar.tokens import DEFAULT_LIFETIME, RegistryLoginIssuer, renew_at
 
 _DOCKER_HUB_ALIASES = frozenset(
@@ -104,9 +105,14 @@ class LoginCache:
     """Broker logins in memory per (repository, registry), renewed shortly before expiry."""
 
     def __init__(
-        self, issuer: RegistryLoginIssuer, *, clock: Callable[[], float] = time.time
+        self,
+        issuer: RegistryLoginIssuer,
+        *,
+        clock: Callable[[], float] = time.time,
+        metrics: SidecarMetrics | None = None,
     ) -> None:
         self._issuer = issuer
+        self._metrics = metrics
         self._clock = clock
         self._entries: dict[tuple[str, str | None], _Entry] = {}
         self._pending: dict[tuple[str, str | None], asyncio.Future[IssuedRegistryLogin]] = {}
@@ -129,6 +135,8 @@ class LoginCache:
         """
         if service_account_token is not None:
             self.broker_calls += 1
+            if self._metrics is not None:
+                self._metrics.refreshed("registry_login", "pod")
             return await self._issuer.issue_registry_login(
                 str(ref), registry=registry or "", service_account_token=service_account_token
             )
@@ -141,6 +149,8 @@ class LoginCache:
             return await asyncio.shield(pending)
         future: asyncio.Future[IssuedRegistryLogin] = asyncio.get_running_loop().create_future()
         self._pending[key] = future
+        if self._metrics is not None:
+            self._metrics.refreshed("registry_login", "first" if entry is None else "renewal")
         try:
             self.broker_calls += 1
             login = await self._issuer.issue_registry_login(str(ref), registry=registry or "")

@@ -1,12 +1,14 @@
 """`pullbroker-sidecar run`: wire the channel, the login cache and the socket server.
 
     pullbroker-sidecar run [--socket PATH] [--image REF ...] [--images-file FILE]
-        [--rotation-check SECONDS] [--home DIR] [--broker HOST:PORT] [--ca/--cert/--key PEM]
+        [--rotation-check SECONDS] [--metrics-listen HOST:PORT] [--home DIR]
+        [--broker HOST:PORT] [--ca/--cert/--key PEM]
 
 Logs are JSON lines on stderr (snake_case past-tense events); no token, password or
 service-account token is ever passed to the logger. SIGTERM or SIGINT stops it: the
 socket stops accepting, requests being answered finish, channels close, the socket
-file is removed.
+file is removed. With --metrics-listen, Prometheus metrics (metrics.py) are served over
+plain HTTP on that address until then.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from pathlib import Path
 import structlog
 from pullbroker_client.errors import ClientError
 from pullbroker_client.home import Home
+from pullbroker_client.metrics_http import MetricsServer, parse_listen, serve_metrics
 
 from pullbroker_sidecar.daemon.channel import BrokerChannel, ChannelConfig
 from pullbroker_sidecar.daemon.login_cache import LoginCache, Logins
 from pullbroker_sidecar.daemon.protocol import default_socket
 from pullbroker_sidecar.daemon.server import SidecarServer
 from pullbroker_sidecar.errors import InvalidOption
+from pullbroker_sidecar.metrics import SidecarMetrics
 
 log = structlog.get_logger("pullbroker_sidecar.run")
 
@@ -68,6 +72,11 @@ def run_command(args: argparse.Namespace) -> int:
     """Run the daemon until SIGTERM/SIGINT; the exit status."""
     if args.rotation_check <= 0:
         raise InvalidOption("--rotation-check must be a positive number of seconds")
+    if args.metrics_listen is not None:
+        try:
+            parse_listen(args.metrics_listen)
+        except ValueError as exc:
+            raise InvalidOption(f"--metrics-listen: {exc}") from None
     configure_logging()
     home = Home.resolve(args.home)
     socket_path = Path(args.socket or default_socket(str(home.root))).absolute()
@@ -80,17 +89,24 @@ async def _serve(args: argparse.Namespace, home: Home, socket_path: Path) -> Non
         home, address=args.broker, ca=_path(args.ca), cert=_path(args.cert), key=_path(args.key)
     )
     images = images_from(args)
+    metrics = SidecarMetrics() if args.metrics_listen is not None else None
     channel = BrokerChannel(config)
     await channel.start()
     try:
-        logins = Logins(LoginCache(channel), images)
+        logins = Logins(LoginCache(channel, metrics=metrics), images)
     except ClientError as exc:
         await channel.close()
         raise InvalidOption(f"an --image does not parse: {exc}") from None
-    server = SidecarServer(socket_path, logins, channel)
+    server = SidecarServer(socket_path, logins, channel, metrics)
+    listener: MetricsServer | None = None
     try:
+        if metrics is not None:
+            listener = serve_metrics(args.metrics_listen, metrics.registry)
+            log.info("metrics_listening", address=listener.address)
         await server.start()
     except BaseException:
+        if listener is not None:
+            listener.stop()
         await channel.close()
         raise
     stop = asyncio.Event()
@@ -108,6 +124,8 @@ async def _serve(args: argparse.Namespace, home: Home, socket_path: Path) -> Non
             await watcher
         await server.close()
         await channel.close()
+        if listener is not None:
+            await asyncio.to_thread(listener.stop)
         log.info("daemon_stopped")
 
 

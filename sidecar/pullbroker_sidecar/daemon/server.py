@@ -32,6 +32,7 @@ from pullbroker_sidecar.daemon.protocol import (
     encode,
 )
 from pullbroker_sidecar.errors import InvalidOption, SocketInUse
+from pullbroker_sidecar.metrics import SidecarMetrics
 
 log = structlog.get_logger("pullbroker_sidecar.server")
 
@@ -57,7 +58,13 @@ class Counters:
 class SidecarServer:
     """Serves helpers on `path` with `logins`; `channel` is reported by `status`."""
 
-    def __init__(self, path: Path, logins: Logins, channel: ChannelStatus) -> None:
+    def __init__(
+        self,
+        path: Path,
+        logins: Logins,
+        channel: ChannelStatus,
+        metrics: SidecarMetrics | None = None,
+    ) -> None:
         if len(os.fsencode(path)) > MAX_SOCKET_PATH:
             raise InvalidOption(
                 f"socket path {path} is longer than {MAX_SOCKET_PATH} bytes, the limit of Unix "
@@ -66,6 +73,7 @@ class SidecarServer:
         self.path = path
         self._logins = logins
         self._channel = channel
+        self._metrics = metrics
         self._server: asyncio.Server | None = None
         self.counters = Counters()
 
@@ -118,10 +126,14 @@ class SidecarServer:
         Only the error's type is logged: its text may quote what was asked (a pod's token).
         """
         try:
-            return await self._answer(request)
+            answer = await self._answer(request)
         except Exception as exc:
             log.error("request_failed", op=str(request.get("op"))[:40], error=type(exc).__name__)
-            return _error(INTERNAL, "the sidecar failed to answer this request: see its log")
+            answer = _error(INTERNAL, "the sidecar failed to answer this request: see its log")
+        if self._metrics is not None:
+            result = "ok" if answer.get("ok") else str(answer.get("error"))
+            self._metrics.helper_request(request.get("op"), result)
+        return answer
 
     async def _answer(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request.get("op")

@@ -29,6 +29,7 @@ from pullbroker_sidecar.errors import (
     PullError,
     UnsupportedManifest,
 )
+from pullbroker_sidecar.metrics import SidecarMetrics, pull_outcome
 from pullbroker_sidecar.pull.destinations import (
     BlobSource,
     Destination,
@@ -116,8 +117,10 @@ class PullEngine:
         timeout: float = 30.0,
         store: Path | None = None,
         limits: PullLimits | None = None,
+        metrics: SidecarMetrics | None = None,
     ) -> None:
         self._broker = broker
+        self._metrics = metrics
         self._registry = registry
         self._concurrency = concurrency
         self._progress = progress or NullProgress()
@@ -129,8 +132,23 @@ class PullEngine:
         self, image: str, destination: Destination, *, platform: Platform | None = None
     ) -> PullResult:
         """Pull `image` into `destination` (for `oci:`, tagged with the reference's tag)."""
+        if self._metrics is None:
+            return await self._pull(image, destination, platform)
+        try:
+            result = await self._pull(image, destination, platform)
+        except BaseException as exc:
+            self._metrics.pulled(pull_outcome(exc))
+            raise
+        self._metrics.pulled("ok")
+        return result
+
+    async def _pull(
+        self, image: str, destination: Destination, platform: Platform | None
+    ) -> PullResult:
         ref = parse_reference(image)
-        authorizer = BrokerAuthorizer(self._broker, str(ref), registry=self._registry)
+        authorizer = BrokerAuthorizer(
+            self._broker, str(ref), registry=self._registry, metrics=self._metrics
+        )
         grant = await authorizer.grant()
         if grant.repository and grant.repository != ref.repository:
             raise GrantMismatch(
@@ -189,7 +207,13 @@ class PullEngine:
         needs += export_space(destination, blobs, from_store=isinstance(job.layout, ContentStore))
         await asyncio.to_thread(check_free_space, needs, image)
         present = len(blobs) - len(missing)
-        return await download_blobs(job, missing, concurrency=self._concurrency, present=present)
+        fetched = await download_blobs(job, missing, concurrency=self._concurrency, present=present)
+        if self._metrics is not None:
+            # Declared sizes: a blob resumed from a partial download counts whole.
+            self._metrics.bytes_fetched.inc(sum(d.size for d in missing))
+            stored = {d.digest for d in missing}
+            self._metrics.bytes_from_store.inc(sum(d.size for d in blobs if d.digest not in stored))
+        return fetched
 
     async def _resolve(
         self, manifests: _Manifests, ref: Reference, wanted: Platform | None
