@@ -38,7 +38,7 @@ def cli(broker: RunningBroker, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def registry_from(kind: Any, name: str, **overrides: str) -> Any:
-    values = {**required_values(kind.fields), "display_name": name, **overrides}
+    values: dict[str, Any] = {**required_values(kind.fields), "display_name": name, **overrides}
     return registry_pb2.Registry(type=kind.type, **values)
 
 
@@ -61,7 +61,7 @@ class TestCatalogueDrivesCreate:
             assert len(kinds) == len(registry_pb2.RegistryType.values()) - 1
             created = 0
             for kind in kinds:
-                types = list(kind.credential_types) or [None]
+                types: list[Any] = list(kind.credential_types) or [None]
                 for n, credential_type in enumerate(types):
                     name = f"{kind.kind.replace('_', '-')}-{n}"
                     credential = credential_from(credential_type) if credential_type else None
