@@ -122,7 +122,7 @@ class Registry(_message.Message):
     Off by default; every use is audited.
     """
     credential_version: _builtins.int
-    """Output only. Increments on every credential rotation."""
+    """Output only. Increments on every credential rotation and rollback."""
     creator: _builtins.str
     """Output only. Identity that created the record."""
     etag: _builtins.str
