@@ -122,7 +122,7 @@ class Registry(_message.Message):
     Off by default; every use is audited.
     """
     credential_version: _builtins.int
-    """Output only. Increments on every credential rotation."""
+    """Output only. Increments on every credential rotation and rollback."""
     creator: _builtins.str
     """Output only. Identity that created the record."""
     etag: _builtins.str
@@ -393,6 +393,11 @@ class UpdateRegistryRequest(_message.Message):
     REGISTRY_FIELD_NUMBER: _builtins.int
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
     CREDENTIAL_FIELD_NUMBER: _builtins.int
+    SKIP_TEST_FIELD_NUMBER: _builtins.int
+    skip_test: _builtins.bool
+    """Rotate without asking the registry first (for a registry that is down). The default,
+    false, tests.
+    """
     @_builtins.property
     def registry(self) -> Global___Registry:
         """name and etag are required; the fields named in update_mask are changed."""
@@ -403,8 +408,11 @@ class UpdateRegistryRequest(_message.Message):
 
     @_builtins.property
     def credential(self) -> Global___Credential:
-        """When set, the credential is rotated: a new version is stored, then the record
-        switches to it. The next token is minted from the new credential.
+        """When set, the credential is rotated: the registry is asked whether it accepts the new
+        credential (as TestConnection does), then a new version is stored and the record
+        switches to it. The next token is minted from the new credential. If the registry
+        refuses it, or cannot be reached, the call fails with FAILED_PRECONDITION and nothing
+        changes. The replaced version is kept for RollbackRegistry until the next rotation.
         """
 
     def __init__(
@@ -413,14 +421,204 @@ class UpdateRegistryRequest(_message.Message):
         registry: Global___Registry | None = ...,
         update_mask: _field_mask_pb2.FieldMask | None = ...,
         credential: Global___Credential | None = ...,
+        skip_test: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential", "registry", b"registry", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential", "registry", b"registry", "update_mask", b"update_mask"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential", "registry", b"registry", "skip_test", b"skip_test", "update_mask", b"update_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateRegistryRequest: _TypeAlias = UpdateRegistryRequest  # noqa: Y015
+
+@_typing.final
+class RollbackRegistryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"registries/{registry_id}" or a display name."""
+    etag: _builtins.str
+    """Required: the etag of the registry as read."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RollbackRegistryRequest: _TypeAlias = RollbackRegistryRequest  # noqa: Y015
+
+@_typing.final
+class ListRegistryKindsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRegistryKindsRequest: _TypeAlias = ListRegistryKindsRequest  # noqa: Y015
+
+@_typing.final
+class ListRegistryKindsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KINDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def kinds(self) -> _containers.RepeatedCompositeFieldContainer[Global___RegistryKindInfo]:
+        """Every kind the broker serves, in a stable order."""
+
+    def __init__(
+        self,
+        *,
+        kinds: _abc.Iterable[Global___RegistryKindInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kinds", b"kinds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRegistryKindsResponse: _TypeAlias = ListRegistryKindsResponse  # noqa: Y015
+
+@_typing.final
+class RegistryKindInfo(_message.Message):
+    """What a form for one registry kind shows and asks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    DEFAULT_URL_FIELD_NUMBER: _builtins.int
+    DEFAULT_HOST_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_TYPES_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    type: Global___RegistryType.ValueType
+    kind: _builtins.str
+    """The kind's short name, e.g. "docker_hub" (the CLI's --type)."""
+    display_name: _builtins.str
+    """For people, e.g. "Docker Hub"."""
+    default_url: _builtins.str
+    """The url used when CreateRegistry leaves it empty; "" when the url is required."""
+    default_host: _builtins.str
+    """The host image references name for the default url, e.g. "registry-1.docker.io"."""
+    description: _builtins.str
+    """How the broker makes the kind's credential short-lived, and other notes for people."""
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___RegistryKindField]:
+        """The Registry message fields this kind takes; fields not listed must be left empty."""
+
+    @_builtins.property
+    def credential_types(self) -> _containers.RepeatedCompositeFieldContainer[Global___CredentialTypeInfo]:
+        """The Credential types this kind accepts (any one of them); empty: send no credential."""
+
+    def __init__(
+        self,
+        *,
+        type: Global___RegistryType.ValueType = ...,
+        kind: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        default_url: _builtins.str = ...,
+        default_host: _builtins.str = ...,
+        fields: _abc.Iterable[Global___RegistryKindField] | None = ...,
+        credential_types: _abc.Iterable[Global___CredentialTypeInfo] | None = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential_types", b"credential_types", "default_host", b"default_host", "default_url", b"default_url", "description", b"description", "display_name", b"display_name", "fields", b"fields", "kind", b"kind", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegistryKindInfo: _TypeAlias = RegistryKindInfo  # noqa: Y015
+
+@_typing.final
+class CredentialTypeInfo(_message.Message):
+    """One Credential oneof member a kind accepts, with its fields."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """The Credential oneof field: "basic", "aws", "google" or "azure"."""
+    display_name: _builtins.str
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___RegistryKindField]: ...
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        fields: _abc.Iterable[Global___RegistryKindField] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "fields", b"fields", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CredentialTypeInfo: _TypeAlias = CredentialTypeInfo  # noqa: Y015
+
+@_typing.final
+class RegistryKindField(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    REQUIRED_FIELD_NUMBER: _builtins.int
+    REQUIRED_UNLESS_FIELD_NUMBER: _builtins.int
+    SECRET_FIELD_NUMBER: _builtins.int
+    EXAMPLE_FIELD_NUMBER: _builtins.int
+    DEFAULT_VALUE_FIELD_NUMBER: _builtins.int
+    PATTERN_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The field of Registry (e.g. "url") or of the credential message (e.g. "username")."""
+    description: _builtins.str
+    required: _builtins.bool
+    required_unless: _builtins.str
+    """Required unless the field named here is given (e.g. gar: url unless region)."""
+    secret: _builtins.bool
+    """Write-only: never returned, shown masked in a form."""
+    example: _builtins.str
+    """A valid example value (never for secret fields)."""
+    default_value: _builtins.str
+    """The value an empty field means."""
+    pattern: _builtins.str
+    """A regular expression the whole value must match, when validation is exactly that."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        required: _builtins.bool = ...,
+        required_unless: _builtins.str = ...,
+        secret: _builtins.bool = ...,
+        example: _builtins.str = ...,
+        default_value: _builtins.str = ...,
+        pattern: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_value", b"default_value", "description", b"description", "example", b"example", "name", b"name", "pattern", b"pattern", "required", b"required", "required_unless", b"required_unless", "secret", b"secret"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegistryKindField: _TypeAlias = RegistryKindField  # noqa: Y015
 
 @_typing.final
 class DeleteRegistryRequest(_message.Message):

@@ -58,6 +58,11 @@ class RegistryServiceStub:
                 request_serializer=pullbroker_dot_v1_dot_registry__pb2.UpdateRegistryRequest.SerializeToString,
                 response_deserializer=pullbroker_dot_v1_dot_registry__pb2.Registry.FromString,
                 _registered_method=True)
+        self.RollbackRegistry = channel.unary_unary(
+                '/pullbroker.v1.RegistryService/RollbackRegistry',
+                request_serializer=pullbroker_dot_v1_dot_registry__pb2.RollbackRegistryRequest.SerializeToString,
+                response_deserializer=pullbroker_dot_v1_dot_registry__pb2.Registry.FromString,
+                _registered_method=True)
         self.DeleteRegistry = channel.unary_unary(
                 '/pullbroker.v1.RegistryService/DeleteRegistry',
                 request_serializer=pullbroker_dot_v1_dot_registry__pb2.DeleteRegistryRequest.SerializeToString,
@@ -67,6 +72,11 @@ class RegistryServiceStub:
                 '/pullbroker.v1.RegistryService/TestConnection',
                 request_serializer=pullbroker_dot_v1_dot_registry__pb2.TestConnectionRequest.SerializeToString,
                 response_deserializer=pullbroker_dot_v1_dot_registry__pb2.TestConnectionResponse.FromString,
+                _registered_method=True)
+        self.ListRegistryKinds = channel.unary_unary(
+                '/pullbroker.v1.RegistryService/ListRegistryKinds',
+                request_serializer=pullbroker_dot_v1_dot_registry__pb2.ListRegistryKindsRequest.SerializeToString,
+                response_deserializer=pullbroker_dot_v1_dot_registry__pb2.ListRegistryKindsResponse.FromString,
                 _registered_method=True)
 
 
@@ -97,6 +107,16 @@ class RegistryServiceServicer:
 
     def UpdateRegistry(self, request, context):
         """Renames a registry or rotates its credential. The etag must match the stored one.
+        A rotation tests the new credential against the registry first (unless skip_test) and
+        changes nothing when the registry refuses it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RollbackRegistry(self, request, context):
+        """Makes the credential version the last rotation replaced current again (AIP-136 custom
+        method). FAILED_PRECONDITION when there is none: it is kept until the next rotation.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -110,6 +130,14 @@ class RegistryServiceServicer:
 
     def TestConnection(self, request, context):
         """Tests a saved registry, or a registry and credential that are not saved yet.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRegistryKinds(self, request, context):
+        """Every registry kind with the fields a CreateRegistry for it takes: built from the
+        definitions that validate CreateRegistry, so a form built from it asks for what is needed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -138,6 +166,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     request_deserializer=pullbroker_dot_v1_dot_registry__pb2.UpdateRegistryRequest.FromString,
                     response_serializer=pullbroker_dot_v1_dot_registry__pb2.Registry.SerializeToString,
             ),
+            'RollbackRegistry': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollbackRegistry,
+                    request_deserializer=pullbroker_dot_v1_dot_registry__pb2.RollbackRegistryRequest.FromString,
+                    response_serializer=pullbroker_dot_v1_dot_registry__pb2.Registry.SerializeToString,
+            ),
             'DeleteRegistry': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteRegistry,
                     request_deserializer=pullbroker_dot_v1_dot_registry__pb2.DeleteRegistryRequest.FromString,
@@ -147,6 +180,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.TestConnection,
                     request_deserializer=pullbroker_dot_v1_dot_registry__pb2.TestConnectionRequest.FromString,
                     response_serializer=pullbroker_dot_v1_dot_registry__pb2.TestConnectionResponse.SerializeToString,
+            ),
+            'ListRegistryKinds': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRegistryKinds,
+                    request_deserializer=pullbroker_dot_v1_dot_registry__pb2.ListRegistryKindsRequest.FromString,
+                    response_serializer=pullbroker_dot_v1_dot_registry__pb2.ListRegistryKindsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -272,6 +310,33 @@ class RegistryService:
             _registered_method=True)
 
     @staticmethod
+    def RollbackRegistry(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pullbroker.v1.RegistryService/RollbackRegistry',
+            pullbroker_dot_v1_dot_registry__pb2.RollbackRegistryRequest.SerializeToString,
+            pullbroker_dot_v1_dot_registry__pb2.Registry.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def DeleteRegistry(request,
             target,
             options=(),
@@ -315,6 +380,33 @@ class RegistryService:
             '/pullbroker.v1.RegistryService/TestConnection',
             pullbroker_dot_v1_dot_registry__pb2.TestConnectionRequest.SerializeToString,
             pullbroker_dot_v1_dot_registry__pb2.TestConnectionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRegistryKinds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pullbroker.v1.RegistryService/ListRegistryKinds',
+            pullbroker_dot_v1_dot_registry__pb2.ListRegistryKindsRequest.SerializeToString,
+            pullbroker_dot_v1_dot_registry__pb2.ListRegistryKindsResponse.FromString,
             options,
             channel_credentials,
             insecure,

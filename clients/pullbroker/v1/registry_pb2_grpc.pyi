@@ -41,10 +41,21 @@ class RegistryServiceStub:
     GetRegistry: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetRegistryRequest, _registry_pb2.Registry]
     ListRegistries: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListRegistriesRequest, _registry_pb2.ListRegistriesResponse]
     UpdateRegistry: _grpc.UnaryUnaryMultiCallable[_registry_pb2.UpdateRegistryRequest, _registry_pb2.Registry]
-    """Renames a registry or rotates its credential. The etag must match the stored one."""
+    """Renames a registry or rotates its credential. The etag must match the stored one.
+    A rotation tests the new credential against the registry first (unless skip_test) and
+    changes nothing when the registry refuses it.
+    """
+    RollbackRegistry: _grpc.UnaryUnaryMultiCallable[_registry_pb2.RollbackRegistryRequest, _registry_pb2.Registry]
+    """Makes the credential version the last rotation replaced current again (AIP-136 custom
+    method). FAILED_PRECONDITION when there is none: it is kept until the next rotation.
+    """
     DeleteRegistry: _grpc.UnaryUnaryMultiCallable[_registry_pb2.DeleteRegistryRequest, _registry_pb2.DeleteRegistryResponse]
     TestConnection: _grpc.UnaryUnaryMultiCallable[_registry_pb2.TestConnectionRequest, _registry_pb2.TestConnectionResponse]
     """Tests a saved registry, or a registry and credential that are not saved yet."""
+    ListRegistryKinds: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListRegistryKindsRequest, _registry_pb2.ListRegistryKindsResponse]
+    """Every registry kind with the fields a CreateRegistry for it takes: built from the
+    definitions that validate CreateRegistry, so a form built from it asks for what is needed.
+    """
 
 @_typing.type_check_only
 class RegistryServiceAsyncStub(RegistryServiceStub):
@@ -59,10 +70,21 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     GetRegistry: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetRegistryRequest, _registry_pb2.Registry]  # type: ignore[assignment]
     ListRegistries: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListRegistriesRequest, _registry_pb2.ListRegistriesResponse]  # type: ignore[assignment]
     UpdateRegistry: _aio.UnaryUnaryMultiCallable[_registry_pb2.UpdateRegistryRequest, _registry_pb2.Registry]  # type: ignore[assignment]
-    """Renames a registry or rotates its credential. The etag must match the stored one."""
+    """Renames a registry or rotates its credential. The etag must match the stored one.
+    A rotation tests the new credential against the registry first (unless skip_test) and
+    changes nothing when the registry refuses it.
+    """
+    RollbackRegistry: _aio.UnaryUnaryMultiCallable[_registry_pb2.RollbackRegistryRequest, _registry_pb2.Registry]  # type: ignore[assignment]
+    """Makes the credential version the last rotation replaced current again (AIP-136 custom
+    method). FAILED_PRECONDITION when there is none: it is kept until the next rotation.
+    """
     DeleteRegistry: _aio.UnaryUnaryMultiCallable[_registry_pb2.DeleteRegistryRequest, _registry_pb2.DeleteRegistryResponse]  # type: ignore[assignment]
     TestConnection: _aio.UnaryUnaryMultiCallable[_registry_pb2.TestConnectionRequest, _registry_pb2.TestConnectionResponse]  # type: ignore[assignment]
     """Tests a saved registry, or a registry and credential that are not saved yet."""
+    ListRegistryKinds: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListRegistryKindsRequest, _registry_pb2.ListRegistryKindsResponse]  # type: ignore[assignment]
+    """Every registry kind with the fields a CreateRegistry for it takes: built from the
+    definitions that validate CreateRegistry, so a form built from it asks for what is needed.
+    """
 
 class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     """RegistryService manages registry credentials. Caller role: admin.
@@ -98,7 +120,20 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.UpdateRegistryRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.Registry, _abc.Awaitable[_registry_pb2.Registry]]:
-        """Renames a registry or rotates its credential. The etag must match the stored one."""
+        """Renames a registry or rotates its credential. The etag must match the stored one.
+        A rotation tests the new credential against the registry first (unless skip_test) and
+        changes nothing when the registry refuses it.
+        """
+
+    @_abc_1.abstractmethod
+    def RollbackRegistry(
+        self,
+        request: _registry_pb2.RollbackRegistryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.Registry, _abc.Awaitable[_registry_pb2.Registry]]:
+        """Makes the credential version the last rotation replaced current again (AIP-136 custom
+        method). FAILED_PRECONDITION when there is none: it is kept until the next rotation.
+        """
 
     @_abc_1.abstractmethod
     def DeleteRegistry(
@@ -114,5 +149,15 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.TestConnectionResponse, _abc.Awaitable[_registry_pb2.TestConnectionResponse]]:
         """Tests a saved registry, or a registry and credential that are not saved yet."""
+
+    @_abc_1.abstractmethod
+    def ListRegistryKinds(
+        self,
+        request: _registry_pb2.ListRegistryKindsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ListRegistryKindsResponse, _abc.Awaitable[_registry_pb2.ListRegistryKindsResponse]]:
+        """Every registry kind with the fields a CreateRegistry for it takes: built from the
+        definitions that validate CreateRegistry, so a form built from it asks for what is needed.
+        """
 
 def add_RegistryServiceServicer_to_server(servicer: RegistryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

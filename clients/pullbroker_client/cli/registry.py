@@ -1,4 +1,4 @@
-"""`pullbroker registry add | list | get | test | rotate | delete`."""
+"""`pullbroker registry add | list | get | test | rotate | rollback | delete | kinds`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pullbroker.v1 import registry_pb2
 from pullbroker_client.broker import BrokerCallError, BrokerClient
 from pullbroker_client.cli import output
 from pullbroker_client.cli.common import UsageError, client_for, wants_json
+from pullbroker_client.cli.kinds import cmd_kinds
 from pullbroker_client.cli.parser import EXIT_FAILURE, add_common_options
 from pullbroker_client.cli.password import read_password
 from pullbroker_client.errors import ConfigurationError
@@ -86,7 +87,8 @@ def add_registry_commands(subparsers: Any) -> None:
     for name, func, text in (
         ("get", cmd_get, "show one registry"),
         ("test", cmd_test, "test a saved registry's credential against the registry"),
-        ("rotate", cmd_rotate, "replace a registry's credential"),
+        ("rotate", cmd_rotate, "replace a registry's credential (tested first)"),
+        ("rollback", cmd_rollback, "go back to the credential the last rotation replaced"),
         ("delete", cmd_delete, "delete a registry and its credential"),
     ):
         command = commands.add_parser(name, help=text)
@@ -95,6 +97,16 @@ def add_registry_commands(subparsers: Any) -> None:
         if name == "rotate":
             command.add_argument("--password-stdin", action="store_true", help="read from stdin")
             command.add_argument("--username", help="new username (default: keep the current one)")
+            command.add_argument(
+                "--no-test",
+                action="store_true",
+                help="rotate without asking the registry first (for a registry that is down)",
+            )
+    kinds = commands.add_parser(
+        "kinds", help="registry kinds, the fields each takes, and their defaults"
+    )
+    kinds.add_argument("kind", nargs="?", metavar="KIND", help="show one kind's fields in detail")
+    kinds.set_defaults(func=cmd_kinds)
     for command in commands.choices.values():
         add_common_options(command)
 
@@ -151,12 +163,41 @@ def cmd_rotate(args: argparse.Namespace) -> int:
         if credential is None:
             raise UsageError(f"{current.display_name} is a public registry: it has no credential")
         target = registry_pb2.Registry(name=current.name, etag=current.etag)
-        updated = client.update_registry(target, (), credential)
+        try:
+            updated = client.update_registry(target, (), credential, skip_test=args.no_test)
+        except BrokerCallError as exc:
+            raise _with_flags(exc) from None
     if wants_json(args):
         print(output.dumps(output.to_dict(updated)))
     else:
-        print(f"rotated {updated.display_name}: credential version {updated.credential_version}")
+        tested = "not tested" if args.no_test else "the registry accepted it"
+        print(
+            f"rotated {updated.display_name}: credential version {updated.credential_version} "
+            f"({tested}; `pullbroker registry rollback {updated.display_name}` goes back)"
+        )
     return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    with client_for(args) as client:
+        current = resolve(client, args.id)
+        rolled = client.rollback_registry(current.name, current.etag)
+    if wants_json(args):
+        print(output.dumps(output.to_dict(rolled)))
+    else:
+        print(
+            f"rolled back {rolled.display_name}: the previous credential is current again "
+            f"(credential version {rolled.credential_version})"
+        )
+    return 0
+
+
+def _with_flags(exc: BrokerCallError) -> BrokerCallError:
+    """The broker's advice in the CLI's words: its request field becomes the flag."""
+    message = exc.message.replace("(skip_test)", "(--no-test)")
+    return BrokerCallError(
+        exc.code, message, request_id=exc.request_id, retry_after=exc.retry_after
+    )
 
 
 def cmd_delete(args: argparse.Namespace) -> int:

@@ -83,13 +83,26 @@ class BrokerRpc(RpcCaller):
         registry: registry_pb2.Registry | None = None,
         update_mask: Sequence[str] | field_mask_pb2.FieldMask = (),
         credential: registry_pb2.Credential | None = None,
+        skip_test: bool = False,
         *,
         request_id: str | None = None,
         timeout: float | None = None,
     ) -> registry_pb2.Registry:
         """RegistryService.UpdateRegistry."""
-        request = registry_pb2.UpdateRegistryRequest(registry=registry, update_mask=field_mask(update_mask), credential=credential)
+        request = registry_pb2.UpdateRegistryRequest(registry=registry, update_mask=field_mask(update_mask), credential=credential, skip_test=skip_test)
         return self._unary(self._registry_service.UpdateRegistry, request, request_id, timeout)
+
+    def rollback_registry(
+        self,
+        name: str = "",
+        etag: str = "",
+        *,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> registry_pb2.Registry:
+        """RegistryService.RollbackRegistry."""
+        request = registry_pb2.RollbackRegistryRequest(name=name, etag=etag)
+        return self._unary(self._registry_service.RollbackRegistry, request, request_id, timeout)
 
     def delete_registry(
         self,
@@ -120,6 +133,16 @@ class BrokerRpc(RpcCaller):
         if registry is not None:
             request.registry.CopyFrom(registry)
         return self._unary(self._registry_service.TestConnection, request, request_id, timeout)
+
+    def list_registry_kinds(
+        self,
+        *,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> registry_pb2.ListRegistryKindsResponse:
+        """RegistryService.ListRegistryKinds."""
+        request = registry_pb2.ListRegistryKindsRequest()
+        return self._unary(self._registry_service.ListRegistryKinds, request, request_id, timeout)
 
     def create_deployment(
         self,
@@ -292,13 +315,26 @@ class AsyncBrokerRpc(AsyncRpcCaller):
         registry: registry_pb2.Registry | None = None,
         update_mask: Sequence[str] | field_mask_pb2.FieldMask = (),
         credential: registry_pb2.Credential | None = None,
+        skip_test: bool = False,
         *,
         request_id: str | None = None,
         timeout: float | None = None,
     ) -> registry_pb2.Registry:
         """RegistryService.UpdateRegistry."""
-        request = registry_pb2.UpdateRegistryRequest(registry=registry, update_mask=field_mask(update_mask), credential=credential)
+        request = registry_pb2.UpdateRegistryRequest(registry=registry, update_mask=field_mask(update_mask), credential=credential, skip_test=skip_test)
         return await self._unary(self._registry_service.UpdateRegistry, request, request_id, timeout)
+
+    async def rollback_registry(
+        self,
+        name: str = "",
+        etag: str = "",
+        *,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> registry_pb2.Registry:
+        """RegistryService.RollbackRegistry."""
+        request = registry_pb2.RollbackRegistryRequest(name=name, etag=etag)
+        return await self._unary(self._registry_service.RollbackRegistry, request, request_id, timeout)
 
     async def delete_registry(
         self,
@@ -329,6 +365,16 @@ class AsyncBrokerRpc(AsyncRpcCaller):
         if registry is not None:
             request.registry.CopyFrom(registry)
         return await self._unary(self._registry_service.TestConnection, request, request_id, timeout)
+
+    async def list_registry_kinds(
+        self,
+        *,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> registry_pb2.ListRegistryKindsResponse:
+        """RegistryService.ListRegistryKinds."""
+        request = registry_pb2.ListRegistryKindsRequest()
+        return await self._unary(self._registry_service.ListRegistryKinds, request, request_id, timeout)
 
     async def create_deployment(
         self,

@@ -14,7 +14,8 @@ from pullbroker_client.secret import Secret
 
 from pullbroker_service.app.tokens import hands_out_credential
 from pullbroker_service.domain.errors import InvalidArgument
-from pullbroker_service.domain.kinds import RegistrySpec
+from pullbroker_service.domain.kind_fields import CredentialForm, FieldSpec
+from pullbroker_service.domain.kinds import KindInfo, RegistrySpec
 from pullbroker_service.domain.model import (
     AuthKind,
     AwsCredential,
@@ -136,6 +137,43 @@ def record_to_proto(record: RegistryRecord) -> registry_pb2.Registry:
         create_time=timestamp(record.create_time),
         update_time=timestamp(record.update_time),
         etag=record.etag,
+    )
+
+
+def kinds_to_proto(kinds: tuple[KindInfo, ...]) -> registry_pb2.ListRegistryKindsResponse:
+    """The kind catalogue as ListRegistryKinds answers it."""
+    return registry_pb2.ListRegistryKindsResponse(kinds=[_kind_to_proto(k) for k in kinds])
+
+
+def _kind_to_proto(info: KindInfo) -> registry_pb2.RegistryKindInfo:
+    return registry_pb2.RegistryKindInfo(
+        type=type_from_kind(info.kind),
+        kind=info.kind.value,
+        display_name=info.title,
+        default_url=info.default_url,
+        default_host=info.default_host,
+        fields=[_field_to_proto(f) for f in info.fields],
+        credential_types=[_form_to_proto(f) for f in info.credentials],
+        description=info.notes,
+    )
+
+
+def _form_to_proto(form: CredentialForm) -> registry_pb2.CredentialTypeInfo:
+    return registry_pb2.CredentialTypeInfo(
+        type=form.label, display_name=form.title, fields=[_field_to_proto(f) for f in form.fields]
+    )
+
+
+def _field_to_proto(field: FieldSpec) -> registry_pb2.RegistryKindField:
+    return registry_pb2.RegistryKindField(
+        name=field.name,
+        description=field.description,
+        required=field.required,
+        required_unless=field.required_unless,
+        secret=field.secret,
+        example=field.example,
+        default_value=field.default,
+        pattern=field.pattern,
     )
 
 

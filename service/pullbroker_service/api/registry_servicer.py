@@ -11,7 +11,7 @@ from pullbroker_service.api.context import Context
 from pullbroker_service.api.interceptors import current_caller
 from pullbroker_service.domain.errors import InvalidArgument
 from pullbroker_service.domain.identity import Identity
-from pullbroker_service.domain.kinds import RegistrySpec
+from pullbroker_service.domain.kinds import KindInfo, RegistrySpec
 from pullbroker_service.domain.model import Credential, RegistryRecord
 from pullbroker_service.minting.base import ProbeResult
 
@@ -39,7 +39,12 @@ class RegistriesUseCases(Protocol):
         registry_ca_pem: str | None,
         allow_basic_passthrough: bool | None,
         credential: Credential | None,
+        test: bool = True,
     ) -> RegistryRecord: ...
+
+    async def rollback(self, caller: Identity, name: str, etag: str) -> RegistryRecord: ...
+
+    def kinds(self) -> tuple[KindInfo, ...]: ...
 
     async def delete(self, caller: Identity, name: str, etag: str | None) -> None: ...
 
@@ -113,8 +118,23 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                 registry.allow_basic_passthrough if "allow_basic_passthrough" in paths else None
             ),
             credential=credential,
+            test=not request.skip_test,
         )
         return convert.record_to_proto(record)
+
+    async def RollbackRegistry(
+        self, request: registry_pb2.RollbackRegistryRequest, context: Context
+    ) -> registry_pb2.Registry:
+        name = _required_name(request.name, "name")
+        if not request.etag:
+            raise InvalidArgument("etag is required: get the registry and send its etag")
+        record = await self._registries.rollback(current_caller(), name, request.etag)
+        return convert.record_to_proto(record)
+
+    async def ListRegistryKinds(
+        self, request: registry_pb2.ListRegistryKindsRequest, context: Context
+    ) -> registry_pb2.ListRegistryKindsResponse:
+        return convert.kinds_to_proto(self._registries.kinds())
 
     async def DeleteRegistry(
         self, request: registry_pb2.DeleteRegistryRequest, context: Context

@@ -130,7 +130,14 @@ class Migration:
                 f"the copy of {record.display_name!r} read back from {self._target.name} "
                 "differs from the original: it was deleted and the record left as it was"
             )
-        switched = replace(record, secret_ref=copy_ref, etag=new_etag(), update_time=utc_now())
+        # Only the current version moves: the source, with the previous one, is deleted.
+        switched = replace(
+            record,
+            secret_ref=copy_ref,
+            previous_secret_ref=None,
+            etag=new_etag(),
+            update_time=utc_now(),
+        )
         await self._store.replace(switched, record.etag)
         for old, _ in await self._target.list_versions(record.id):
             if old != copy_ref:

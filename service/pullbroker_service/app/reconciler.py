@@ -15,12 +15,13 @@ secret backend. Runs at start-up and then periodically; every step is idempotent
    this backend (a migration or an odd update left it) goes once all its versions are older
    than the grace period.
 3. Full passes also look at every READY record on this backend: live versions other than
-   the referenced one, older than the grace period, are strays of an interrupted rotation
-   (stored, but the reference never switched) and are deleted; a record whose referenced
+   the referenced one and the previous one (kept for a rollback), older than the grace
+   period, are strays of an interrupted rotation (stored, but the reference never switched)
+   or of a rollback whose clean-up failed, and are deleted; a record whose referenced
    version is gone is reported as dangling, never "repaired" by guessing a version.
 
-A version that a READY record references is never deleted: the record is read again right
-before each deletion.
+A version that a READY record references (as current or previous) is never deleted: the
+record is read again right before each deletion.
 """
 
 from __future__ import annotations
@@ -165,20 +166,20 @@ class Reconciler:
                     backend=self._secrets.name,
                     hint="the referenced credential version is gone: rotate the credential",
                 )
-        await self._remove_strays(record.id, record.secret_ref, report, live)
+        await self._remove_strays(record, report, live)
 
     async def _remove_strays(
         self,
-        key: str,
-        referenced: SecretRef,
+        record: RegistryRecord,
         report: ReconcileReport,
         live: list[tuple[SecretRef, datetime]],
     ) -> None:
+        key = record.id
         for ref, created in live:
-            if ref == referenced or not self._old(created):
+            if ref in _referenced(record) or not self._old(created):
                 continue
             fresh = await self._record(key)  # a rotation may have switched to it meanwhile
-            if fresh is not None and fresh.secret_ref == ref:
+            if fresh is not None and ref in _referenced(fresh):
                 continue
             if await self._attempt(self._secrets.delete_version(ref), key):
                 report.strays.append(ref)
@@ -202,3 +203,8 @@ class Reconciler:
             log.warning("secret_cleanup_skipped", key=key, error=str(exc))
             return False
         return True
+
+
+def _referenced(record: RegistryRecord) -> tuple[SecretRef | None, SecretRef | None]:
+    """The versions a record uses: the current one, and the one kept for a rollback."""
+    return (record.secret_ref, record.previous_secret_ref)

@@ -3,8 +3,13 @@
 Writes that touch both the metadata store and the secret backend are ordered so a failure
 leaves nothing half-done: a new record is written PENDING (no secret reference), then the
 secret is stored, then the record is switched to READY with the reference; any failure
-deletes both. A rotation stores the new version, switches the reference (etag checked), and
-only then deletes the old version.
+deletes both.
+
+A rotation first asks the registry whether it takes the new credential (the probe
+TestConnection runs; skipped on request, for a registry that is down): if not, nothing is
+written. Then it stores the new version and switches the reference (etag checked). The
+version it replaced is kept as the record's previous version, for a rollback, until the next
+rotation retires it; a rollback makes it current again and retires the rolled-back one.
 
 Lifecycle: only the record's creator, or a member of an owner group the policy names for it,
 may delete it, and only while no deployment uses it (StillReferenced names them). Every
@@ -38,14 +43,17 @@ from pullbroker_service.domain.errors import (
     EtagMismatch,
     FailedPrecondition,
     InvalidArgument,
+    SecretMissing,
 )
 from pullbroker_service.domain.identity import Identity
 from pullbroker_service.domain.kinds import (
     DEFAULT_SETTINGS,
+    KindInfo,
     KindSettings,
     RegistrySpec,
     ValidRegistry,
     check_credential,
+    kind_catalogue,
     validate_registry,
     validate_spec,
 )
@@ -53,6 +61,7 @@ from pullbroker_service.domain.model import (
     Credential,
     RecordState,
     RegistryRecord,
+    SecretRef,
     credential_to_bytes,
     credential_username,
 )
@@ -64,6 +73,8 @@ from pullbroker_service.store.base import MetadataStore
 
 T = TypeVar("T")
 
+# Probe outcomes that say nothing about the credential: the registry could not be asked.
+_NOT_ASKED = frozenset({"unreachable", "tls_failure", "rate_limited"})
 
 log = structlog.get_logger()
 
@@ -149,7 +160,10 @@ class Registries:
         registry_ca_pem: str | None,
         allow_basic_passthrough: bool | None,
         credential: Credential | None,
+        test: bool = True,
     ) -> RegistryRecord:
+        """Change settings and/or rotate the credential; with `test`, a rotation happens only
+        if the registry accepts the new credential."""
         action = Action.REGISTRY_UPDATE if credential is None else Action.CREDENTIAL_ROTATE
         work = self._update(
             caller,
@@ -159,6 +173,7 @@ class Registries:
             registry_ca_pem=registry_ca_pem,
             allow_basic_passthrough=allow_basic_passthrough,
             credential=credential,
+            test=test,
         )
         return await self._audited(action, caller, name, work)
 
@@ -172,15 +187,9 @@ class Registries:
         registry_ca_pem: str | None,
         allow_basic_passthrough: bool | None,
         credential: Credential | None,
+        test: bool,
     ) -> RegistryRecord:
-        if not etag:
-            raise InvalidArgument("etag is required: read the registry and send back its etag")
-        current = require_ready(await resolve(self._store, name))
-        if current.etag != etag:
-            raise EtagMismatch(
-                f"registry {current.display_name!r} was changed since you read it (etag "
-                "differs): read it again and retry"
-            )
+        current = await self._current(name, etag)
         valid = validate_spec(
             RegistrySpec(
                 display_name=_or(display_name, current.display_name),
@@ -196,6 +205,8 @@ class Registries:
         ).spec
         if credential is not None:
             check_credential(current.kind, credential, url=current.url, settings=self._settings)
+            if test:
+                await self._test_new_credential(current, credential)
         changed = replace(
             current,
             display_name=valid.display_name,
@@ -219,6 +230,54 @@ class Registries:
             credential_version=changed.credential_version,
         )
         return changed
+
+    async def rollback(self, caller: Identity, name: str, etag: str) -> RegistryRecord:
+        """Make the version the last rotation replaced current again; FailedPrecondition when
+        there is none (never rotated, or rolled back already)."""
+        work = self._rollback(caller, name, etag)
+        return await self._audited(Action.CREDENTIAL_ROLLBACK, caller, name, work)
+
+    async def _rollback(self, caller: Identity, name: str, etag: str) -> RegistryRecord:
+        current = await self._current(name, etag)
+        previous = current.previous_secret_ref
+        if previous is None:
+            raise FailedPrecondition(
+                f"registry {current.display_name!r} has no previous credential to roll back "
+                "to: a rotation keeps the credential it replaced until the next rotation, and "
+                "a rollback uses it up"
+            )
+        try:
+            credential = await load_credential(self._secrets, replace(current, secret_ref=previous))
+        except SecretMissing as exc:
+            raise FailedPrecondition(
+                f"the previous credential of registry {current.display_name!r} is no longer "
+                "stored: rotate to a new credential instead"
+            ) from exc
+        rolled = replace(
+            current,
+            secret_ref=previous,
+            previous_secret_ref=None,
+            credential_version=current.credential_version + 1,
+            username=credential_username(credential),
+            update_time=self._clock(),
+            etag=new_etag(),
+        )
+        await self._store.replace(rolled, current.etag)
+        # Tokens minted from the rolled-back credential must not outlive it.
+        self._cache.invalidate_registry(current.id)
+        await self._retire(current.id, current.secret_ref)
+        log.info(
+            "registry_credential_rolled_back",
+            registry_id=current.id,
+            display_name=current.display_name,
+            identity=caller.name,
+            credential_version=rolled.credential_version,
+        )
+        return rolled
+
+    def kinds(self) -> tuple[KindInfo, ...]:
+        """The kind catalogue: every kind and the fields a CreateRegistry for it takes."""
+        return kind_catalogue()
 
     async def delete(self, caller: Identity, name: str, etag: str | None) -> None:
         await self._audited(Action.REGISTRY_DELETE, caller, name, self._delete(caller, name, etag))
@@ -342,13 +401,46 @@ class Registries:
                 "create_rollback_failed", registry_id=registry_id, step="record", error=str(exc)
             )
 
+    async def _current(self, name: str, etag: str) -> RegistryRecord:
+        """The READY record `name`, if `etag` is still its etag."""
+        if not etag:
+            raise InvalidArgument("etag is required: read the registry and send back its etag")
+        current = require_ready(await resolve(self._store, name))
+        if current.etag != etag:
+            raise EtagMismatch(
+                f"registry {current.display_name!r} was changed since you read it (etag "
+                "differs): read it again and retry"
+            )
+        return current
+
+    async def _test_new_credential(self, current: RegistryRecord, credential: Credential) -> None:
+        """Ask the registry whether it takes `credential`, as TestConnection does; a refusal
+        (or no answer) is FailedPrecondition, before anything is written."""
+        candidate = replace(current, username=credential_username(credential))
+        result = await self._minters.for_kind(current.kind).probe(candidate, credential, "")
+        if result.outcome == "ok":
+            return
+        advice = (
+            "; if the registry is down, rotate without the test (skip_test)"
+            if result.outcome in _NOT_ASKED
+            else ""
+        )
+        raise FailedPrecondition(
+            f"the new credential was not put in force (registry {current.display_name!r} "
+            f"keeps its current one): {' '.join(result.message.split())}{advice}"
+        )
+
     async def _rotate(
         self, current: RegistryRecord, changed: RegistryRecord, credential: Credential
     ) -> RegistryRecord:
         new_ref = await self._secrets.put(current.id, credential_to_bytes(credential))
+        old = current.secret_ref
+        # The replaced version stays for a rollback, if it lives where rollbacks read from.
+        keep = old if old is not None and old.backend == self._secrets.name else None
         rotated = replace(
             changed,
             secret_ref=new_ref,
+            previous_secret_ref=keep,
             credential_version=current.credential_version + 1,
             username=credential_username(credential),
         )
@@ -360,12 +452,21 @@ class Registries:
             except BrokerError as exc:
                 log.warning("rotation_rollback_failed", registry_id=current.id, error=str(exc))
             raise
-        if current.secret_ref is not None:
-            try:
-                await self._secrets.delete_version(current.secret_ref)
-            except BrokerError as exc:
-                log.warning("old_secret_delete_failed", registry_id=current.id, error=str(exc))
+        # One step back is kept: the version the previous rotation kept goes now.
+        await self._retire(current.id, current.previous_secret_ref)
+        if keep is None:
+            await self._retire(current.id, old)
         return rotated
+
+    async def _retire(self, registry_id: str, ref: SecretRef | None) -> None:
+        """Delete a version no record references any more; a failure is logged, and the
+        reconciler removes the stray later."""
+        if ref is None:
+            return
+        try:
+            await self._secrets.delete_version(ref)
+        except BrokerError as exc:
+            log.warning("old_secret_delete_failed", registry_id=registry_id, error=str(exc))
 
     def _build(
         self,

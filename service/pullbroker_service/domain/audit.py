@@ -35,6 +35,8 @@ class Action(enum.StrEnum):
     REGISTRY_CREATE = "registry.create"
     REGISTRY_UPDATE = "registry.update"
     CREDENTIAL_ROTATE = "credential.rotate"
+    CREDENTIAL_ROLLBACK = "credential.rollback"
+    """The credential version a rotation replaced made current again."""
     REGISTRY_DELETE = "registry.delete"
     CONNECTION_TEST = "connection.test"
     DEPLOYMENT_CREATE = "deployment.create"

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from pullbroker_service.domain.errors import InvalidRegistry
 from pullbroker_service.domain.hosts import normalize_registry_url
+from pullbroker_service.domain.kind_fields import AWS_ACCESS_KEY_ID
 from pullbroker_service.domain.model import (
     AwsCredential,
     AzureServicePrincipal,
@@ -57,7 +58,7 @@ _ROLE_ARN = re.compile(
     r"^arn:(?P<partition>aws|aws-cn|aws-us-gov):iam::(?P<account>\d{12}):role/"
     r"(?P<path>[\w+=,.@/-]{1,512})$"
 )
-_ACCESS_KEY_ID = re.compile(r"^\w{16,128}$")
+_ACCESS_KEY_ID = re.compile(AWS_ACCESS_KEY_ID.pattern)
 _GAR_HOST = re.compile(r"^(?P<region>[a-z0-9-]+)-docker\.pkg\.dev$")
 # Google Cloud regions (us-central1, europe-west4, northamerica-northeast1) and the
 # Artifact Registry multi-regions.

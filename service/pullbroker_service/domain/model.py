@@ -154,6 +154,8 @@ class RegistryRecord:
     update_time: datetime
     etag: str
     state: RecordState = RecordState.READY
+    previous_secret_ref: SecretRef | None = None
+    """The version the last rotation replaced, kept for a rollback until the next rotation."""
 
     @property
     def resource_name(self) -> str:

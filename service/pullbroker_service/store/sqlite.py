@@ -30,7 +30,8 @@ from pullbroker_service.infra.sqlite_worker import (
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: previous_secret_ref, the version a rotation replaced (kept for a rollback)."""
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS registries (
@@ -49,14 +50,15 @@ CREATE TABLE IF NOT EXISTS registries (
     create_time TEXT NOT NULL,
     update_time TEXT NOT NULL,
     etag TEXT NOT NULL,
-    state TEXT NOT NULL
+    state TEXT NOT NULL,
+    previous_secret_ref TEXT
 );
 CREATE INDEX IF NOT EXISTS registries_host ON registries (host, state);
 """
 _COLUMNS = (
     "id, display_name, kind, url, host, username, registry_ca_pem, region, "
     "allow_basic_passthrough, credential_version, secret_ref, creator, create_time, "
-    "update_time, etag, state"
+    "update_time, etag, state, previous_secret_ref"
 )
 _SELECT = f"SELECT {_COLUMNS} FROM registries"  # noqa: S608 - constant column list
 
@@ -95,7 +97,7 @@ class SqliteMetadataStore:
 
     async def create(self, record: RegistryRecord) -> None:
         def insert(conn: sqlite3.Connection) -> None:
-            marks = ", ".join("?" * 16)
+            marks = ", ".join("?" * len(_COLUMNS.split(",")))
             conn.execute(f"INSERT INTO registries ({_COLUMNS}) VALUES ({marks})", _row(record))  # noqa: S608
 
         await self._write(insert, record)
@@ -205,7 +207,21 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn = open_private_database(path, synchronous="NORMAL")
     conn.executescript(_SCHEMA)
     check_schema_version(conn, path, SCHEMA_VERSION, what="metadata store")
+    _upgrade(conn)
     return conn
+
+
+def _upgrade(conn: sqlite3.Connection) -> None:
+    """Bring a file written by an older broker to SCHEMA_VERSION, in one transaction."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(registries)")}
+    if "previous_secret_ref" in columns:
+        return
+
+    def add_previous(c: sqlite3.Connection) -> None:
+        c.execute("ALTER TABLE registries ADD COLUMN previous_secret_ref TEXT")
+        c.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+
+    _transaction(conn, add_previous)
 
 
 def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], None]) -> None:
@@ -228,10 +244,11 @@ def _raise_missing_or_stale(conn: sqlite3.Connection, registry_id: str, name: st
 
 def _row(r: RegistryRecord) -> tuple[object, ...]:
     ref = r.secret_ref.to_json() if r.secret_ref is not None else None
+    previous = r.previous_secret_ref.to_json() if r.previous_secret_ref is not None else None
     return (
         r.id, r.display_name, r.kind.value, r.url, r.host, r.username, r.registry_ca_pem,
         r.region, int(r.allow_basic_passthrough), r.credential_version, ref, r.creator,
-        r.create_time.isoformat(), r.update_time.isoformat(), r.etag, r.state.value,
+        r.create_time.isoformat(), r.update_time.isoformat(), r.etag, r.state.value, previous,
     )  # fmt: skip
 
 
@@ -253,6 +270,7 @@ def _record(row: tuple[Any, ...]) -> RegistryRecord:
         update_time=datetime.fromisoformat(row[13]),
         etag=row[14],
         state=RecordState(row[15]),
+        previous_secret_ref=SecretRef.from_json(row[16]) if row[16] else None,
     )
 
 

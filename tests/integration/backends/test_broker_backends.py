@@ -237,7 +237,8 @@ def running(
 
 
 class TestLifecycleOnEachBackend:
-    """Create (tested), test, issue, rotate, delete: the same through the API on every backend."""
+    """Create (tested), test, issue, rotate, roll back, delete: the same through the API on
+    every backend."""
 
     def test_whole_life(
         self,
@@ -247,8 +248,9 @@ class TestLifecycleOnEachBackend:
         pushed_images: StandardImages,
         capfd: pytest.CaptureFixture[str],
     ) -> None:
-        """The token minted from each backend's credential pulls; a rotation leaves exactly
-        the new version; a delete removes the secret; no file or log holds a password."""
+        """The token minted from each backend's credential pulls; a rotation keeps the new
+        version and the one it replaced; a rollback makes that one current again (and pulls)
+        and leaves only it; a delete removes the secret; no file or log holds a password."""
         backend = configured[0]
         with running.client() as admin, running.client("node") as node:
             created = admin.create_registry(
@@ -267,9 +269,20 @@ class TestLifecycleOnEachBackend:
             second = node.issue_pull_token(pushed_images.app.reference)
             assert second.token.reveal() != first.token.reveal()
             assert manifest_status(token_registry, second.token, "team/app") == 200
-            (rotated_version,) = running.run(running.secrets.list_versions(registry_id))
-            assert rotated_version[0].backend == backend
-            assert rotated_version[0] != created_version[0], "only the new version is left"
+            versions = {ref for ref, _ in running.run(running.secrets.list_versions(registry_id))}
+            assert {ref.backend for ref in versions} == {backend}
+            assert versions > {created_version[0]}, "the new version, and the old for a rollback"
+            assert len(versions) == 2
+            rolled = admin.rollback_registry(rotated.name, rotated.etag)
+            assert (rolled.credential_version, rolled.username) == (3, ALICE)
+            third = node.issue_pull_token(pushed_images.app.reference)
+            assert third.token.reveal() != second.token.reveal(), "bob's token was dropped"
+            assert manifest_status(token_registry, third.token, "team/app") == 200
+            left = [ref for ref, _ in running.run(running.secrets.list_versions(registry_id))]
+            assert left == [created_version[0]], "the rolled-back version is gone"
+            with pytest.raises(BrokerCallError) as nothing_left:
+                admin.rollback_registry(rolled.name, rolled.etag)
+            assert nothing_left.value.code is grpc.StatusCode.FAILED_PRECONDITION
             admin.delete_registry(created.name)
             assert registry_id not in running.run(running.secrets.list_keys())
             with pytest.raises(BrokerCallError) as caught:

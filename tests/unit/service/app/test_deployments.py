@@ -43,6 +43,7 @@ from pullbroker_service.minting.by_kind import MintersByKind
 from pullbroker_service.minting.cache import TokenCache
 from pullbroker_service.secrets.kek import FileKeyWrapper
 from pullbroker_service.secrets.local import LocalSecretBackend
+from pullbroker_service.store.sqlite import SCHEMA_VERSION as METADATA_SCHEMA
 from pullbroker_service.store.sqlite import SqliteMetadataStore
 from pullbroker_service.store.sqlite_deployments import SqliteDeploymentStore
 
@@ -405,4 +406,4 @@ class TestStore:
             rows = conn.execute("SELECT component, version FROM component_schema").fetchall()
             versions = conn.execute("SELECT version FROM schema_version").fetchall()
         assert rows == [("deployments", 1)]
-        assert versions == [(1,)]
+        assert versions == [(METADATA_SCHEMA,)]

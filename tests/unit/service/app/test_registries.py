@@ -226,7 +226,7 @@ class TestReadAndList:
 
 
 class TestUpdate:
-    """Updates need the current etag; rotation switches versions and drops the old one."""
+    """Updates need the current etag; rotation switches versions and keeps the old one."""
 
     async def test_rename(self, core: Core) -> None:
         """A rename changes the name and etag; the old name no longer resolves."""
@@ -266,7 +266,8 @@ class TestUpdate:
             )  # fmt: skip
 
     async def test_rotation(self, core: Core) -> None:
-        """A new version is stored and referenced, the old one deleted, the version bumped."""
+        """A new version is stored and referenced, the old one kept as previous (for a
+        rollback), the version bumped."""
         record = await core.registries.create(CALLER, generic(), CRED, test=False)
         new = BasicCredential("robot2", Secret("pw-2"))
         rotated = await core.registries.update(
@@ -278,8 +279,8 @@ class TestUpdate:
         assert rotated.secret_ref.version == "2"
         assert credential_from_bytes(await core.secrets.get(rotated.secret_ref)) == new
         assert record.secret_ref is not None
-        with pytest.raises(SecretMissing):
-            await core.secrets.get(record.secret_ref)
+        assert rotated.previous_secret_ref == record.secret_ref
+        assert credential_from_bytes(await core.secrets.get(record.secret_ref)) == CRED
 
     async def test_failed_rotation_keeps_the_old_credential(
         self, tmp_path: Path, custom: list[Core]

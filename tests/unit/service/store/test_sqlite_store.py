@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pullbroker_service.domain.errors import AlreadyExists, EtagMismatch, RegistryNotFound
 from pullbroker_service.domain.model import RecordState, RegistryKind, RegistryRecord, SecretRef
-from pullbroker_service.store.sqlite import SqliteMetadataStore
+from pullbroker_service.store.sqlite import SCHEMA_VERSION, SqliteMetadataStore
 
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -189,11 +189,13 @@ class TestSchema:
     """The file carries a schema version and runs in WAL mode."""
 
     async def test_schema_version_and_wal(self, store: SqliteMetadataStore, tmp_path: Path) -> None:
-        """schema_version holds 1 and the journal mode is WAL."""
+        """schema_version holds the current version and the journal mode is WAL."""
         await store.create(record("r1", "acme"))
         conn = sqlite3.connect(tmp_path / "metadata.db")
         try:
-            assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+            assert conn.execute("SELECT version FROM schema_version").fetchall() == [
+                (SCHEMA_VERSION,)
+            ]
             assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         finally:
             conn.close()
