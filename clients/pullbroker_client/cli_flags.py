@@ -21,6 +21,7 @@ _FIELDS: tuple[tuple[str, str], ...] = (
     (r"credential\.azure\.client_id|client_id", "--client-id"),
     (r"credential\.aws\.role_arn|role_arn", "--role-arn"),
     (r"credential key_json|key_json", "--service-account-key"),
+    (r"skip_test", "--no-test"),
 )
 _REWRITES: tuple[tuple[re.Pattern[str], str], ...] = (
     *((re.compile(rf"(?<![\w.-])(?:{api})(?![\w-])"), flag) for api, flag in _FIELDS),

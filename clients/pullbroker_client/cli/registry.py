@@ -163,10 +163,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
         if credential is None:
             raise UsageError(f"{current.display_name} is a public registry: it has no credential")
         target = registry_pb2.Registry(name=current.name, etag=current.etag)
-        try:
-            updated = client.update_registry(target, (), credential, skip_test=args.no_test)
-        except BrokerCallError as exc:
-            raise _with_flags(exc) from None
+        updated = client.update_registry(target, (), credential, skip_test=args.no_test)
     if wants_json(args):
         print(output.dumps(output.to_dict(updated)))
     else:
@@ -190,14 +187,6 @@ def cmd_rollback(args: argparse.Namespace) -> int:
             f"(credential version {rolled.credential_version})"
         )
     return 0
-
-
-def _with_flags(exc: BrokerCallError) -> BrokerCallError:
-    """The broker's advice in the CLI's words: its request field becomes the flag."""
-    message = exc.message.replace("(skip_test)", "(--no-test)")
-    return BrokerCallError(
-        exc.code, message, request_id=exc.request_id, retry_after=exc.retry_after
-    )
 
 
 def cmd_delete(args: argparse.Namespace) -> int:

@@ -27,6 +27,7 @@ class TestApiFieldsBecomeFlags:
             ("credential.azure.client_id must be a GUID", "--client-id must be a GUID"),
             ("credential key_json has no token_uri", "--service-account-key has no token_uri"),
             ("several registries serve host h (a, b): name one in the request", "with --registry"),
+            ("rotate without the test (skip_test)", "without the test (--no-test)"),
         ],
     )
     def test_rewritten(self, said: str, shown: str) -> None:
