@@ -29,7 +29,7 @@ import grpc
 from pullbroker.v1 import deployment_pb2
 from pullbroker_client.broker import BrokerCallError
 from pullbroker_client.errors import ClientError
-from pullbroker_client.registry import errors as registry
+from pullbroker_client.registry import errors as registry_errors
 
 from pullbroker_sidecar import errors as sidecar
 
@@ -50,14 +50,14 @@ UNSPECIFIED = deployment_pb2.FAILURE_CATEGORY_UNSPECIFIED
 
 # (category, what to check) per registry error class; the most specific class wins.
 _REGISTRY: dict[type[Exception], tuple[Category, str]] = {
-    registry.CredentialRejected: (AUTHENTICATION, "authentication failed"),
-    registry.AuthenticationRequired: (AUTHENTICATION, "authentication failed"),
-    registry.NotAllowed: (NOT_ALLOWED, "not allowed to pull"),
-    registry.NotFoundError: (NOT_FOUND, "image or tag not found"),
-    registry.RegistryUnreachable: (UNREACHABLE, "registry unreachable"),
-    registry.RegistryTLSError: (UNREACHABLE, "registry unreachable (TLS)"),
-    registry.RateLimited: (RATE_LIMITED, "rate limited"),
-    registry.DigestMismatch: (DIGEST_MISMATCH, "digest mismatch"),
+    registry_errors.CredentialRejected: (AUTHENTICATION, "authentication failed"),
+    registry_errors.AuthenticationRequired: (AUTHENTICATION, "authentication failed"),
+    registry_errors.NotAllowed: (NOT_ALLOWED, "not allowed to pull"),
+    registry_errors.NotFoundError: (NOT_FOUND, "image or tag not found"),
+    registry_errors.RegistryUnreachable: (UNREACHABLE, "registry unreachable"),
+    registry_errors.RegistryTLSError: (UNREACHABLE, "registry unreachable (TLS)"),
+    registry_errors.RateLimited: (RATE_LIMITED, "rate limited"),
+    registry_errors.DigestMismatch: (DIGEST_MISMATCH, "digest mismatch"),
     sidecar.DigestMismatch: (DIGEST_MISMATCH, "digest mismatch"),
 }
 _BROKER: dict[grpc.StatusCode, tuple[Category, str]] = {

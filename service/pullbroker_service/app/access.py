@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pullbroker_client.registry.errors import InvalidReference as ClientInvalidReference
+from pullbroker_client.registry import errors as registry_errors
 from pullbroker_client.registry.reference import parse_reference
 
 from pullbroker_service.app.lookup import resolve
@@ -44,7 +44,7 @@ class AccessChecker:
             raise InvalidArgument("identity is required: a spiffe:// ID or CN=<common name>")
         try:
             ref = parse_reference(image)
-        except ClientInvalidReference as exc:
+        except registry_errors.InvalidReference as exc:
             raise InvalidReference(str(exc)) from exc
         policy = self._policy.current()
         roles = policy.roles_for(identity)

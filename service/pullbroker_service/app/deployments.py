@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 import structlog
-from pullbroker_client.registry.errors import InvalidReference as ClientInvalidReference
+from pullbroker_client.registry import errors as registry_errors
 from pullbroker_client.registry.reference import Reference, parse_reference
 
 from pullbroker_service.app.audit import AuditSink
@@ -311,14 +311,14 @@ def inline_registry_name(deployment_id: str) -> str:
 def _parse(image: str) -> Reference:
     try:
         return parse_reference(image)
-    except ClientInvalidReference as exc:
+    except registry_errors.InvalidReference as exc:
         raise InvalidReference(str(exc)) from exc
 
 
 def _repository_of(image: str) -> str:
     try:
         return parse_reference(image).repository
-    except ClientInvalidReference:
+    except registry_errors.InvalidReference:
         return ""
 
 

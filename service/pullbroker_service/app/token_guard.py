@@ -20,7 +20,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
-from pullbroker_client.registry.errors import InvalidReference as ClientInvalidReference
+from pullbroker_client.registry import errors as registry_errors
 from pullbroker_client.registry.reference import parse_reference
 from pullbroker_client.secret import Secret
 
@@ -247,5 +247,5 @@ def _login_reason(login: MintedLogin) -> str:
 def _repository(image: str) -> str:
     try:
         return parse_reference(image).repository
-    except ClientInvalidReference:
+    except registry_errors.InvalidReference:
         return ""

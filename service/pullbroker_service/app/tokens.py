@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 
 import structlog
-from pullbroker_client.registry.errors import InvalidReference as ClientInvalidReference
+from pullbroker_client.registry import errors as registry_errors
 from pullbroker_client.registry.reference import Reference, parse_reference
 from pullbroker_client.secret import Secret
 
@@ -172,7 +172,7 @@ class PullAccess:
 def _parse(image: str) -> Reference:
     try:
         return parse_reference(image)
-    except ClientInvalidReference as exc:
+    except registry_errors.InvalidReference as exc:
         raise InvalidReference(str(exc)) from exc
 
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
-from pullbroker_client.registry import errors as client
+from pullbroker_client.registry import errors as registry_errors
 from pullbroker_client.registry.auth import (
     DEFAULT_EXPIRES_IN,
     TOKEN_BODY_LIMIT,
@@ -153,7 +153,7 @@ class AzureMinter:
         """An ACR access token allowing pull of `repository` only."""
         try:
             return await self._mint(registry, credential, repository)
-        except client.RegistryError as exc:
+        except registry_errors.RegistryError as exc:
             raise domain_error(exc, registry, repository, anonymous=False) from exc
 
     async def probe(
@@ -165,7 +165,7 @@ class AzureMinter:
             try:
                 token = await self._mint(registry, credential, repository)
                 message = await self._http.verify_pull(registry, token, repository)
-            except client.RegistryError as exc:
+            except registry_errors.RegistryError as exc:
                 raise domain_error(exc, registry, repository, anonymous=False) from exc
         except InvalidArgument:
             raise
@@ -189,7 +189,7 @@ class AzureMinter:
             challenge = await self._http.bearer_challenge(registry)
             issued_at = datetime.now(UTC)
             refresh = await self._refresh_token(registry, challenge, credential)
-        except client.RegistryError as exc:
+        except registry_errors.RegistryError as exc:
             raise domain_error(exc, registry, repository, anonymous=False) from exc
         return MintedLogin(
             AuthKind.BASIC,

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
-from pullbroker_client.registry import errors as client
+from pullbroker_client.registry import errors as registry_errors
 from pullbroker_client.registry.auth import BearerToken, fetch_token, ping
 from pullbroker_client.registry.challenge import Challenge
 from pullbroker_client.registry.dial import AsyncResolver, async_system_resolve
@@ -134,7 +134,7 @@ class BearerMinter:
             transport = self._transport(registry)
             challenges = await self._challenges(registry, transport)
             token = await self._token(registry, credential, repository, transport, challenges)
-        except client.RegistryError as exc:
+        except registry_errors.RegistryError as exc:
             self._forget(registry)
             raise self._failure(exc, registry, repository, key, kind) from exc
         except BrokerError:
@@ -166,7 +166,7 @@ class BearerMinter:
                 message = await verify_token(
                     registry, transport, token, repository, lambda h: self._backoff.observe(key, h)
                 )
-            except client.RegistryError as exc:
+            except registry_errors.RegistryError as exc:
                 raise self._failure(exc, registry, repository, key, kind) from exc
         except InvalidArgument:
             raise
@@ -208,13 +208,13 @@ class BearerMinter:
 
     def _failure(
         self,
-        exc: client.RegistryError,
+        exc: registry_errors.RegistryError,
         record: RegistryRecord,
         repository: str,
         key: BackoffKey,
         kind: TokenKind,
     ) -> BrokerError:
-        if isinstance(exc, client.RateLimited):
+        if isinstance(exc, registry_errors.RateLimited):
             wait = self._backoff.rate_limited(key, exc.retry_after)
             return RateLimited(
                 f"registry {record.host} is rate limiting requests for registry "
@@ -247,7 +247,7 @@ class BearerMinter:
             username, password = _basic_pair(record, credential)
             try:
                 token = await _fetch(transport, bearer, scope, username, password, record.url)
-            except client.DialRefused as exc:
+            except registry_errors.DialRefused as exc:
                 raise refused_realm(exc, record) from exc
             issued, expires = token.issued_at.astimezone(UTC), token.expires_at.astimezone(UTC)
             return MintedToken(AuthKind.BEARER, "", token.token, scope, issued, expires, repository)
@@ -290,16 +290,16 @@ async def _fetch(
         return await fetch_token(
             transport, challenge, scope, username, password, registry_url=registry_url
         )
-    except client.CredentialRejected as rejected:
+    except registry_errors.CredentialRejected as rejected:
         if not scope:
             raise
         try:
             await fetch_token(
                 transport, challenge, "", username, password, registry_url=registry_url
             )
-        except client.CredentialRejected:
+        except registry_errors.CredentialRejected:
             raise rejected from None
-        raise client.NotAllowed(
+        raise registry_errors.NotAllowed(
             "the token endpoint accepts the credential but refuses a pull token for the repository"
         ) from rejected
 
@@ -316,7 +316,7 @@ def _check_grant(
     if token.auth_kind is not AuthKind.BEARER or not repository:
         return
     if grants_pull(token.token.reveal(), repository) is False:
-        refused = client.NotAllowed(f"the token grants no pull on {repository}")
+        refused = registry_errors.NotAllowed(f"the token grants no pull on {repository}")
         raise domain_error(refused, record, repository, anonymous=key[1] == "", hints=kind.hints)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import httpx
-from pullbroker_client.registry import errors as client
+from pullbroker_client.registry import errors as registry_errors
 from pullbroker_client.registry.addresses import DialPolicy
 from pullbroker_client.registry.auth import TOKEN_BODY_LIMIT, ping
 from pullbroker_client.registry.challenge import Challenge
@@ -162,7 +162,7 @@ class CloudHttp:
                 what = f"has no tags in {repo} yet (or no such repository)"
             return f"registry {registry.host} {what}"
         if response.status_code in (401, 403):
-            raise client.NotAllowed(f"registry {registry.host} refused pull on {repo}")
+            raise registry_errors.NotAllowed(f"registry {registry.host} refused pull on {repo}")
         raise error_for_response(
             response.status_code,
             response.content,

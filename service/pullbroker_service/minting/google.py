@@ -35,7 +35,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from pullbroker_client.registry import errors as client
+from pullbroker_client.registry import errors as registry_errors
 from pullbroker_client.registry.auth import fetch_token, token_lifetime
 from pullbroker_client.secret import Secret
 
@@ -111,7 +111,7 @@ class GoogleMinter:
         """A registry token allowing pull of `repository` only."""
         try:
             return await self._mint(registry, credential, repository)
-        except client.RegistryError as exc:
+        except registry_errors.RegistryError as exc:
             raise _registry_error(exc, registry, repository) from exc
 
     async def probe(
@@ -123,7 +123,7 @@ class GoogleMinter:
             try:
                 token = await self._mint(registry, credential, repository)
                 message = await self._http.verify_pull(registry, token, repository)
-            except client.RegistryError as exc:
+            except registry_errors.RegistryError as exc:
                 raise _registry_error(exc, registry, repository) from exc
         except InvalidArgument:
             raise
@@ -148,7 +148,7 @@ class GoogleMinter:
         issued_at = datetime.now(UTC)
         try:
             access_token, lifetime = await self._access_token(registry, info, key)
-        except client.RegistryError as exc:
+        except registry_errors.RegistryError as exc:
             raise _registry_error(exc, registry, repository) from exc
         return MintedLogin(
             AuthKind.BASIC,
@@ -283,7 +283,7 @@ _REJECTED_CODES = frozenset({"invalid_grant", "invalid_client", "unauthorized_cl
 
 
 def _registry_error(
-    exc: client.RegistryError, registry: RegistryRecord, repository: str
+    exc: registry_errors.RegistryError, registry: RegistryRecord, repository: str
 ) -> BrokerError:
     error = domain_error(exc, registry, repository, anonymous=False)
     if isinstance(error, CredentialRejected):

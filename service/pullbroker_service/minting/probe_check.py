@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from pullbroker_client.registry import errors as client
+from pullbroker_client.registry import errors as registry_errors
 from pullbroker_client.registry.auth import basic_authorization
 from pullbroker_client.registry.errors import error_for_response
 from pullbroker_client.registry.transport import Transport
@@ -52,7 +52,7 @@ async def verify_token(
             f"case){said}"
         )
     if response.status_code in (401, 403) and token.auth_kind is AuthKind.BEARER:
-        raise client.NotAllowed(f"registry {record.host} refused pull on {repository}")
+        raise registry_errors.NotAllowed(f"registry {record.host} refused pull on {repository}")
     raise error_for_response(
         response.status_code,
         response.content,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pullbroker_client.registry import errors as client
+from pullbroker_client.registry import errors as registry_errors
 
 from pullbroker_service.domain.errors import (
     BasicNotAllowed,
@@ -49,7 +49,7 @@ def record_label(record: RegistryRecord) -> str:
 
 
 def domain_error(
-    exc: client.RegistryError,
+    exc: registry_errors.RegistryError,
     record: RegistryRecord,
     repository: str,
     *,
@@ -59,40 +59,40 @@ def domain_error(
     """The broker error for a registry client error met while serving `record`."""
     host, name = record.host, record_label(record)
     subject = repository or "this repository"
-    if isinstance(exc, client.CredentialRejected | client.AuthenticationRequired):
+    if isinstance(exc, registry_errors.CredentialRejected | registry_errors.AuthenticationRequired):
         return _rejected(exc, host, name, anonymous, hints)
-    if isinstance(exc, client.InvalidReference):
+    if isinstance(exc, registry_errors.InvalidReference):
         return InvalidReference(str(exc))
-    if isinstance(exc, client.DialRefused):
+    if isinstance(exc, registry_errors.DialRefused):
         return _dial_refused(exc, name)
-    if isinstance(exc, client.NotAllowed) and anonymous:
+    if isinstance(exc, registry_errors.NotAllowed) and anonymous:
         return PullNotAllowed(
             f"anonymous pulls of {subject} from {host} are not allowed (registry {name}): "
             "the repository may be private, or may not exist; register a credential"
         )
-    if isinstance(exc, client.NotAllowed):
+    if isinstance(exc, registry_errors.NotAllowed):
         return PullNotAllowed(
             f"the credential of registry {name} may not pull {subject} from {host}: "
             f"{hints.not_allowed}"
         )
-    if isinstance(exc, client.NotFoundError):
+    if isinstance(exc, registry_errors.NotFoundError):
         return ImageNotFound(
             f"image not found after successful authentication (registry {name}): {exc}; "
             f"{hints.not_found}"
         )
-    if isinstance(exc, client.RateLimited):
+    if isinstance(exc, registry_errors.RateLimited):
         return RateLimited(
             f"registry {host} is rate limiting requests for registry {name}: retry later",
             retry_after=exc.retry_after,
         )
-    if isinstance(exc, client.RegistryUnreachable):
+    if isinstance(exc, registry_errors.RegistryUnreachable):
         return RegistryUnreachable(f"registry {name}: {exc}")
-    if isinstance(exc, client.RegistryTLSError):
+    if isinstance(exc, registry_errors.RegistryTLSError):
         return RegistryTLSFailure(f"registry {name}: {exc}")
     return UpstreamProtocolError(f"registry {name}: {exc}")
 
 
-def _dial_refused(exc: client.DialRefused, name: str) -> BrokerError:
+def _dial_refused(exc: registry_errors.DialRefused, name: str) -> BrokerError:
     """The registry's own host is a bad record (INVALID_ARGUMENT, naming the setting that
     allows it); a redirect to a refused address is the registry misbehaving."""
     if not exc.via:
@@ -102,7 +102,9 @@ def _dial_refused(exc: client.DialRefused, name: str) -> BrokerError:
     )
 
 
-def refused_realm(exc: client.DialRefused, record: RegistryRecord) -> UpstreamProtocolError:
+def refused_realm(
+    exc: registry_errors.DialRefused, record: RegistryRecord
+) -> UpstreamProtocolError:
     """The error for a token realm (or a redirect from it) the dial guard refused."""
     detail = exc if exc.via else refused("token realm", exc.host, exc.address, exc.reason)
     return UpstreamProtocolError(
@@ -111,14 +113,14 @@ def refused_realm(exc: client.DialRefused, record: RegistryRecord) -> UpstreamPr
 
 
 def _rejected(
-    exc: client.RegistryError, host: str, name: str, anonymous: bool, hints: Hints
+    exc: registry_errors.RegistryError, host: str, name: str, anonymous: bool, hints: Hints
 ) -> CredentialRejected:
     if anonymous:
         return CredentialRejected(
             f"registry {host} refused anonymous access for registry {name}: the "
             "repository may be private; register a credential for it"
         )
-    if isinstance(exc, client.AuthenticationRequired):
+    if isinstance(exc, registry_errors.AuthenticationRequired):
         # 401 at the registry itself while presenting a token it issued: the token, not
         # necessarily the stored credential, is what it refused.
         return CredentialRejected(
@@ -148,7 +150,7 @@ def probe_outcome(exc: BrokerError) -> str:
 
 
 def classify_pull_failure(
-    exc: client.RegistryError,
+    exc: registry_errors.RegistryError,
     record: RegistryRecord,
     repository: str,
     *,
