@@ -17,7 +17,7 @@ from pullbroker_client.secret import Secret
 
 from pullbroker_service.config.errors import ConfigError
 
-INLINE_URL_KEYS = frozenset({"url", "dsn", "conninfo"})
+INLINE_URL_KEYS = frozenset({"url", "dsn", "conninfo", "password"})
 
 
 @dataclass(frozen=True)
@@ -76,8 +76,8 @@ def database_url(db: DatabaseConfig) -> Secret:
 
 def inline_url_message(where: str, name: str) -> str:
     return (
-        f"{where}: {name} holds the database connection string inline, and with it usually a "
-        "password; the config file never holds secrets (it is read by people, backups and "
+        f"{where}: {name} would put the database connection string or its password inline; "
+        "the config file never holds secrets (it is read by people, backups and "
         "config management): write `url_file: /path/to/a/0600/file` or `url_env: VARIABLE` "
         "under database"
     )
