@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEB_STAMP := .cache/.debs-installed
-DEBS := docker-registry apache2-utils skopeo umoci docker.io containerd runc podman
+DEBS := docker-registry apache2-utils skopeo umoci docker.io containerd runc podman postgresql
 HOME_DIR ?= $(or $(PULLBROKER_HOME),$(HOME)/.pullbroker)
 LISTEN ?= 127.0.0.1:50051
 CONFIG ?=
@@ -24,7 +24,8 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Debian packages the integration tests drive (registry, skopeo, umoci, htpasswd).
+# Debian packages the integration tests drive (registry, skopeo, umoci, htpasswd, PostgreSQL:
+# tests start their own throwaway clusters as the postgres user, never the system service).
 $(DEB_STAMP):
 	@mkdir -p $(dir $@)
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

@@ -21,7 +21,9 @@ class HarnessError(RuntimeError):
 _LIVE: dict[int, subprocess.Popen[bytes]] = {}
 _LIVE_LOCK = threading.Lock()
 
-MISSING_TOOL_HINT = "run `make debs` (installs docker-registry, apache2-utils, skopeo, umoci)"
+MISSING_TOOL_HINT = (
+    "run `make debs` (installs docker-registry, apache2-utils, skopeo, umoci, postgresql)"
+)
 
 
 def require_tool(name: str) -> str:

@@ -28,6 +28,7 @@ from pullbroker_service.bootstrap.main import Broker, start_broker
 from pullbroker_service.config.broker import load_config
 
 from tests.harness.broker_config import write_test_config
+from tests.harness.postgres import PostgresServer
 
 PULLBROKER = str(Path(sys.executable).with_name("pullbroker"))
 STARTUP_TIMEOUT = 30.0
@@ -211,3 +212,13 @@ def serve_process(tmp_path: Path) -> Iterator[Callable[..., ServeProcess]]:
     finally:
         for served in started:
             served.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session (tests each take a fresh database)."""
+    server = PostgresServer()
+    try:
+        yield server
+    finally:
+        server.close()

@@ -67,6 +67,7 @@ KNOWN_SERVICES = (
     "pullbroker.v1.RegistryService",
     "pullbroker.v1.PullService",
     "pullbroker.secrets",
+    "pullbroker.store",
 )
 
 

@@ -65,7 +65,9 @@ POLICY_SERVICE = policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_na
 # overall "") while the backend does not answer; PullService stays SERVING, since tokens
 # already cached are still handed out.
 SECRETS_HEALTH = "pullbroker.secrets"
-HEALTH_SERVICES = ("", REGISTRY_SERVICE, PULL_SERVICE, SECRETS_HEALTH)
+# Likewise the metadata database (PostgreSQL; SQLite files are not watched).
+STORE_HEALTH = "pullbroker.store"
+HEALTH_SERVICES = ("", REGISTRY_SERVICE, PULL_SERVICE, SECRETS_HEALTH, STORE_HEALTH)
 """What grpc.health.v1 reports on ("" is the broker as a whole)."""
 
 _log = get_logger("pullbroker_service.api.server")
@@ -105,6 +107,8 @@ class BuiltServer:
     address: str
     health: Any
     insecure_address: str | None = None
+    components: dict[str, bool] = field(default_factory=dict)
+    """Watched components (health service name -> serving); "" follows all of them."""
 
     async def stop(self, grace: float) -> None:
         """Report NOT_SERVING, then give in-flight calls `grace` seconds."""
@@ -112,15 +116,26 @@ class BuiltServer:
         await self.server.stop(grace)
 
     async def set_secrets_serving(self, serving: bool) -> None:
-        """Health of the secret backend: "pullbroker.secrets" and the overall "" follow it
-        (ignored once shutting down)."""
-        status = (
-            health_pb2.HealthCheckResponse.SERVING
-            if serving
-            else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
-        for service in ("", SECRETS_HEALTH):
-            await self.health.set(service, status)
+        """Health of the secret backend: "pullbroker.secrets" follows it, and the overall ""
+        is SERVING only while every watched component is (ignored once shutting down)."""
+        await self.set_component_serving(SECRETS_HEALTH, serving)
+
+    async def set_store_serving(self, serving: bool) -> None:
+        """Health of the metadata database ("pullbroker.store"), as set_secrets_serving."""
+        await self.set_component_serving(STORE_HEALTH, serving)
+
+    async def set_component_serving(self, component: str, serving: bool) -> None:
+        self.components[component] = serving
+        await self.health.set(component, _status(serving))
+        await self.health.set("", _status(all(self.components.values())))
+
+
+def _status(serving: bool) -> Any:
+    return (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
 
 
 def server_options(limits: ServerLimits) -> list[tuple[str, int]]:

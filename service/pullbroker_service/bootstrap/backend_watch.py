@@ -1,14 +1,17 @@
-"""The secret backend's health while the broker runs, and the periodic reconciler.
+"""The secret backend's and the database's health while the broker runs, and the periodic
+reconciler.
 
 A backend that is down at start-up is not fatal: health "pullbroker.secrets" reports
-NOT_SERVING, a watcher checks it every few seconds, and the broker recovers on its own.
-With metrics on, `pullbroker_secret_backend_up` follows the same checks.
+NOT_SERVING, a watcher checks it every few seconds, and the broker recovers on its own
+(with metrics on, `pullbroker_secret_backend_up` follows the same checks). The PostgreSQL
+database (when configured) is watched the same way as "pullbroker.store": a call that found
+it down pokes the watch, which checks at once and again until it answers.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import Any
 
@@ -18,6 +21,7 @@ from pullbroker_service.config.broker import BrokerConfig
 from pullbroker_service.domain.errors import BackendUnavailable, BrokerError
 from pullbroker_service.infra.logging import get_logger
 from pullbroker_service.secrets.factory import GuardedBackend
+from pullbroker_service.store.postgres_db import PostgresDatabase
 
 _log = get_logger("pullbroker_service.bootstrap.main")
 
@@ -41,12 +45,29 @@ def start_background(
     secrets: GuardedBackend,
     reconciler: Reconciler,
     available: bool,
+    database: PostgresDatabase | None = None,
 ) -> list[Callable[[], Any]]:
-    """The backend check and the reconciler, as tasks; returns their cancel-and-wait."""
-    watch = BackendWatch(secrets, server, config.backend_check_interval_seconds, available)
+    """The backend check (and the database's), and the reconciler, as tasks; returns their
+    cancel-and-wait."""
+    interval = config.backend_check_interval_seconds
+
+    async def report_secrets(up: bool) -> None:
+        if secrets.metrics is not None:
+            secrets.metrics.set_up(up)
+        await server.set_secrets_serving(up)
+
+    watch = BackendWatch("secret_backend", secrets.name, secrets.check, report_secrets, interval)
+    watch.available = available
     secrets.on_unavailable = watch.poke
+    watches = [watch]
+    if database is not None:
+        db_watch = BackendWatch(
+            "metadata_store", database.name, database.check, server.set_store_serving, interval
+        )
+        database.on_unavailable = db_watch.poke
+        watches.append(db_watch)
     tasks = [
-        asyncio.create_task(watch.run(), name="pullbroker-backend-watch"),
+        *(asyncio.create_task(w.run(), name=f"pullbroker-{w.what}-watch") for w in watches),
         asyncio.create_task(
             reconciler.run_periodically(config.reconcile_interval_seconds),
             name="pullbroker-reconciler",
@@ -62,23 +83,31 @@ def start_background(
 
 
 class BackendWatch:
-    """Checks the secret backend every `interval` seconds, and soon after a call found it
-    unavailable; health "pullbroker.secrets" (and "") follow, and changes are logged."""
+    """Checks a backend every `interval` seconds, and soon after a call found it unavailable;
+    `report` sets its health (and so the overall ""), and changes are logged as
+    `<what>_unavailable` / `<what>_recovered`."""
 
     def __init__(
-        self, secrets: GuardedBackend, server: BuiltServer, interval: float, available: bool
+        self,
+        what: str,
+        name: str,
+        check: Callable[[], Awaitable[None]],
+        report: Callable[[bool], Awaitable[None]],
+        interval: float,
     ) -> None:
-        self._secrets = secrets
-        self._server = server
+        self.what = what
+        self._name = name
+        self._check_once = check
+        self._report = report
         self._interval = interval
         self._wake = asyncio.Event()
-        self.available = available
+        self.available = True
 
     def poke(self) -> None:
         self._wake.set()
 
     async def run(self) -> None:
-        await self._publish()
+        await self._report(self.available)
         while True:
             # A floor between checks: a burst of failing calls must not become a burst of checks.
             await asyncio.sleep(min(1.0, self._interval))
@@ -89,20 +118,13 @@ class BackendWatch:
 
     async def _check(self) -> None:
         try:
-            await self._secrets.check()
+            await self._check_once()
         except BrokerError as exc:
             if self.available:
-                _log.warning(
-                    "secret_backend_unavailable", backend=self._secrets.name, error=str(exc)
-                )
+                _log.warning(f"{self.what}_unavailable", backend=self._name, error=str(exc))
             self.available = False
         else:
             if not self.available:
-                _log.info("secret_backend_recovered", backend=self._secrets.name)
+                _log.info(f"{self.what}_recovered", backend=self._name)
             self.available = True
-        await self._publish()
-
-    async def _publish(self) -> None:
-        if self._secrets.metrics is not None:
-            self._secrets.metrics.set_up(self.available)
-        await self._server.set_secrets_serving(self.available)
+        await self._report(self.available)

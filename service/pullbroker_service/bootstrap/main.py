@@ -49,6 +49,7 @@ from pullbroker_service.bootstrap.broker_home import (
     write_broker_json,
 )
 from pullbroker_service.bootstrap.devca import ensure_dev_ca
+from pullbroker_service.bootstrap.stores import open_stores
 from pullbroker_service.config.broker import BrokerConfig, ConfigError
 from pullbroker_service.domain.errors import (
     BackendMismatch,
@@ -65,8 +66,8 @@ from pullbroker_service.minting.ecr import EcrConfig, EcrMinter
 from pullbroker_service.minting.google import GoogleConfig, GoogleMinter
 from pullbroker_service.minting.upstream_backoff import UpstreamBackoff
 from pullbroker_service.secrets.factory import GuardedBackend, build_secret_backend
-from pullbroker_service.store.sqlite import SqliteMetadataStore
-from pullbroker_service.store.sqlite_deployments import SqliteDeploymentStore
+from pullbroker_service.store.base import MetadataStore
+from pullbroker_service.store.deployments import DeploymentStore
 
 # Everything start_broker builds is closed, last built first, by one of these.
 Closer = Callable[[], Awaitable[object]]
@@ -127,9 +128,10 @@ async def start_broker(config: BrokerConfig) -> Broker:
     metrics_server: MetricsServer | None = None
     try:
         policy = PolicyMemo(PolicySource(config.policy_file))
-        store = build_store(config)
-        closers.append(store.close)
-        secrets = build_secret_backend(config.secrets, home)
+        stores = await open_stores(config)
+        closers.append(stores.close)
+        store = stores.metadata
+        secrets = build_secret_backend(config.secrets, home, envelopes=stores.envelopes)
         closers.append(secrets.close)
         minters = build_minters(config, metrics)
         closers.append(minters.aclose)
@@ -139,7 +141,9 @@ async def start_broker(config: BrokerConfig) -> Broker:
         available = await first_check(secrets)
         if secrets.metrics is not None:
             secrets.metrics.set_up(available)
-        services = _build_services(config, store, secrets, minters, policy, closers, metrics)
+        services = _build_services(
+            config, store, stores.deployments, secrets, minters, policy, closers, metrics
+        )
         tls = server_tls(config)
         if metrics is not None and config.metrics_listen is not None:
             # Before the gRPC server: a taken metrics port then leaves nothing serving.
@@ -159,7 +163,7 @@ async def start_broker(config: BrokerConfig) -> Broker:
         await _close_all(closers)
         raise
     reconciler = Reconciler(store, secrets, grace_seconds=config.reconcile_grace_seconds)
-    closers += start_background(config, server, secrets, reconciler, available)
+    closers += start_background(config, server, secrets, reconciler, available, stores.database)
     broker = Broker(config, server, closers, secrets, reconciler, metrics, metrics_server)
     write_broker_json(home, server.address)
     _log.info("broker_started", address=server.address, home=str(home.root))
@@ -168,7 +172,8 @@ async def start_broker(config: BrokerConfig) -> Broker:
 
 def _build_services(
     config: BrokerConfig,
-    store: SqliteMetadataStore,
+    store: MetadataStore,
+    deployment_store: DeploymentStore,
     secrets: GuardedBackend,
     minters: MintersByKind,
     policy: PolicyMemo,
@@ -178,8 +183,6 @@ def _build_services(
     """The use cases the API serves, sharing one token cache, audit sink, rate limiter and
     metrics."""
     home = config.home
-    deployment_store = SqliteDeploymentStore(home.metadata_db)
-    closers.append(deployment_store.close)
     audit = AuditSink(home.audit_log)
     closers.append(audit.aclose)
     limiter = RateLimiter(rate_limits(config), metrics=metrics)
@@ -236,11 +239,6 @@ def build_pod_verifier(config: BrokerConfig) -> PodIdentityVerifier | None:
         jwks_file=k8s.jwks_file,
         leeway_seconds=k8s.leeway_seconds,
     )
-
-
-def build_store(config: BrokerConfig) -> SqliteMetadataStore:
-    """The metadata store: SQLite in the home folder."""
-    return SqliteMetadataStore(config.home.metadata_db)
 
 
 def build_minters(config: BrokerConfig, metrics: BrokerMetrics | None = None) -> MintersByKind:
@@ -316,7 +314,7 @@ async def _close_all(closers: list[Closer]) -> None:
             await close()
 
 
-async def check_secret_references(home: Home, store: SqliteMetadataStore, backend: str) -> None:
+async def check_secret_references(home: Home, store: MetadataStore, backend: str) -> None:
     """Refuse to serve over an unfinished migration, or when every stored credential is in
     another backend than the configured one (the configuration was not switched)."""
     marker = migration_marker(home)
@@ -347,12 +345,19 @@ async def run_migration(
     prepare_home(home)
     configure_logging(log_file=home.logs_dir / "migrate.log", level=config.log_level, stderr=False)
     lock = HomeLock.acquire(home, exclusive=True)
-    store = build_store(config)
+    try:
+        stores = await open_stores(config)
+    except BaseException:
+        await lock.release()
+        raise
+    store = stores.metadata
     backends: dict[str, GuardedBackend] = {}
     try:
         names = {config.secrets.backend, target} | set(await _backend_counts(store))
         for name in sorted(names):
-            backends[name] = build_secret_backend(config.secrets, home, name)
+            backends[name] = build_secret_backend(
+                config.secrets, home, name, envelopes=stores.envelopes
+            )
         await backends[target].check()  # before the marker: an unreachable target changes nothing
         marker = migration_marker(home)
         started = {"to": target, "started": datetime.now(UTC).isoformat(), "pid": os.getpid()}
@@ -361,10 +366,10 @@ async def run_migration(
         marker.unlink()  # every record was visited: what failed needs a person, not a re-run
         return report
     finally:
-        await _close_all([lock.release, store.close, *(b.close for b in backends.values())])
+        await _close_all([lock.release, stores.close, *(b.close for b in backends.values())])
 
 
-async def _backend_counts(store: SqliteMetadataStore) -> Counter[str]:
+async def _backend_counts(store: MetadataStore) -> Counter[str]:
     """How many records reference each secret backend."""
     counts: Counter[str] = Counter()
     after: str | None = None

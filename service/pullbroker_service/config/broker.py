@@ -19,6 +19,12 @@ import yaml
 from pullbroker_client.home import Home
 from pullbroker_client.metrics_http import parse_listen
 
+from pullbroker_service.config.database import (
+    INLINE_URL_KEYS,
+    DatabaseConfig,
+    inline_url_message,
+    validate_database,
+)
 from pullbroker_service.config.errors import ConfigError
 from pullbroker_service.config.secret_backends import (
     KEY_WRAPPERS,
@@ -41,6 +47,7 @@ __all__ = [
     "AwsConfig",
     "BrokerConfig",
     "ConfigError",
+    "DatabaseConfig",
     "KubernetesConfig",
     "LocalConfig",
     "RateLimitConfig",
@@ -219,6 +226,9 @@ class BrokerConfig:
     """HOST:PORT of a plain-HTTP Prometheus listener (`/metrics`); None (the default) opens
     none. Nothing served there is secret; in Kubernetes 0.0.0.0:9090 behind a
     NetworkPolicy is usual, on a shared host prefer 127.0.0.1. Port 0 picks a free one."""
+    database: DatabaseConfig | None = None
+    """PostgreSQL for metadata and the local store's ciphertexts, shared by replicas; None
+    keeps SQLite files in the home folder."""
 
     @property
     def policy_file(self) -> Path:
@@ -288,6 +298,7 @@ _SECTIONS: dict[str, type] = {
         TlsConfig,
         KubernetesConfig,
         RateLimitConfig,
+        DatabaseConfig,
     )
 }
 
@@ -304,6 +315,8 @@ def _apply(config: BrokerConfig, data: dict[str, Any], where: str, base: Path) -
 
 def _check_keys(data: Mapping[Any, Any], known: set[str], where: str, prefix: str) -> None:
     for key in data:
+        if prefix == "database." and key in INLINE_URL_KEYS:
+            raise ConfigError(inline_url_message(where, prefix + str(key)))
         if key in _INLINE_SECRETS:
             raise ConfigError(_inline_secret_message(where, prefix + str(key)))
         if key not in known:
@@ -405,6 +418,8 @@ def _validate(config: BrokerConfig) -> None:
     for name in ("backend_check_interval_seconds", "reconcile_interval_seconds"):
         if getattr(config, name) <= 0:
             raise ConfigError(f"{name} must be more than 0 seconds")
+    if config.database is not None:
+        validate_database(config.database)
     k8s = config.kubernetes
     if k8s is not None and (not k8s.issuer or not k8s.audience or k8s.jwks_file is None):
         raise ConfigError(

@@ -37,6 +37,7 @@ BrokerError
 │   ├── RateLimited                   retry_after seconds
 │   └── UpstreamProtocolError         the registry answered something we cannot use
 ├── BackendUnavailable                secret or metadata backend unreachable
+│   └── SchemaTooNew                  a database was migrated by a newer broker: upgrade
 ├── SecretMissing                     a reference points at nothing (internal state error)
 ├── SecretCorrupted                   a stored secret fails authentication (tampered,
 │                                     copied to another record, or the wrong KEK)
@@ -91,7 +92,12 @@ class AlreadyExists(BrokerError):
 
 
 class EtagMismatch(BrokerError):
-    pass
+    """A conditional write lost to another writer; `current_etag`, when known, is the etag
+    the record has now (a caller may re-read, or retry against it)."""
+
+    def __init__(self, message: str, current_etag: str | None = None) -> None:
+        super().__init__(message)
+        self.current_etag = current_etag
 
 
 class FailedPrecondition(BrokerError):
@@ -193,6 +199,14 @@ class BackendUnavailable(BrokerError):
     def __init__(self, message: str, retry_after: float | None = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class SchemaTooNew(BackendUnavailable):
+    """A database (SQLite file or PostgreSQL) holds a schema newer than this broker knows:
+    a newer broker migrated it. Retrying cannot help; the broker must be upgraded."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retry_after=None)
 
 
 class SecretMissing(BrokerError):

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from pullbroker_service.domain.errors import BackendUnavailable
+from pullbroker_service.domain.errors import BackendUnavailable, SchemaTooNew
 
 T = TypeVar("T")
 
@@ -40,10 +40,9 @@ def check_schema_version(conn: sqlite3.Connection, path: Path, version: int, *, 
         conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
     elif row[0] > version:
         conn.close()
-        raise BackendUnavailable(
+        raise SchemaTooNew(
             f"{what} {path} has schema {row[0]}, newer than this broker's {version}: "
-            "upgrade pullbroker",
-            retry_after=None,
+            "upgrade pullbroker"
         )
 
 

@@ -46,6 +46,7 @@ from pullbroker_service.secrets.aws import (
     error_code,
 )
 from pullbroker_service.secrets.base import SecretBackend
+from pullbroker_service.secrets.envelopes import EnvelopeTable
 from pullbroker_service.secrets.kek import FileKeyWrapper, KeyWrapper
 from pullbroker_service.secrets.kek_kms import KmsKeyWrapper
 from pullbroker_service.secrets.kek_vault import VaultTransitKeyWrapper
@@ -76,9 +77,16 @@ class VersionedBackend(SecretBackend, Protocol):
         ...
 
 
-def build_secret_backend(settings: SecretsConfig, home: Home, name: str = "") -> GuardedBackend:
+def build_secret_backend(
+    settings: SecretsConfig,
+    home: Home,
+    name: str = "",
+    *,
+    envelopes: EnvelopeTable | None = None,
+) -> GuardedBackend:
     """The backend `name` (default: the configured one), ready to use (connects lazily);
-    ConfigError if `settings` lacks what it needs."""
+    ConfigError if `settings` lacks what it needs. `envelopes` is where the local backend
+    keeps its ciphertexts (the broker's PostgreSQL database); None means its SQLite file."""
     chosen = name or settings.backend
     require_backend_settings(settings, chosen)
     if chosen == "vault":
@@ -87,11 +95,14 @@ def build_secret_backend(settings: SecretsConfig, home: Home, name: str = "") ->
     if chosen == "aws":
         assert settings.aws is not None  # require_backend_settings checked it
         return GuardedBackend(aws_backend(settings.aws))
-    return GuardedBackend(local_backend(settings, home))
+    return GuardedBackend(local_backend(settings, home, envelopes))
 
 
-def local_backend(settings: SecretsConfig, home: Home) -> LocalSecretBackend:
-    """The embedded store in <home>/secrets, its data keys wrapped as configured."""
+def local_backend(
+    settings: SecretsConfig, home: Home, envelopes: EnvelopeTable | None = None
+) -> LocalSecretBackend:
+    """The embedded store (envelopes in <home>/secrets, or `envelopes`), its data keys
+    wrapped as configured."""
     wrapper: KeyWrapper
     match settings.local.key_wrapper:
         case "kms":
@@ -105,7 +116,7 @@ def local_backend(settings: SecretsConfig, home: Home) -> LocalSecretBackend:
             )
         case _:
             wrapper = FileKeyWrapper.open(settings.local.kek_file or home.kek_key)
-    return LocalSecretBackend(home.secrets_db, wrapper)
+    return LocalSecretBackend(envelopes if envelopes is not None else home.secrets_db, wrapper)
 
 
 def vault_session(vault: VaultConfig) -> VaultSession:

@@ -24,9 +24,9 @@ from pullbroker_service.domain.deployment import (
 )
 from pullbroker_service.domain.errors import (
     AlreadyExists,
-    BackendUnavailable,
     DeploymentNotFound,
     EtagMismatch,
+    SchemaTooNew,
 )
 from pullbroker_service.infra.sqlite_worker import SqliteWorker, open_private_database
 
@@ -167,10 +167,9 @@ def _connect(path: Path) -> sqlite3.Connection:
     ).fetchone()
     if row[0] > SCHEMA_VERSION:
         conn.close()
-        raise BackendUnavailable(
+        raise SchemaTooNew(
             f"deployment store {path} has schema {row[0]}, newer than this broker's "
-            f"{SCHEMA_VERSION}: upgrade pullbroker",
-            retry_after=None,
+            f"{SCHEMA_VERSION}: upgrade pullbroker"
         )
     return conn
 

@@ -23,13 +23,19 @@ from pullbroker_service.secrets.kek_kms import KmsKeyWrapper
 from pullbroker_service.secrets.kek_vault import VaultTransitKeyWrapper
 from pullbroker_service.secrets.local import LocalSecretBackend
 from pullbroker_service.secrets.vault import VaultSecretBackend
+from pullbroker_service.store.postgres_db import PostgresDatabase
+from pullbroker_service.store.postgres_envelopes import PostgresEnvelopeTable
 
 from tests.harness.moto_server import MotoServer
 from tests.integration.backends.conftest import KMS_ALIAS, VaultWorld, aws_connection
+from tests.integration.store.conftest import migrated
 
 pytestmark = pytest.mark.integration
 
-CASES = ["vault-dev", "vault-raft-tls", "aws", "local-file", "local-kms", "local-vault-transit"]
+CASES = [
+    "vault-dev", "vault-raft-tls", "aws", "local-file", "local-kms", "local-vault-transit",
+    "local-postgres",
+]  # fmt: skip
 
 
 @dataclass
@@ -38,6 +44,7 @@ class Case:
 
     backend: SecretBackend
     missing_version: str
+    database: PostgresDatabase | None = None
 
 
 async def _make_case(name: str, request: pytest.FixtureRequest, prefix: str, tmp: Path) -> Case:
@@ -63,6 +70,10 @@ async def _make_case(name: str, request: pytest.FixtureRequest, prefix: str, tmp
         wrapper = VaultTransitKeyWrapper(world.approle_session())
     else:
         wrapper = FileKeyWrapper.open(tmp / "kek.key")
+    if name == "local-postgres":  # envelopes in PostgreSQL, the KEK still in its file
+        db = await migrated(request.getfixturevalue("postgres"))
+        in_postgres = LocalSecretBackend(PostgresEnvelopeTable(db), wrapper)  # type: ignore[arg-type]
+        return Case(in_postgres, "9999", db)
     return Case(LocalSecretBackend(tmp / "secrets.db", wrapper), "9999")  # type: ignore[arg-type]
 
 
@@ -72,6 +83,8 @@ async def case(request: pytest.FixtureRequest, prefix: str, tmp_path: Path) -> A
     made = await _make_case(request.param, request, prefix, tmp_path)
     yield made
     await made.backend.close()
+    if made.database is not None:
+        await made.database.close()
 
 
 def _value() -> bytes:

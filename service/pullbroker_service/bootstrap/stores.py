@@ -1,0 +1,91 @@
+"""Which stores the broker uses: SQLite files in the home folder, or one PostgreSQL database.
+
+Without a `database` section: metadata.db (registries and deployments) and, for the local
+secret backend, secrets/secrets.db. With one: the three tables of one PostgreSQL database,
+migrated before anything is served (replicas starting together migrate once), and the local
+secret backend's envelopes there too (its KEK stays where it is configured).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from pullbroker_client.secret import Secret
+
+from pullbroker_service.config.broker import BrokerConfig
+from pullbroker_service.config.database import DatabaseConfig, database_url
+from pullbroker_service.infra.logging import get_logger, register_secret_values
+from pullbroker_service.secrets.envelopes import EnvelopeTable
+from pullbroker_service.store.base import MetadataStore
+from pullbroker_service.store.deployments import DeploymentStore
+from pullbroker_service.store.postgres import PostgresMetadataStore
+from pullbroker_service.store.postgres_db import PoolSettings, PostgresDatabase
+from pullbroker_service.store.postgres_deployments import PostgresDeploymentStore
+from pullbroker_service.store.postgres_envelopes import PostgresEnvelopeTable
+from pullbroker_service.store.postgres_migrations import migrate
+from pullbroker_service.store.sqlite import SqliteMetadataStore
+from pullbroker_service.store.sqlite_deployments import SqliteDeploymentStore
+
+_log = get_logger("pullbroker_service.bootstrap.main")
+# The password in a URI (user:PASSWORD@) or in key=value form (password=PASSWORD).
+_PASSWORDS = (re.compile(r"://[^:/@]*:([^@]+)@"), re.compile(r"\bpassword\s*=\s*'?([^'\s]+)"))
+
+
+@dataclass
+class Stores:
+    """The metadata stores and, on PostgreSQL, the envelope table and the database."""
+
+    metadata: MetadataStore
+    deployments: DeploymentStore
+    envelopes: EnvelopeTable | None = None
+    """Where the local secret backend keeps envelopes; None means its SQLite file."""
+    database: PostgresDatabase | None = None
+
+    async def close(self) -> None:
+        await self.deployments.close()
+        await self.metadata.close()
+        if self.database is not None:
+            await self.database.close()
+
+
+async def open_stores(config: BrokerConfig) -> Stores:
+    """The configured stores, migrated and ready (BackendUnavailable if PostgreSQL does not
+    answer at start, SchemaTooNew if a newer broker migrated it)."""
+    if config.database is None:
+        home = config.home
+        return Stores(
+            SqliteMetadataStore(home.metadata_db), SqliteDeploymentStore(home.metadata_db)
+        )
+    db = open_database(config.database)
+    try:
+        applied = await migrate(db)
+    except BaseException:
+        await db.close()
+        raise
+    if applied:
+        _log.info("database_migrated", versions=applied)
+    return Stores(
+        PostgresMetadataStore(db),
+        PostgresDeploymentStore(db),
+        PostgresEnvelopeTable(db),
+        db,
+    )
+
+
+def open_database(settings: DatabaseConfig) -> PostgresDatabase:
+    """A pool on the configured database; its connection string and password are registered
+    for redaction before anything could log them."""
+    url = database_url(settings)
+    register_secret_values([url, *_passwords(url)])
+    pool = PoolSettings(
+        min_size=settings.pool_min_size,
+        max_size=settings.pool_max_size,
+        acquire_timeout=settings.acquire_timeout_seconds,
+        connect_timeout=settings.connect_timeout_seconds,
+    )
+    return PostgresDatabase(url, pool)
+
+
+def _passwords(url: Secret) -> list[str]:
+    return [m for pattern in _PASSWORDS for m in pattern.findall(url.reveal()) if len(m) >= 4]

@@ -1,0 +1,1 @@
+"""Schema migrations for PostgreSQL, NNNN_name.sql, applied in order (postgres_migrations.py)."""

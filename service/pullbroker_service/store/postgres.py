@@ -1,0 +1,203 @@
+"""MetadataStore on PostgreSQL: one database shared by every broker replica.
+
+Race-free across replicas: `replace` and `delete` are one conditional statement
+(`UPDATE ... WHERE id = $id AND etag = $old RETURNING id`), so of two writers holding the same
+etag exactly one wins and the other gets EtagMismatch carrying the etag the row has now; the
+UNIQUE constraint on display_name makes two concurrent creates of one name yield one record
+(the loser gets AlreadyExists).
+
+Reads go to the database every time, so a write on one replica is read on every other at
+once. The token path's reads (`get`, `get_by_display_name`, `find_by_host`) also remember
+their last answer: while the database is unreachable they answer from it, so nodes keep
+getting tokens the broker has cached (their minting needs the record's host and credential
+version, nothing the outage could have changed: no replica can write either). Any write made
+through this store forgets those answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import psycopg
+import structlog
+
+from pullbroker_service.domain.errors import (
+    AlreadyExists,
+    BackendUnavailable,
+    EtagMismatch,
+    RegistryNotFound,
+)
+from pullbroker_service.domain.model import RecordState, RegistryKind, RegistryRecord, SecretRef
+from pullbroker_service.store.postgres_db import Connection, PostgresDatabase
+
+T = TypeVar("T")
+log = structlog.get_logger()
+
+_FIELDS = (
+    "id", "display_name", "kind", "url", "host", "username", "registry_ca_pem", "region",
+    "allow_basic_passthrough", "credential_version", "secret_ref", "creator", "create_time",
+    "update_time", "etag", "state",
+)  # fmt: skip
+_COLUMNS = ", ".join(_FIELDS)
+_SELECT = f"SELECT {_COLUMNS} FROM registries"  # noqa: S608 - constant column list
+_INSERT = f"INSERT INTO registries ({_COLUMNS}) VALUES ({', '.join(['%s'] * len(_FIELDS))})"  # noqa: S608
+_SETS = ", ".join(f"{c} = %s" for c in _FIELDS[1:])
+_UPDATE = f"UPDATE registries SET {_SETS} WHERE id = %s AND etag = %s RETURNING id"  # noqa: S608
+_LAST_KNOWN_MAX = 4096
+
+
+class PostgresMetadataStore:
+    """MetadataStore on the `registries` table of `db` (migrated before use)."""
+
+    def __init__(self, db: PostgresDatabase) -> None:
+        self._db = db
+        self._last_known: dict[tuple[str, str], Any] = {}
+
+    def __repr__(self) -> str:
+        return f"PostgresMetadataStore({self._db!r})"
+
+    async def create(self, record: RegistryRecord) -> None:
+        await self._write(lambda c: c.execute(_INSERT, _row(record)), record.display_name)
+
+    async def get(self, registry_id: str) -> RegistryRecord:
+        sql = f"{_SELECT} WHERE id = %s"
+        found = await self._read(("id", registry_id), lambda c: _one(c, sql, registry_id))
+        if found is None:
+            raise RegistryNotFound(f"registry registries/{registry_id} does not exist")
+        return found
+
+    async def get_by_display_name(self, display_name: str) -> RegistryRecord:
+        sql = f"{_SELECT} WHERE display_name = %s"
+        found = await self._read(("name", display_name), lambda c: _one(c, sql, display_name))
+        if found is None:
+            raise RegistryNotFound(f"no registry is named {display_name!r}")
+        return found
+
+    async def find_by_host(self, host: str) -> list[RegistryRecord]:
+        sql = f"{_SELECT} WHERE host = %s AND state = %s ORDER BY id"
+        ready = RecordState.READY.value
+        found = await self._read(("host", host), lambda c: _many(c, sql, host, ready))
+        return list(found)
+
+    async def list_page(self, page_size: int, after_id: str | None) -> list[RegistryRecord]:
+        sql = f"{_SELECT} WHERE id > %s ORDER BY id LIMIT %s"
+        async with self._db.connection() as conn:
+            return await _many(conn, sql, after_id or "", page_size)
+
+    async def list_pending(self) -> list[RegistryRecord]:
+        sql = f"{_SELECT} WHERE state = %s ORDER BY id"
+        async with self._db.connection() as conn:
+            return await _many(conn, sql, RecordState.PENDING.value)
+
+    async def replace(self, record: RegistryRecord, expected_etag: str) -> None:
+        if record.etag == expected_etag:
+            raise ValueError("a replaced record needs a new etag")
+
+        async def update(conn: Connection) -> None:
+            cur = await conn.execute(_UPDATE, (*_row(record)[1:], record.id, expected_etag))
+            if await cur.fetchone() is None:
+                await _raise_missing_or_stale(conn, record.id, record.display_name)
+
+        await self._write(update, record.display_name)
+
+    async def delete(self, registry_id: str, expected_etag: str | None) -> None:
+        async def delete(conn: Connection) -> None:
+            params: tuple[str, ...] = (registry_id,)
+            if expected_etag is None:
+                sql = "DELETE FROM registries WHERE id = %s RETURNING id"
+            else:
+                sql = "DELETE FROM registries WHERE id = %s AND etag = %s RETURNING id"
+                params = (registry_id, expected_etag)
+            cur = await conn.execute(sql, params)
+            if await cur.fetchone() is None:
+                await _raise_missing_or_stale(conn, registry_id, registry_id)
+
+        await self._write(delete, None)
+
+    async def close(self) -> None:
+        """The database is shared with the other stores; its owner closes it."""
+
+    async def _read(self, key: tuple[str, str], read: Callable[[Connection], Awaitable[T]]) -> T:
+        try:
+            async with self._db.connection() as conn:
+                value = await read(conn)
+        except BackendUnavailable:
+            if key not in self._last_known:
+                raise
+            log.warning("metadata_served_from_memory", lookup=key[0], reason="database down")
+            stale: T = self._last_known[key]
+            return stale
+        if len(self._last_known) >= _LAST_KNOWN_MAX:
+            self._last_known.clear()
+        self._last_known[key] = value
+        return value
+
+    async def _write(
+        self, fn: Callable[[Connection], Awaitable[object]], display_name: str | None
+    ) -> None:
+        self._last_known.clear()
+        try:
+            async with self._db.connection() as conn:
+                await fn(conn)
+        except psycopg.errors.UniqueViolation as exc:
+            if exc.diag.constraint_name == "registries_display_name_key":
+                raise AlreadyExists(
+                    f"a registry named {display_name!r} already exists: choose another display_name"
+                ) from exc
+            raise AlreadyExists("that registry id is already taken: retry") from exc
+        finally:
+            self._last_known.clear()
+
+
+async def _raise_missing_or_stale(conn: Connection, registry_id: str, name: str) -> None:
+    cur = await conn.execute("SELECT etag FROM registries WHERE id = %s", (registry_id,))
+    row = await cur.fetchone()
+    if row is None:
+        raise RegistryNotFound(f"registry registries/{registry_id} does not exist")
+    raise EtagMismatch(
+        f"registry {name!r} was changed since you read it (its etag is now {row[0]}): read it "
+        "again and retry",
+        current_etag=str(row[0]),
+    )
+
+
+def _row(r: RegistryRecord) -> tuple[object, ...]:
+    ref = r.secret_ref.to_json() if r.secret_ref is not None else None
+    return (
+        r.id, r.display_name, r.kind.value, r.url, r.host, r.username, r.registry_ca_pem,
+        r.region, r.allow_basic_passthrough, r.credential_version, ref, r.creator,
+        r.create_time, r.update_time, r.etag, r.state.value,
+    )  # fmt: skip
+
+
+def _record(row: tuple[Any, ...]) -> RegistryRecord:
+    return RegistryRecord(
+        id=row[0],
+        display_name=row[1],
+        kind=RegistryKind(row[2]),
+        url=row[3],
+        host=row[4],
+        username=row[5],
+        registry_ca_pem=row[6],
+        region=row[7],
+        allow_basic_passthrough=bool(row[8]),
+        credential_version=int(row[9]),
+        secret_ref=SecretRef.from_json(row[10]) if row[10] else None,
+        creator=row[11],
+        create_time=row[12],
+        update_time=row[13],
+        etag=row[14],
+        state=RecordState(row[15]),
+    )
+
+
+async def _one(conn: Connection, sql: str, *params: object) -> RegistryRecord | None:
+    cur = await conn.execute(sql, params)
+    row = await cur.fetchone()
+    return None if row is None else _record(row)
+
+
+async def _many(conn: Connection, sql: str, *params: object) -> list[RegistryRecord]:
+    cur = await conn.execute(sql, params)
+    return [_record(row) for row in await cur.fetchall()]

@@ -1,0 +1,146 @@
+"""DeploymentStore on PostgreSQL: the `deployments` table beside the registries.
+
+As on SQLite there is no foreign key to registries (the use cases keep the two consistent).
+Each write is one statement, so replicas cannot interleave inside it: a create is an insert
+that may only replace a TERMINATED row (`ON CONFLICT (id) DO UPDATE ... WHERE state =
+'terminated'`), so two replicas creating one id yield one deployment; a replace is
+`UPDATE ... WHERE etag = $old RETURNING id`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pullbroker_service.domain.deployment import (
+    DeploymentRecord,
+    DeploymentState,
+    FailureCategory,
+    Target,
+)
+from pullbroker_service.domain.errors import AlreadyExists, DeploymentNotFound, EtagMismatch
+from pullbroker_service.store.postgres_db import Connection, PostgresDatabase
+
+_FIELDS = (
+    "id", "image", "registry_id", "inline_credential", "target", "state", "failure_category",
+    "message", "digest", "creator", "reported_by", "create_time", "update_time", "etag",
+)  # fmt: skip
+_COLUMNS = ", ".join(_FIELDS)
+_SELECT = f"SELECT {_COLUMNS} FROM deployments"  # noqa: S608 - constant column list
+_TERMINATED = DeploymentState.TERMINATED.value
+_SETS = ", ".join(f"{c} = %s" for c in _FIELDS[1:])
+_EXCLUDED = ", ".join(f"{c} = EXCLUDED.{c}" for c in _FIELDS[1:])
+_CREATE = (
+    f"INSERT INTO deployments ({_COLUMNS}) VALUES ({', '.join(['%s'] * len(_FIELDS))}) "  # noqa: S608
+    f"ON CONFLICT (id) DO UPDATE SET {_EXCLUDED} WHERE deployments.state = %s RETURNING id"
+)
+_UPDATE = f"UPDATE deployments SET {_SETS} WHERE id = %s AND etag = %s RETURNING id"  # noqa: S608
+
+
+class PostgresDeploymentStore:
+    """DeploymentStore on the `deployments` table of `db` (migrated before use)."""
+
+    def __init__(self, db: PostgresDatabase) -> None:
+        self._db = db
+
+    def __repr__(self) -> str:
+        return f"PostgresDeploymentStore({self._db!r})"
+
+    async def create(self, record: DeploymentRecord) -> None:
+        async with self._db.connection() as conn:
+            cur = await conn.execute(_CREATE, (*_row(record), _TERMINATED))
+            if await cur.fetchone() is None:
+                raise AlreadyExists(
+                    f"deployment {record.id!r} already exists: terminate it first or choose "
+                    "another id"
+                )
+
+    async def get(self, deployment_id: str) -> DeploymentRecord:
+        async with self._db.connection() as conn:
+            found = await _many(conn, f"{_SELECT} WHERE id = %s", deployment_id)
+        if not found:
+            raise DeploymentNotFound(f"deployment deployments/{deployment_id} does not exist")
+        return found[0]
+
+    async def list_page(
+        self,
+        page_size: int,
+        after_id: str | None,
+        *,
+        registry_id: str | None = None,
+        include_terminated: bool = False,
+    ) -> list[DeploymentRecord]:
+        where = ["id > %s"]
+        params: list[object] = [after_id or ""]
+        if registry_id is not None:
+            where.append("registry_id = %s")
+            params.append(registry_id)
+        if not include_terminated:
+            where.append("state <> %s")
+            params.append(_TERMINATED)
+        sql = f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY id LIMIT %s"
+        async with self._db.connection() as conn:
+            return await _many(conn, sql, *params, page_size)
+
+    async def referencing(self, registry_id: str) -> list[DeploymentRecord]:
+        sql = f"{_SELECT} WHERE registry_id = %s AND state <> %s ORDER BY id"
+        async with self._db.connection() as conn:
+            return await _many(conn, sql, registry_id, _TERMINATED)
+
+    async def replace(self, record: DeploymentRecord, expected_etag: str) -> None:
+        if record.etag == expected_etag:
+            raise ValueError("a replaced record needs a new etag")
+        async with self._db.connection() as conn:
+            cur = await conn.execute(_UPDATE, (*_row(record)[1:], record.id, expected_etag))
+            if await cur.fetchone() is None:
+                await _raise_missing_or_stale(conn, record.id)
+
+    async def delete(self, deployment_id: str) -> None:
+        async with self._db.connection() as conn:
+            await conn.execute("DELETE FROM deployments WHERE id = %s", (deployment_id,))
+
+    async def close(self) -> None:
+        """The database is shared with the other stores; its owner closes it."""
+
+
+async def _raise_missing_or_stale(conn: Connection, deployment_id: str) -> None:
+    cur = await conn.execute("SELECT etag FROM deployments WHERE id = %s", (deployment_id,))
+    row = await cur.fetchone()
+    if row is None:
+        raise DeploymentNotFound(f"deployment deployments/{deployment_id} does not exist")
+    raise EtagMismatch(
+        f"deployment {deployment_id!r} was changed since it was read (its etag is now "
+        f"{row[0]}): read it again and retry",
+        current_etag=str(row[0]),
+    )
+
+
+def _row(r: DeploymentRecord) -> tuple[object, ...]:
+    return (
+        r.id, r.image, r.registry_id, r.inline_credential, r.target.policy_name,
+        r.state.value, r.failure_category.value, r.message, r.digest, r.creator,
+        r.reported_by, r.create_time, r.update_time, r.etag,
+    )  # fmt: skip
+
+
+def _record(row: tuple[Any, ...]) -> DeploymentRecord:
+    return DeploymentRecord(
+        id=row[0],
+        image=row[1],
+        registry_id=row[2],
+        inline_credential=bool(row[3]),
+        target=Target.parse(row[4]),
+        state=DeploymentState(row[5]),
+        failure_category=FailureCategory(row[6]),
+        message=row[7],
+        digest=row[8],
+        creator=row[9],
+        reported_by=row[10],
+        create_time=row[11],
+        update_time=row[12],
+        etag=row[13],
+    )
+
+
+async def _many(conn: Connection, sql: str, *params: object) -> list[DeploymentRecord]:
+    cur = await conn.execute(sql, params)
+    return [_record(row) for row in await cur.fetchall()]
