@@ -32,6 +32,7 @@ from pullbroker_service.config.secret_backends import (
     require_backend_settings,
     validate_secrets,
 )
+from pullbroker_service.config.tracing import TracingConfig, resolve_tracing
 
 __all__ = [
     "DEFAULT_LISTEN",
@@ -47,6 +48,7 @@ __all__ = [
     "SecretsConfig",
     "ServerLimits",
     "TlsConfig",
+    "TracingConfig",
     "VaultAuthConfig",
     "VaultConfig",
     "load_config",
@@ -220,6 +222,10 @@ class BrokerConfig:
     none. Nothing served there is secret; in Kubernetes 0.0.0.0:9090 behind a
     NetworkPolicy is usual, on a shared host prefer 127.0.0.1. Port 0 picks a free one."""
 
+    tracing: TracingConfig | None = None
+    """OpenTelemetry spans to an OTLP/HTTP collector (config/tracing.py); None (the default,
+    unless --otlp-endpoint or $OTEL_EXPORTER_OTLP_ENDPOINT is set) imports no OpenTelemetry."""
+
     @property
     def policy_file(self) -> Path:
         return self.policy_path or self.home.policy_yaml
@@ -236,6 +242,7 @@ def load_config(
     listen: str | None = None,
     insecure_dev_port: int | None = None,
     metrics_listen: str | None = None,
+    otlp_endpoint: str | None = None,
 ) -> BrokerConfig:
     """The configuration for `serve`: defaults, then `config_file`, then flags.
 
@@ -255,6 +262,7 @@ def load_config(
         config = replace(config, insecure_dev_port=insecure_dev_port)
     if metrics_listen is not None:
         config = replace(config, metrics_listen=metrics_listen)
+    config = replace(config, tracing=resolve_tracing(config.tracing, otlp_endpoint))
     _validate(config)
     validate_secrets(config.secrets)
     return config
@@ -288,6 +296,7 @@ _SECTIONS: dict[str, type] = {
         TlsConfig,
         KubernetesConfig,
         RateLimitConfig,
+        TracingConfig,
     )
 }
 
