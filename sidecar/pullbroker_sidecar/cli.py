@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pullbroker_client import tracing
 from pullbroker_client.broker import AsyncBrokerClient, BrokerTarget
 from pullbroker_client.cli.parser import EXIT_FAILURE, Parser, add_common_options
 from pullbroker_client.cli_flags import as_flags
@@ -38,6 +39,7 @@ from pullbroker_sidecar.commands import (
     add_install_parser,
     add_pull_secret_parser,
     add_run_parser,
+    add_tracing_option,
 )
 from pullbroker_sidecar.errors import SidecarError
 from pullbroker_sidecar.pull.destinations import (
@@ -62,6 +64,8 @@ from pullbroker_sidecar.pull.progress import progress_for
 from pullbroker_sidecar.report import pull_reported
 
 PROG = "pullbroker-sidecar"
+SERVICE_NAME = "pullbroker-sidecar"
+"""`service.name` of the sidecar's spans unless $OTEL_SERVICE_NAME says otherwise."""
 NODE_ROLE = "node"
 EXIT_INTERRUPTED = 130
 MAX_CONCURRENCY = 16
@@ -128,6 +132,7 @@ def build_parser() -> Parser:
     store.add_argument(
         "--no-store", action="store_true", help="oci: only - download straight into the layout"
     )
+    add_tracing_option(pull)
     for add in (add_run_parser, add_pull_secret_parser):
         add_common_options(add(commands))
     add_install_parser(commands)
@@ -163,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         platform = Platform.parse(args.platform) if args.platform else None
         if not 1 <= args.concurrency <= MAX_CONCURRENCY:
             parser.error(f"--concurrency must be between 1 and {MAX_CONCURRENCY}")
-        result = asyncio.run(_pull(args, dest, platform, store))
+        result = _traced(parser, args, lambda: asyncio.run(_pull(args, dest, platform, store)))
     except (SidecarError, ClientError) as exc:
         return _fail(f"pull of {args.image} failed: {exc}")
     except OSError as exc:
@@ -181,6 +186,20 @@ def main(argv: list[str] | None = None) -> int:
         )
     _print_result(result, args.output)
     return 0
+
+
+def _traced(parser: Parser, args: argparse.Namespace, work: Callable[[], PullResult]) -> PullResult:
+    """`work()` with tracing on when --otlp-endpoint or $OTEL_EXPORTER_OTLP_ENDPOINT says so;
+    its spans are flushed before the command exits."""
+    try:
+        traced = tracing.start(args.otlp_endpoint, SERVICE_NAME)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        return work()
+    finally:
+        if traced is not None:
+            traced.shutdown()
 
 
 def _other(
