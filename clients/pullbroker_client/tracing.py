@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import urlsplit
 
@@ -146,12 +147,15 @@ def endpoint_from_env() -> str | None:
     return os.environ.get(ENDPOINT_ENV) or None
 
 
-def start(flag: str | None, service_name: str) -> Stoppable | None:
+def start(
+    flag: str | None, service_name: str, *, export_timeout: float | None = None
+) -> Stoppable | None:
     """Tracing for a command (the sidecar's `run` and `pull`): `--otlp-endpoint`, else
     $OTEL_EXPORTER_OTLP_ENDPOINT; None, importing nothing, when neither is set.
 
-    `service.name` is $OTEL_SERVICE_NAME when set, else `service_name`. ValueError (naming the
-    flag or variable) for an endpoint that is not an OTLP/HTTP base URL.
+    `service.name` is $OTEL_SERVICE_NAME when set, else `service_name`; `export_timeout`
+    bounds each export and the flush at exit (None: tracing_setup's default). ValueError
+    (naming the flag or variable) for an endpoint that is not an OTLP/HTTP base URL.
     """
     endpoint = flag or endpoint_from_env()
     if not endpoint:
@@ -160,10 +164,17 @@ def start(flag: str | None, service_name: str) -> Stoppable | None:
         endpoint = check_endpoint(endpoint)
     except ValueError as exc:
         raise ValueError(f"{'--otlp-endpoint' if flag else ENDPOINT_ENV}: {exc}") from None
-    return turn_on(endpoint, os.environ.get(SERVICE_NAME_ENV) or service_name)
+    name = os.environ.get(SERVICE_NAME_ENV) or service_name
+    return turn_on(endpoint, name, export_timeout=export_timeout)
 
 
-def turn_on(endpoint: str, service_name: str, sample_ratio: float = 1.0) -> Stoppable:
+def turn_on(
+    endpoint: str,
+    service_name: str,
+    sample_ratio: float = 1.0,
+    *,
+    export_timeout: float | None = None,
+) -> Stoppable:
     """Trace this process into the OTLP/HTTP collector at `endpoint` (checked already).
 
     ValueError when OpenTelemetry is not installed (the `pullbroker[tracing]` extra).
@@ -176,4 +187,7 @@ def turn_on(endpoint: str, service_name: str, sample_ratio: float = 1.0) -> Stop
             f"tracing needs OpenTelemetry, which is not installed here (no module {exc.name}): "
             "install pullbroker with its tracing extra, pip install 'pullbroker[tracing]'"
         ) from None
-    return enable(TracingSettings(endpoint, service_name, sample_ratio))
+    settings = TracingSettings(endpoint, service_name, sample_ratio)
+    if export_timeout is not None:
+        settings = replace(settings, export_timeout_seconds=export_timeout)
+    return enable(settings)

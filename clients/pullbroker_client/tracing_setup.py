@@ -41,8 +41,8 @@ if TYPE_CHECKING:
 
 TRACES_PATH = "/v1/traces"
 EXPORT_TIMEOUT_SECONDS = 5.0
-"""How long one export (and the flush at exit) may wait for the collector: a one-shot pull
-that ends while the collector is down must not hang on it."""
+"""How long one export (retries included) may wait for the collector, by default: a process
+stopping while the collector is down waits this long at most for its last spans."""
 
 _KINDS = {"internal": OtelSpanKind.INTERNAL, "client": OtelSpanKind.CLIENT}
 
@@ -59,6 +59,8 @@ class TracingSettings:
     sample_ratio: float = 1.0
     """Share of new traces kept (0-1); a call that arrives with a sampled parent is always
     kept, so one trace is never cut between sidecar and broker."""
+    export_timeout_seconds: float = EXPORT_TIMEOUT_SECONDS
+    """Longest wait for one export, retries included (also the flush at exit)."""
 
 
 class _Installed:
@@ -105,13 +107,11 @@ def enable(settings: TracingSettings, *, exporter: SpanExporter | None = None) -
     sampler = ParentBased(TraceIdRatioBased(settings.sample_ratio))
     provider = TracerProvider(resource=resource, sampler=sampler)
     if exporter is None:
+        timeout = settings.export_timeout_seconds
         otlp = OTLPSpanExporter(
-            endpoint=settings.otlp_endpoint.rstrip("/") + TRACES_PATH,
-            timeout=EXPORT_TIMEOUT_SECONDS,
+            endpoint=settings.otlp_endpoint.rstrip("/") + TRACES_PATH, timeout=timeout
         )
-        provider.add_span_processor(
-            BatchSpanProcessor(otlp, export_timeout_millis=EXPORT_TIMEOUT_SECONDS * 1000)
-        )
+        provider.add_span_processor(BatchSpanProcessor(otlp, export_timeout_millis=timeout * 1000))
     else:
         provider.add_span_processor(SimpleSpanProcessor(exporter))
     installed = _Installed(provider)

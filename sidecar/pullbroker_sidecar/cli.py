@@ -66,6 +66,9 @@ from pullbroker_sidecar.report import pull_reported
 PROG = "pullbroker-sidecar"
 SERVICE_NAME = "pullbroker-sidecar"
 """`service.name` of the sidecar's spans unless $OTEL_SERVICE_NAME says otherwise."""
+EXPORT_TIMEOUT = 1.0
+"""Seconds a traced pull may wait for the collector as it exits: a collector that is down
+must not make every pull on the node seconds slower (its spans are dropped instead)."""
 NODE_ROLE = "node"
 EXIT_INTERRUPTED = 130
 MAX_CONCURRENCY = 16
@@ -192,7 +195,7 @@ def _traced(parser: Parser, args: argparse.Namespace, work: Callable[[], PullRes
     """`work()` with tracing on when --otlp-endpoint or $OTEL_EXPORTER_OTLP_ENDPOINT says so;
     its spans are flushed before the command exits."""
     try:
-        traced = tracing.start(args.otlp_endpoint, SERVICE_NAME)
+        traced = tracing.start(args.otlp_endpoint, SERVICE_NAME, export_timeout=EXPORT_TIMEOUT)
     except ValueError as exc:
         parser.error(str(exc))
     try:

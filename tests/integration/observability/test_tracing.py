@@ -10,15 +10,17 @@ HTTP server standing in for a collector's OTLP/HTTP receiver at /v1/traces.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 from pullbroker_client import tracing
-from pullbroker_client.broker import AsyncBrokerClient
+from pullbroker_client.broker import AsyncBrokerClient, BrokerCallError
 from pullbroker_client.tracing_setup import TracingSettings, enable
 from pullbroker_service.config.broker import TracingConfig
 from pullbroker_sidecar.pull.destinations import parse_destination
@@ -53,6 +55,15 @@ def collector(monkeypatch: pytest.MonkeyPatch) -> Iterator[HTTPSServer]:
     """The OTLP/HTTP receiver stand-in."""
     with otlp_receiver(monkeypatch) as server:
         yield server
+
+
+def _finished(exporter: InMemorySpanExporter, count: int) -> list[ReadableSpan]:
+    """The finished spans once there are `count` (a broker span may end a moment after its
+    caller has the answer: an aborted call's status is sent before the handler returns)."""
+    deadline = time.monotonic() + 10
+    while len(exporter.get_finished_spans()) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return list(exporter.get_finished_spans())
 
 
 def _one(spans: list[ReadableSpan], name: str, kind: SpanKind | None = None) -> ReadableSpan:
@@ -137,6 +148,33 @@ class TestOneTrace:
             assert not find_in_text(value, password)
             assert "?" not in value, value
             assert "scope=" not in value, value
+
+    async def test_refused_pull_marks_its_spans_as_errors(
+        self,
+        traced: InMemorySpanExporter,
+        make_broker: Callable[..., RunningBroker],
+        tmp_path: Path,
+    ) -> None:
+        """A pull the broker refuses (no registry serves the host) ends the server span with
+        its gRPC status (set through the CallGuard's abort) and the pull span as an error."""
+        broker = make_broker()
+        async with AsyncBrokerClient(broker.target("node")) as node:
+            engine = PullEngine(node, store=tmp_path / "store")
+            with pytest.raises(BrokerCallError):
+                await engine.pull(
+                    "registry.invalid/team/app:v1", parse_destination(f"oci:{tmp_path / 'o'}")
+                )
+        spans = _finished(traced, 3)  # the broker's thread ends its span after the abort
+        pull = _one(spans, "pullbroker.pull")
+        server = _one(spans, ISSUE, SpanKind.SERVER)
+        assert server.context.trace_id == pull.context.trace_id
+        assert server.attributes is not None
+        assert server.attributes["rpc.grpc.status_code"] == grpc.StatusCode.NOT_FOUND.value[0]
+        # Per the RPC conventions a server span is an error only for server faults
+        # (INTERNAL, UNAVAILABLE, ...); NOT_FOUND is the caller's, so only the code says so.
+        assert server.status.status_code is StatusCode.UNSET
+        assert pull.status.status_code is StatusCode.ERROR
+        assert [e.name for e in pull.events] == ["exception"]
 
     async def test_untraced_broker_has_no_server_spans(
         self,

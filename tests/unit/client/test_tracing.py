@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -117,3 +119,17 @@ class TestOn:
         finally:
             handle.shutdown()
         assert exporter.get_finished_spans() == ()
+
+    def test_dead_collector_delays_exit_by_the_export_timeout_at_most(self) -> None:
+        """Spans for a collector that refuses connections are dropped: the flush at exit
+        (a one-shot pull's) gives up within its export timeout instead of retrying on."""
+        with socket.socket() as probe:  # a loopback port nothing listens on
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        handle = tracing.turn_on(f"http://127.0.0.1:{port}", "unit", export_timeout=1.0)
+        with tracing.span("lost"):
+            pass
+        started = time.monotonic()
+        handle.shutdown()
+        assert time.monotonic() - started < 2.5
+        assert not tracing.enabled()
