@@ -3,6 +3,7 @@
     pullbroker-sidecar pull IMAGE --dest DEST [--platform OS/ARCH[/VARIANT]]
         [--registry NAME] [--concurrency N] [--store DIR | --no-store] [--quiet]
         [--max-blob-size SIZE] [--max-image-size SIZE]      (default 10GiB, 20GiB)
+        [--otlp-endpoint URL]                               (traces; default off)
         DEST: oci:DIR | docker-archive:FILE | docker-daemon[:SOCKET] | containerd[:NAMESPACE]
     pullbroker-sidecar run [--socket PATH] [--image REF ...]        (the node daemon)
     pullbroker-sidecar pull-secret --namespace NS --name NAME IMAGE... [--watch]
