@@ -1,4 +1,9 @@
-"""AsyncBrokerClient: BrokerClient's grpc.aio counterpart; both share the generated RPCs."""
+"""AsyncBrokerClient: BrokerClient's grpc.aio counterpart; both share the generated RPCs.
+
+With tracing on (pullbroker_client.tracing) its channel carries the gRPC instrumentation's
+client interceptors, so every call is a client span whose W3C `traceparent` goes to the broker
+in the call's metadata; the blocking BrokerClient (admin commands) is not traced.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from collections.abc import AsyncIterator
 import grpc
 from pullbroker.v1 import registry_pb2
 
+from pullbroker_client import tracing
 from pullbroker_client.broker_target import CHANNEL_OPTIONS, DEFAULT_TIMEOUT, BrokerTarget
 from pullbroker_client.generated.broker_rpc import AsyncBrokerRpc
 from pullbroker_client.tls import channel_credentials
@@ -17,7 +23,11 @@ class AsyncBrokerClient(AsyncBrokerRpc):
 
     def __init__(self, target: BrokerTarget, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self._channel = grpc.aio.secure_channel(
-            target.address, channel_credentials(target.tls), options=CHANNEL_OPTIONS
+            target.address,
+            channel_credentials(target.tls),
+            options=CHANNEL_OPTIONS,
+            # A client span per call, its traceparent in the metadata; None while tracing is off.
+            interceptors=tracing.client_interceptors(),
         )
         super().__init__(self._channel, target.address, timeout)
 

@@ -47,6 +47,7 @@ def _config(
             listen=listen,
             insecure_dev_port=insecure_dev_port,
             metrics_listen=getattr(args, "metrics_listen", None),
+            otlp_endpoint=getattr(args, "otlp_endpoint", None),
         )
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
@@ -90,6 +91,13 @@ def add_serve_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         metavar="HOST:PORT",
         help="serve Prometheus metrics over plain HTTP at http://HOST:PORT/metrics "
         "(default: off; e.g. 127.0.0.1:9090, or 0.0.0.0:9090 in a pod)",
+    )
+    serve_parser.add_argument(
+        "--otlp-endpoint",
+        default=None,
+        metavar="URL",
+        help="send OpenTelemetry traces to this OTLP/HTTP collector, e.g. "
+        "http://otel-collector:4318 (default: $OTEL_EXPORTER_OTLP_ENDPOINT, else off)",
     )
     serve_parser.set_defaults(func=cmd_serve)
 

@@ -3,6 +3,7 @@
     pullbroker-sidecar pull IMAGE --dest DEST [--platform OS/ARCH[/VARIANT]]
         [--registry NAME] [--concurrency N] [--store DIR | --no-store] [--quiet]
         [--max-blob-size SIZE] [--max-image-size SIZE]      (default 10GiB, 20GiB)
+        [--otlp-endpoint URL]                               (traces; default off)
         DEST: oci:DIR | docker-archive:FILE | docker-daemon[:SOCKET] | containerd[:NAMESPACE]
     pullbroker-sidecar run [--socket PATH] [--image REF ...]        (the node daemon)
     pullbroker-sidecar pull-secret --namespace NS --name NAME IMAGE... [--watch]
@@ -28,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pullbroker_client import tracing
 from pullbroker_client.broker import AsyncBrokerClient, BrokerTarget
 from pullbroker_client.cli.parser import EXIT_FAILURE, Parser, add_common_options
 from pullbroker_client.cli_flags import as_flags
@@ -38,6 +40,7 @@ from pullbroker_sidecar.commands import (
     add_install_parser,
     add_pull_secret_parser,
     add_run_parser,
+    add_tracing_option,
 )
 from pullbroker_sidecar.errors import SidecarError
 from pullbroker_sidecar.pull.destinations import (
@@ -62,6 +65,11 @@ from pullbroker_sidecar.pull.progress import progress_for
 from pullbroker_sidecar.report import pull_reported
 
 PROG = "pullbroker-sidecar"
+SERVICE_NAME = "pullbroker-sidecar"
+"""`service.name` of the sidecar's spans unless $OTEL_SERVICE_NAME says otherwise."""
+EXPORT_TIMEOUT = 1.0
+"""Seconds a traced pull may wait for the collector as it exits: a collector that is down
+must not make every pull on the node seconds slower (its spans are dropped instead)."""
 NODE_ROLE = "node"
 EXIT_INTERRUPTED = 130
 MAX_CONCURRENCY = 16
@@ -128,6 +136,7 @@ def build_parser() -> Parser:
     store.add_argument(
         "--no-store", action="store_true", help="oci: only - download straight into the layout"
     )
+    add_tracing_option(pull)
     for add in (add_run_parser, add_pull_secret_parser):
         add_common_options(add(commands))
     add_install_parser(commands)
@@ -163,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         platform = Platform.parse(args.platform) if args.platform else None
         if not 1 <= args.concurrency <= MAX_CONCURRENCY:
             parser.error(f"--concurrency must be between 1 and {MAX_CONCURRENCY}")
-        result = asyncio.run(_pull(args, dest, platform, store))
+        result = _traced(parser, args, lambda: asyncio.run(_pull(args, dest, platform, store)))
     except (SidecarError, ClientError) as exc:
         return _fail(f"pull of {args.image} failed: {exc}")
     except OSError as exc:
@@ -181,6 +190,20 @@ def main(argv: list[str] | None = None) -> int:
         )
     _print_result(result, args.output)
     return 0
+
+
+def _traced(parser: Parser, args: argparse.Namespace, work: Callable[[], PullResult]) -> PullResult:
+    """`work()` with tracing on when --otlp-endpoint or $OTEL_EXPORTER_OTLP_ENDPOINT says so;
+    its spans are flushed before the command exits."""
+    try:
+        traced = tracing.start(args.otlp_endpoint, SERVICE_NAME, export_timeout=EXPORT_TIMEOUT)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        return work()
+    finally:
+        if traced is not None:
+            traced.shutdown()
 
 
 def _other(

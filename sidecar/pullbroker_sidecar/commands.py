@@ -52,7 +52,18 @@ def add_run_parser(
         help="serve Prometheus metrics over plain HTTP at http://HOST:PORT/metrics "
         "(default: off; e.g. 127.0.0.1:9091, or 0.0.0.0:9091 in a DaemonSet pod)",
     )
+    add_tracing_option(run)
     return run
+
+
+def add_tracing_option(parser: argparse.ArgumentParser) -> None:
+    """`--otlp-endpoint URL` (for `run` and `pull`)."""
+    parser.add_argument(
+        "--otlp-endpoint",
+        metavar="URL",
+        help="send OpenTelemetry traces to this OTLP/HTTP collector, e.g. "
+        "http://otel-collector:4318 (default: $OTEL_EXPORTER_OTLP_ENDPOINT, else off)",
+    )
 
 
 def add_pull_secret_parser(

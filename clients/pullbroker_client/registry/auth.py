@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from pullbroker_client import tracing
 from pullbroker_client.registry.challenge import Challenge, parse_www_authenticate
 from pullbroker_client.registry.errors import (
     CredentialRejected,
@@ -125,11 +126,32 @@ async def fetch_token(
     credential = None
     if username is not None and password is not None:
         credential = basic_authorization(username, password)
-    response = await transport.request(
-        "GET", realm, params=params, authorization=credential, limit=TOKEN_BODY_LIMIT
-    )
-    _raise_for_token_status(response, anonymous=credential is None)
-    return _parse_token(response, " ".join(s for s in scopes if s))
+    with tracing.span(
+        "registry.token_request", kind="client", attributes=_span_attributes(realm, scopes)
+    ) as span:
+        response = await transport.request(
+            "GET", realm, params=params, authorization=credential, limit=TOKEN_BODY_LIMIT
+        )
+        span.set_attribute("http.response.status_code", response.status_code)
+        _raise_for_token_status(response, anonymous=credential is None)
+        return _parse_token(response, " ".join(s for s in scopes if s))
+
+
+def _span_attributes(realm: str, scopes: list[str]) -> dict[str, tracing.Attribute]:
+    """What the token request's span may say: the endpoint's host and the repositories
+    asked for; never the realm's query, the credential or the token."""
+    if not tracing.enabled():
+        return {}
+    url = httpx.URL(realm)
+    repositories = [s.split(":")[1] for s in scopes if s.startswith("repository:")]
+    attributes: dict[str, tracing.Attribute] = {
+        "http.request.method": "GET",
+        "server.address": url.host,
+        "pullbroker.repository": repositories,
+    }
+    if url.port is not None:
+        attributes["server.port"] = url.port
+    return attributes
 
 
 def _checked_realm(challenge: Challenge, registry_url: str | None) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -166,9 +166,14 @@ async def start_server(
     listen: str,
     limits: ServerLimits,
     insecure_dev_port: int | None = None,
+    interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
 ) -> BuiltServer:
-    """Build, bind and start the server; the returned address has the real port."""
-    server = grpc.aio.server(options=server_options(limits))
+    """Build, bind and start the server; the returned address has the real port.
+
+    `interceptors` run around the guarded handlers: tracing's server span, when it is on
+    (none otherwise: the guard itself is not an interceptor, see interceptors.py).
+    """
+    server = grpc.aio.server(options=server_options(limits), interceptors=interceptors or None)
     guard = CallGuard(
         roles_for,
         allow_insecure=insecure_dev_port is not None,

@@ -27,7 +27,12 @@ from pullbroker_client.secret import Secret
 from pullbroker_service.app.lookup import load_credential
 from pullbroker_service.app.pod_identity import PodIdentityVerifier, identify_pod
 from pullbroker_service.app.policy_source import PolicyProvider
-from pullbroker_service.app.tokens import PullAccess, hands_out_credential, mint_token
+from pullbroker_service.app.tokens import (
+    PullAccess,
+    hands_out_credential,
+    mint_span,
+    mint_token,
+)
 from pullbroker_service.domain.errors import FailedPrecondition
 from pullbroker_service.domain.identity import Identity
 from pullbroker_service.domain.model import RegistryKind, RegistryRecord
@@ -132,8 +137,9 @@ class LoginIssuer:
         return found, hit
 
     async def _mint(self, minter: LoginMinter, record: RegistryRecord, repo: str) -> MintedLogin:
-        credential = await load_credential(self._secrets, record)
-        return await minter.login(record, credential, repo)
+        with mint_span(record, repo):
+            credential = await load_credential(self._secrets, record)
+            return await minter.login(record, credential, repo)
 
     async def _passthrough(
         self, record: RegistryRecord, ref: Reference, force_refresh: bool

@@ -8,8 +8,10 @@ taken from the cache or minted (the credential is read from the secret backend o
 from __future__ import annotations
 
 import functools
+from contextlib import AbstractContextManager
 
 import structlog
+from pullbroker_client import tracing
 from pullbroker_client.registry import errors as registry_errors
 from pullbroker_client.registry.reference import Reference, parse_reference
 from pullbroker_client.secret import Secret
@@ -115,8 +117,21 @@ async def mint_token(
     secrets: SecretBackend, minters: MintersByKind, record: RegistryRecord, repository: str
 ) -> MintedToken:
     """A new pull token for `repository` (the credential is read from the backend now)."""
-    credential = await load_credential(secrets, record)
-    return await minters.for_kind(record.kind).mint(record, credential, repository)
+    with mint_span(record, repository):
+        credential = await load_credential(secrets, record)
+        return await minters.for_kind(record.kind).mint(record, credential, repository)
+
+
+def mint_span(record: RegistryRecord, repository: str) -> AbstractContextManager[tracing.SpanLike]:
+    """The `pullbroker.mint` span around a cache miss's credential read and upstream mint."""
+    return tracing.span(
+        "pullbroker.mint",
+        attributes={
+            "pullbroker.registry.kind": str(record.kind),
+            "pullbroker.registry.host": record.host,
+            "pullbroker.repository": repository,
+        },
+    )
 
 
 class PullAccess:

@@ -6,7 +6,8 @@ Beside the server, a running broker keeps two background tasks: a check of the s
 (health "pullbroker.secrets") and the reconciler. `run_migration` is `pullbroker secrets
 migrate`: it takes the home folder's lock exclusively, which a running broker holds shared.
 With `metrics_listen` set, a plain-HTTP Prometheus listener serves the broker's metrics
-(infra/metrics.py) on a thread of its own.
+(infra/metrics.py) on a thread of its own. With `tracing` set, spans go to an OTLP collector
+(bootstrap/tracing.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from pullbroker_client import tracing
 from pullbroker_client.home import Home
 from pullbroker_client.metrics_http import MetricsServer, serve_metrics
 
@@ -50,6 +52,7 @@ from pullbroker_service.bootstrap.broker_home import (
 )
 from pullbroker_service.bootstrap.devca import ensure_dev_ca
 from pullbroker_service.bootstrap.stores import open_stores
+from pullbroker_service.bootstrap.tracing import start_tracing
 from pullbroker_service.config.broker import BrokerConfig, ConfigError
 from pullbroker_service.domain.errors import (
     BackendMismatch,
@@ -127,6 +130,8 @@ async def start_broker(config: BrokerConfig) -> Broker:
     metrics = BrokerMetrics() if config.metrics_listen is not None else None
     metrics_server: MetricsServer | None = None
     try:
+        if (stop_tracing := start_tracing(config)) is not None:
+            closers.append(stop_tracing)
         policy = PolicyMemo(PolicySource(config.policy_file))
         stores = await open_stores(config)
         closers.append(stores.close)
@@ -158,6 +163,7 @@ async def start_broker(config: BrokerConfig) -> Broker:
             listen=config.listen,
             limits=config.limits,
             insecure_dev_port=config.insecure_dev_port,
+            interceptors=tracing.server_interceptors(),
         )
     except BaseException:
         await _close_all(closers)

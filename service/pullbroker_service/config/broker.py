@@ -38,6 +38,7 @@ from pullbroker_service.config.secret_backends import (
     require_backend_settings,
     validate_secrets,
 )
+from pullbroker_service.config.tracing import TracingConfig, resolve_tracing
 
 __all__ = [
     "DEFAULT_LISTEN",
@@ -54,6 +55,7 @@ __all__ = [
     "SecretsConfig",
     "ServerLimits",
     "TlsConfig",
+    "TracingConfig",
     "VaultAuthConfig",
     "VaultConfig",
     "load_config",
@@ -230,6 +232,10 @@ class BrokerConfig:
     """PostgreSQL for metadata and the local store's ciphertexts, shared by replicas; None
     keeps SQLite files in the home folder."""
 
+    tracing: TracingConfig | None = None
+    """OpenTelemetry spans to an OTLP/HTTP collector (config/tracing.py); None (the default,
+    unless --otlp-endpoint or $OTEL_EXPORTER_OTLP_ENDPOINT is set) imports no OpenTelemetry."""
+
     @property
     def policy_file(self) -> Path:
         return self.policy_path or self.home.policy_yaml
@@ -246,6 +252,7 @@ def load_config(
     listen: str | None = None,
     insecure_dev_port: int | None = None,
     metrics_listen: str | None = None,
+    otlp_endpoint: str | None = None,
 ) -> BrokerConfig:
     """The configuration for `serve`: defaults, then `config_file`, then flags.
 
@@ -265,6 +272,7 @@ def load_config(
         config = replace(config, insecure_dev_port=insecure_dev_port)
     if metrics_listen is not None:
         config = replace(config, metrics_listen=metrics_listen)
+    config = replace(config, tracing=resolve_tracing(config.tracing, otlp_endpoint))
     _validate(config)
     validate_secrets(config.secrets)
     return config
@@ -299,6 +307,7 @@ _SECTIONS: dict[str, type] = {
         KubernetesConfig,
         RateLimitConfig,
         DatabaseConfig,
+        TracingConfig,
     )
 }
 

@@ -1,14 +1,15 @@
 """`pullbroker-sidecar run`: wire the channel, the login cache and the socket server.
 
     pullbroker-sidecar run [--socket PATH] [--image REF ...] [--images-file FILE]
-        [--rotation-check SECONDS] [--metrics-listen HOST:PORT] [--home DIR]
+        [--rotation-check SECONDS] [--metrics-listen HOST:PORT] [--otlp-endpoint URL] [--home DIR]
         [--broker HOST:PORT] [--ca/--cert/--key PEM]
 
 Logs are JSON lines on stderr (snake_case past-tense events); no token, password or
 service-account token is ever passed to the logger. SIGTERM or SIGINT stops it: the
 socket stops accepting, requests being answered finish, channels close, the socket
 file is removed. With --metrics-listen, Prometheus metrics (metrics.py) are served over
-plain HTTP on that address until then.
+plain HTTP on that address until then. With --otlp-endpoint (or $OTEL_EXPORTER_OTLP_ENDPOINT)
+every broker call is a client span sent to that OpenTelemetry collector.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import sys
 from pathlib import Path
 
 import structlog
+from pullbroker_client import tracing
 from pullbroker_client.errors import ClientError
 from pullbroker_client.home import Home
 from pullbroker_client.metrics_http import MetricsServer, parse_listen, serve_metrics
@@ -34,6 +36,7 @@ from pullbroker_sidecar.errors import InvalidOption
 from pullbroker_sidecar.metrics import SidecarMetrics
 
 log = structlog.get_logger("pullbroker_sidecar.run")
+TRACING_SERVICE_NAME = "pullbroker-sidecar"
 
 
 def configure_logging() -> None:
@@ -77,10 +80,18 @@ def run_command(args: argparse.Namespace) -> int:
             parse_listen(args.metrics_listen)
         except ValueError as exc:
             raise InvalidOption(f"--metrics-listen: {exc}") from None
+    try:
+        traced = tracing.start(args.otlp_endpoint, TRACING_SERVICE_NAME)
+    except ValueError as exc:
+        raise InvalidOption(str(exc)) from None
     configure_logging()
     home = Home.resolve(args.home)
     socket_path = Path(args.socket or default_socket(str(home.root))).absolute()
-    asyncio.run(_serve(args, home, socket_path))
+    try:
+        asyncio.run(_serve(args, home, socket_path))
+    finally:
+        if traced is not None:
+            traced.shutdown()
     return 0
 
 

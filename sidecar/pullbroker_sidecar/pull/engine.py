@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pullbroker_client import tracing
+from pullbroker_client.errors import ClientError
 from pullbroker_client.registry.errors import AuthenticationRequired
 from pullbroker_client.registry.mediatypes import INDEX_TYPES
 from pullbroker_client.registry.reference import Reference, parse_reference
@@ -91,6 +93,20 @@ class PullResult:
         }
 
 
+def _span_attributes(image: str, destination: Destination) -> dict[str, tracing.Attribute]:
+    """The pull span's attributes: where from and what kind of destination (no path)."""
+    attributes: dict[str, tracing.Attribute] = {
+        "pullbroker.pull.dest": destination.label.partition(":")[0]
+    }
+    try:
+        ref = parse_reference(image)
+    except ClientError:
+        return attributes  # the pull itself fails on it, and the span records why
+    attributes["pullbroker.registry.host"] = ref.registry_host
+    attributes["pullbroker.repository"] = ref.repository
+    return attributes
+
+
 @dataclass(frozen=True)
 class _Resolved:
     descriptor: Descriptor
@@ -132,6 +148,16 @@ class PullEngine:
         self, image: str, destination: Destination, *, platform: Platform | None = None
     ) -> PullResult:
         """Pull `image` into `destination` (for `oci:`, tagged with the reference's tag)."""
+        attributes = _span_attributes(image, destination) if tracing.enabled() else None
+        with tracing.span("pullbroker.pull", attributes=attributes) as span:
+            result = await self._measured(image, destination, platform)
+            span.set_attribute("pullbroker.image.digest", result.digest)
+            span.set_attribute("pullbroker.pull.blobs_fetched", result.fetched)
+            return result
+
+    async def _measured(
+        self, image: str, destination: Destination, platform: Platform | None
+    ) -> PullResult:
         if self._metrics is None:
             return await self._pull(image, destination, platform)
         try:

@@ -64,3 +64,20 @@ class TestCli:
             main(argv)
         assert exited.value.code == 2
         assert "--concurrency" in capsys.readouterr().err
+
+    @pytest.mark.parametrize("command", ["pull", "run"])
+    def test_otlp_endpoint_must_be_a_url(
+        self, command: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    ) -> None:
+        """--otlp-endpoint that is not an http(s) URL is refused before anything runs, with
+        one line naming the flag."""
+        args = ["r.example/team/app:v1", "--dest", f"oci:{tmp_path}"] if command == "pull" else []
+        argv = [command, *args, "--otlp-endpoint", "collector:4318", "--home", str(tmp_path)]
+        try:
+            status = main(argv)
+        except SystemExit as exited:  # pull: argparse's usage error
+            status = int(exited.code or 0)
+        assert status in (1, 2)
+        err = capsys.readouterr().err
+        assert "--otlp-endpoint" in err
+        assert "http:// or https://" in err
