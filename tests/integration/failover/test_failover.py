@@ -25,7 +25,7 @@ from tests.harness.process import free_port
 from tests.harness.registry import TokenAuthRegistry
 from tests.harness.standard import ALICE
 from tests.harness.token_server import TokenServer
-from tests.integration.failover.conftest import REPLICAS, Fleet
+from tests.integration.failover.fleet import REPLICAS, Fleet
 
 pytestmark = pytest.mark.integration
 
