@@ -20,6 +20,7 @@ from pullbroker_client.broker import (
     basic_credential,
 )
 from pullbroker_client.secret import Secret
+from pullbroker_sidecar.daemon.channel import BrokerChannel, ChannelConfig
 
 from tests.harness.process import free_port
 from tests.harness.registry import TokenAuthRegistry
@@ -121,3 +122,25 @@ class TestCliWithSeveralBrokers:
         assert failed.returncode == 1
         assert "UNAVAILABLE" in failed.stderr
         assert len(failed.stderr.strip().splitlines()) == 1
+
+
+class TestSidecarDaemonChannel:
+    def test_daemon_channel_with_a_dead_replica_first(
+        self, fleet: Fleet, token_registry: TokenAuthRegistry
+    ) -> None:
+        """The daemon's BrokerChannel (what the credential helpers reach through the socket)
+        given `--broker KILLED,UP,UP` issues tokens without one retry of its own."""
+        image = add_registry(fleet, token_registry)
+        fleet.replicas[0].kill()
+
+        async def issue() -> int:
+            channel = BrokerChannel(ChannelConfig(fleet.shared, address=fleet.address))
+            await channel.start()
+            try:
+                for _ in range(20):
+                    assert (await channel.issue_pull_token(image)).token.reveal()
+                return channel.retries
+            finally:
+                await channel.close()
+
+        assert asyncio.run(issue()) == 0
