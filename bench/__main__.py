@@ -1,6 +1,6 @@
 """`make bench`: run every benchmark in one process, each printing its side-by-side table.
 
-Usage: python -m bench [NAME ...]   (names: token, pull, backends, helper; default all)
+Usage: python -m bench [NAME ...]   (names: token, pull, backends, helper, replicas; default all)
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ BENCHMARKS = {
     "pull": "bench.pull_bench",
     "backends": "bench.backend_bench",
     "helper": "bench.helper_bench",
+    "replicas": "bench.replica_bench",
 }
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import grpc
 from pullbroker.v1 import registry_pb2
 
 from pullbroker_client.broker_async import AsyncBrokerClient
@@ -21,9 +20,8 @@ from pullbroker_client.broker_messages import (
     IssuedRegistryLogin,
     basic_credential,
 )
-from pullbroker_client.broker_target import CHANNEL_OPTIONS, DEFAULT_TIMEOUT, BrokerTarget
+from pullbroker_client.broker_target import DEFAULT_TIMEOUT, BrokerTarget
 from pullbroker_client.generated.broker_rpc import BrokerRpc
-from pullbroker_client.tls import channel_credentials
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -40,12 +38,12 @@ __all__ = [
 
 
 class BrokerClient(BrokerRpc):
-    """Blocking client; use as a context manager or call close()."""
+    """Blocking client; use as a context manager or call close(). `target.address` may name
+    several replicas: calls are balanced over them and safe ones retried on another
+    (broker_target.py)."""
 
     def __init__(self, target: BrokerTarget, *, timeout: float = DEFAULT_TIMEOUT) -> None:
-        self._channel = grpc.secure_channel(
-            target.address, channel_credentials(target.tls), options=CHANNEL_OPTIONS
-        )
+        self._channel = target.channel()
         super().__init__(self._channel, target.address, timeout)
 
     def __enter__(self) -> BrokerClient:

@@ -9,26 +9,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import grpc
 from pullbroker.v1 import registry_pb2
 
-from pullbroker_client import tracing
-from pullbroker_client.broker_target import CHANNEL_OPTIONS, DEFAULT_TIMEOUT, BrokerTarget
+from pullbroker_client.broker_target import DEFAULT_TIMEOUT, BrokerTarget
 from pullbroker_client.generated.broker_rpc import AsyncBrokerRpc
-from pullbroker_client.tls import channel_credentials
 
 
 class AsyncBrokerClient(AsyncBrokerRpc):
     """grpc.aio client with the same methods as BrokerClient; `async with` or `await close()`."""
 
     def __init__(self, target: BrokerTarget, *, timeout: float = DEFAULT_TIMEOUT) -> None:
-        self._channel = grpc.aio.secure_channel(
-            target.address,
-            channel_credentials(target.tls),
-            options=CHANNEL_OPTIONS,
-            # A client span per call, its traceparent in the metadata; None while tracing is off.
-            interceptors=tracing.client_interceptors(),
-        )
+        self._channel = target.aio_channel()
         super().__init__(self._channel, target.address, timeout)
 
     async def __aenter__(self) -> AsyncBrokerClient:

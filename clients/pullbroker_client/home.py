@@ -91,7 +91,14 @@ class Home:
         return self.root / "audit" / "audit.jsonl"
 
     def read_address(self) -> str:
-        """The address `pullbroker serve` wrote to broker.json."""
+        """broker.json's broker address(es) as one client address: `HOST:PORT`, or
+        `HOST:PORT,HOST:PORT` when it lists several replicas (see read_addresses)."""
+        return ",".join(self.read_addresses())
+
+    def read_addresses(self) -> tuple[str, ...]:
+        """The addresses in broker.json: `{"address": "HOST:PORT"}` as `pullbroker serve`
+        writes it, or `{"addresses": ["HOST:PORT", ...]}` (several replicas, or one DNS name
+        that has them all) as an operator writes it for clients."""
         try:
             data = json.loads(self.broker_json.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -101,13 +108,13 @@ class Home:
                 f"cannot read {self.broker_json} ({type(exc).__name__}): "
                 "restart `pullbroker serve` to rewrite it, or pass --broker HOST:PORT"
             ) from None
-        address = data.get("address") if isinstance(data, dict) else None
-        if not isinstance(address, str) or not address:
+        found = _addresses_in(data)
+        if not found:
             raise ConfigurationError(
                 f"{self.broker_json} has no address: restart `pullbroker serve` "
                 "or pass --broker HOST:PORT"
             )
-        return address
+        return found
 
     def _no_address(self) -> str:
         """Advice for a home without broker.json that never sends anyone to make a second one:
@@ -132,3 +139,18 @@ class Home:
             f"{missing}: start the broker with `pullbroker serve --home {self.root}` "
             "or pass --broker HOST:PORT"
         )
+
+
+def _addresses_in(data: object) -> tuple[str, ...]:
+    """`addresses` (a list of strings) if present, else `address` (a string, which may itself
+    be a comma-separated list); empty when neither is well-formed."""
+    if not isinstance(data, dict):
+        return ()
+    listed = data.get("addresses")
+    if isinstance(listed, list) and listed and all(isinstance(a, str) for a in listed):
+        values: list[str] = listed
+    elif isinstance(data.get("address"), str):
+        values = [data["address"]]
+    else:
+        return ()
+    return tuple(p.strip() for value in values for p in value.split(",") if p.strip())

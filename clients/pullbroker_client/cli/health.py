@@ -18,7 +18,6 @@ from pullbroker_client.broker import BrokerTarget
 from pullbroker_client.cli.common import home_of, wants_json
 from pullbroker_client.cli.output import dumps
 from pullbroker_client.cli.parser import EXIT_FAILURE, add_common_options
-from pullbroker_client.tls import channel_credentials
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
@@ -46,7 +45,7 @@ def cmd_health(args: argparse.Namespace) -> int:
         key=_path(args.key),
     )
     request = health_pb2.HealthCheckRequest(service=args.service)
-    with grpc.secure_channel(target.address, channel_credentials(target.tls)) as channel:
+    with target.channel() as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             status = stub.Check(request, timeout=args.timeout).status

@@ -68,8 +68,8 @@ def add_common_options(parser: argparse.ArgumentParser, *, top_level: bool = Fal
     group.add_argument(
         "--broker",
         default=default,
-        metavar="HOST:PORT",
-        help="broker address (default: broker.json)",
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help="broker address, or several replicas' (balanced, failing over); default: broker.json",
     )
     group.add_argument("--ca", default=default, metavar="PEM_FILE", help="CA that signs the broker")
     group.add_argument("--cert", default=default, metavar="PEM_FILE", help="client certificate")

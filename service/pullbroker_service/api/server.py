@@ -153,6 +153,9 @@ def server_options(limits: ServerLimits) -> list[tuple[str, int]]:
         ),
         ("grpc.http2.max_ping_strikes", 2),
         ("grpc.max_connection_idle_ms", limits.max_connection_idle_seconds * 1000 or 2**31 - 1),
+        ("grpc.max_connection_age_ms", limits.max_connection_age_seconds * 1000 or 2**31 - 1),
+        # A stream (WatchDeployment) outlives its connection's age: never cut it.
+        ("grpc.max_connection_age_grace_ms", 2**31 - 1),
         # One process per broker: a second one on the same port would split traffic silently.
         ("grpc.so_reuseport", 0),
     ]

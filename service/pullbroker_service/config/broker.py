@@ -102,6 +102,11 @@ class ServerLimits:
     max_connection_idle_seconds: int = 0
     """Close connections idle this long; 0 keeps them (sidecars reuse one channel)."""
 
+    max_connection_age_seconds: int = 0
+    """Ask clients (GOAWAY) to reconnect after a connection is this old; 0 never does. With
+    clients balancing over a DNS name (a headless Service), e.g. 300 makes them resolve it
+    again and reach replicas added since. Calls and streams already running finish."""
+
 
 @dataclass(frozen=True)
 class TlsConfig:

@@ -10,6 +10,11 @@ with exponential backoff (0.1 s doubling to 2 s, with jitter) until its deadline
 each retry first looks for new files or a new broker address, then builds a fresh
 channel, so a broker that comes back (even on another port, per broker.json) is found
 without waiting for gRPC's own reconnect backoff.
+
+The address (`--broker`, else broker.json) may name several replicas or one DNS name with
+many: the channel itself (pullbroker_client.broker_target) balances calls round-robin over
+the replicas that answer and repeats a token call that failed UNAVAILABLE on another one, so
+a replica that dies costs no failed call; the loop here covers the whole fleet being away.
 """
 
 from __future__ import annotations
