@@ -46,7 +46,45 @@ def add_run_parser(
         metavar="SECONDS",
         help=f"how often to look for rotated certificate files (default {DEFAULT_ROTATION_CHECK})",
     )
+    add_mirror_options(run)
     return run
+
+
+def add_mirror_options(run: argparse.ArgumentParser) -> None:
+    """`run --mirror ...`: the node-local registry mirror."""
+    mirror = run.add_argument_group("node-local registry mirror")
+    mirror.add_argument(
+        "--mirror",
+        metavar="HOST:PORT",
+        help="serve containerd/CRI-O/podman/Docker as a registry mirror on HOST:PORT "
+        "(loopback), pulling upstream with broker tokens through the node store",
+    )
+    mirror.add_argument(
+        "--mirror-allow-remote",
+        action="store_true",
+        help="allow a non-loopback --mirror address and serve remote clients",
+    )
+    mirror.add_argument(
+        "--mirror-allow-uid",
+        type=int,
+        action="append",
+        default=[],
+        metavar="UID",
+        help="a local user the mirror serves (repeatable; default: root only)",
+    )
+    mirror.add_argument(
+        "--mirror-serve-stale",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="serve a tag's last manifest this long while its registry is unreachable (default 0)",
+    )
+    mirror.add_argument(
+        "--store-max-size",
+        default="20GiB",
+        metavar="SIZE",
+        help="node store size kept by the mirror, least recently used removed (default 20GiB)",
+    )
 
 
 def add_pull_secret_parser(
