@@ -122,3 +122,34 @@ def add_install_parser(commands: argparse._SubParsersAction[Any]) -> argparse.Ar
     )
     install.add_argument("dir", metavar="DIR", help="e.g. /usr/local/bin or kubelet's bin dir")
     return install
+
+
+def add_mirror_config_parser(commands: argparse._SubParsersAction[Any]) -> argparse.ArgumentParser:
+    """Register `mirror-config`."""
+    config: argparse.ArgumentParser = commands.add_parser(
+        "mirror-config",
+        help="point containerd, CRI-O/podman or dockerd at the node-local mirror",
+        description="Write containerd hosts.toml files or a registries.conf drop-in (or print "
+        "dockerd's registry-mirrors) so the runtime pulls through `run --mirror`.",
+    )
+    config.add_argument(
+        "--runtime", required=True, choices=("containerd", "crio", "podman", "docker")
+    )
+    config.add_argument("--mirror", metavar="HOST:PORT", help="the mirror (default 127.0.0.1:5005)")
+    config.add_argument(
+        "--hosts-dir", metavar="DIR", help="containerd: e.g. /etc/containerd/certs.d"
+    )
+    config.add_argument(
+        "--registries-conf",
+        metavar="FILE",
+        help="crio/podman: the drop-in to write "
+        "(default /etc/containers/registries.conf.d/50-pullbroker-mirror.conf)",
+    )
+    config.add_argument(
+        "--host", action="append", default=[], metavar="H", help="a registry host (repeatable)"
+    )
+    config.add_argument(
+        "--image", action="append", default=[], metavar="REF", help="an image whose host to add"
+    )
+    config.add_argument("--images-file", metavar="FILE", help="more images, one per line")
+    return config
