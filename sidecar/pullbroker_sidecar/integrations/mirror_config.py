@@ -8,7 +8,8 @@
         with `--hosts-dir DIR`; containerd 2.1+ also needs `use_local_image_pull = true`.
     mirror-config --runtime crio|podman --registries-conf FILE ...
         writes a registries.conf drop-in: for each host a `[[registry]]` whose mirror is
-        `HOST:PORT/<host>` (the mirror reads the registry from the path's first part).
+        `HOST:PORT/<host>` (the mirror reads the registry from the path's first part;
+        `registry.local:5000` is written `registry.local_5000`: no `:` may appear there).
     mirror-config --runtime docker
         prints the daemon.json `registry-mirrors` entry (dockerd mirrors Docker Hub only).
 
@@ -31,6 +32,7 @@ from pullbroker_client.registry.reference import DOCKER_HUB, parse_reference
 
 from pullbroker_sidecar.daemon.run import images_from
 from pullbroker_sidecar.errors import InvalidOption
+from pullbroker_sidecar.mirror.routes import path_prefix
 
 DEFAULT_MIRROR = "127.0.0.1:5005"
 DEFAULT_DROP_IN = "/etc/containers/registries.conf.d/50-pullbroker-mirror.conf"
@@ -67,7 +69,8 @@ def registries_conf(hosts: list[str], mirror: str) -> str:
     for host in hosts:
         parts.append(
             f"\n[[registry]]\nlocation = {json.dumps(host)}\n\n"
-            f"[[registry.mirror]]\nlocation = {json.dumps(f'{mirror}/{host}')}\ninsecure = true\n"
+            f"[[registry.mirror]]\nlocation = {json.dumps(f'{mirror}/{path_prefix(host)}')}\n"
+            "insecure = true\n"
         )
     return "".join(parts)
 

@@ -9,6 +9,9 @@ Runtimes name the upstream three ways:
 
 A first path part that looks like a host (has a `.` or `:`, or is `localhost`, the rule
 Docker references follow) is the registry; without `ns` or such a part it is Docker Hub.
+A registry with a port is written `host_port` in a registries.conf prefix
+(`127.0.0.1:P/registry.local_5000`): containers/image rewrites the reference to
+`MIRROR/PREFIX/repo` and refuses a `:` inside it, and no registry host has a `_`.
 Names are checked by the registry client's reference grammar, so a request can never name
 a path outside the store (`..`, absolute paths) or an unsupported digest.
 """
@@ -77,10 +80,21 @@ def route(path: str, ns: str | None) -> Route:
     )
 
 
+_PORTED = re.compile(r"\A(?P<host>[a-z0-9.-]+)_(?P<port>[0-9]{1,5})\Z")
+
+
+def path_prefix(host: str) -> str:
+    """How `host` is written as a registries.conf mirror prefix (`:` becomes `_`)."""
+    return host.replace(":", "_")
+
+
 def _split(name: str, ns: str | None) -> tuple[str, str]:
     if ns:
         return ns, name
     first, _, rest = name.partition("/")
+    ported = _PORTED.match(first)
+    if rest and ported and ("." in ported["host"] or ported["host"] == "localhost"):
+        return f"{ported['host']}:{ported['port']}", rest
     if rest and ("." in first or ":" in first or first == "localhost"):
         return first, rest
     return "docker.io", name

@@ -60,8 +60,13 @@ async def read_request(reader: asyncio.StreamReader) -> Request | None:
 def _parse(head: list[bytes]) -> Request:
     try:
         method, target, version = head[0].decode("ascii").split()
-        fields = [line.decode("latin-1").split(":", 1) for line in head[1:]]
-        headers = {name.strip().lower(): value.strip() for name, value in fields}
+        headers: dict[str, str] = {}
+        for line in head[1:]:
+            name, value = line.decode("latin-1").split(":", 1)
+            key = name.strip().lower()
+            # Go clients (podman, skopeo) send one Accept line per media type.
+            seen = headers.get(key)
+            headers[key] = f"{seen}, {value.strip()}" if seen else value.strip()
     except ValueError:
         raise MirrorRefusal(400, "UNSUPPORTED", "malformed request head") from None
     if method not in ("GET", "HEAD"):
