@@ -9,8 +9,10 @@ and logs (and podman's storage, added here) for the registry password and every 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -119,8 +121,33 @@ class TestContainerd:
         reference = node_world.via_door(image.repository, image.tag)
         assert ctr_pull(containerd, hosts_dir, reference).returncode != 0
         answer = ask(mirror, f"/v2/{image.repository}/blobs/{layer}?ns={node_world.door.host}")
-        assert answer.status == 200 and not answer.complete
+        assert answer.status == 200
+        assert not answer.complete
         assert not stored(node_world, layer)
+
+
+class TestCoalescing:
+    """Concurrent requests for one blob make one upstream download."""
+
+    def test_concurrent_requests_one_download(self, node_world: NodeWorld, mirror: int) -> None:
+        """Four clients at once get the whole, verified blob; the registry saw one GET."""
+        image = node_world.seed("team/nodes-coalesce", "v1", [8_000_000])
+        layer = image.layer_digests[0]
+        path = f"/v2/{image.repository}/blobs/{layer}?ns={node_world.door.host}"
+        before = len(node_world.door.blob_authorizations)
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda _: ask(mirror, path), range(4)))
+        for answer in answers:
+            assert answer.status == 200
+            assert answer.complete
+            assert "sha256:" + hashlib.sha256(answer.body).hexdigest() == layer
+            assert answer.headers["docker-content-digest"] == layer
+        assert len(node_world.door.blob_authorizations) - before == 1
+        ranged = ask(mirror, path, headers={"Range": "bytes=10-19"})
+        assert ranged.status == 206
+        assert ranged.headers["content-range"] == f"bytes 10-19/{len(answers[0].body)}"
+        assert ranged.body == answers[0].body[10:20]
+        assert len(node_world.door.blob_authorizations) - before == 1
 
 
 class TestPodmanSkopeo:
