@@ -12,8 +12,8 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest

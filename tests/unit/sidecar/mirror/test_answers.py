@@ -14,7 +14,6 @@ from pullbroker_client.registry.errors import (
     RegistryProtocolError,
     RegistryUnreachable,
 )
-
 from pullbroker_sidecar.mirror.answers import RETRY_AFTER, error_body, refusal_for
 
 

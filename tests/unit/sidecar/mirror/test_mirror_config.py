@@ -18,7 +18,7 @@ class TestRendering:
     """The files parse as the runtimes read them."""
 
     def test_containerd(self) -> None:
-        """server is the registry (Docker Hub's API host for docker.io); the mirror pulls and resolves."""
+        """server is the registry (Docker Hub's API host); the mirror pulls and resolves."""
         doc = tomllib.loads(containerd_hosts_toml("docker.io", "127.0.0.1:5005"))
         assert doc["server"] == "https://registry-1.docker.io"
         assert doc["host"]["http://127.0.0.1:5005"]["capabilities"] == ["pull", "resolve"]

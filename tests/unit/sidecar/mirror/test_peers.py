@@ -14,10 +14,12 @@ TABLE = """\
    0: 0100007F:138D 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 1
    1: 0100007F:9C40 0100007F:138D 01 00000000:00000000 00:00000000 00000000  1000        0 2
 """
-TABLE6 = """\
-  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 00000000000000000000000001000000:9C40 00000000000000000000000001000000:138D 01 00000000:00000000 00:00000000 00000000   33        0 3
-"""
+_V6_LOOPBACK = "00000000000000000000000001000000"
+TABLE6 = (
+    "  sl  local_address remote_address st tx_queue rx_queue tr tm->when retrnsmt uid timeout\n"
+    f"   0: {_V6_LOOPBACK}:9C40 {_V6_LOOPBACK}:138D 01 00000000:00000000 00:00000000 "
+    "00000000   33        0 3\n"
+)
 
 
 class TestTables:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from pullbroker_sidecar.errors import MirrorRefusal
 from pullbroker_sidecar.mirror.routes import path_prefix, route
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from pullbroker_sidecar.errors import MirrorRefusal
-from pullbroker_sidecar.mirror.wire import MAX_HEADERS, byte_range, read_request
+from pullbroker_sidecar.mirror.wire import MAX_HEADERS, Request, byte_range, read_request
 
 
-def _read(raw: bytes) -> object:
-    async def go() -> object:
+def _read(raw: bytes) -> Request | None:
+    async def go() -> Request | None:
         reader = asyncio.StreamReader(limit=8192)
         reader.feed_data(raw)
         reader.feed_eof()
@@ -28,9 +27,10 @@ class TestRequestHead:
         request = _read(
             b"GET /v2/a/b/manifests/v1?ns=h.io HTTP/1.1\r\nAccept: x/a\r\nAccept: x/b\r\n\r\n"
         )
-        assert getattr(request, "headers")["accept"] == "x/a, x/b"
-        assert getattr(request, "query") == {"ns": "h.io"}
-        assert getattr(request, "keep_alive") is True
+        assert request is not None
+        assert request.headers["accept"] == "x/a, x/b"
+        assert request.query == {"ns": "h.io"}
+        assert request.keep_alive is True
 
     def test_write_methods_refused(self) -> None:
         """The mirror is read-only."""
