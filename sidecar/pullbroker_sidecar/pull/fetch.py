@@ -135,6 +135,23 @@ class BlobFetcher:
                 writer.restart()  # the whole blob after all
             self._stream(answer, writer, cancel, on_bytes)
 
+    def blob_size(self, repository: str, digest: str, authorization: Secret | None) -> int:
+        """HEAD a blob: the size the registry announces (what a mirror must know before it
+        streams the blob into a `BlobSink`); registry errors raise."""
+        url = f"{self._base}/v2/{repository}/blobs/{digest}"
+        hop = rules.first_hop(url, authorization, method="HEAD", https_only=True)
+        answer = self._follow(hop, {})
+        with self._held(answer) as resp:
+            if resp.status != 200:
+                raise self._failure(answer, f"blob {digest} of {repository}", BlobUnknown)
+            self._read(answer, 0)
+            length = resp.getheader("Content-Length") or ""
+        if not length.isdigit():
+            raise RegistryProtocolError(
+                f"{answer.origin} announced no size for blob {digest} of {repository}"
+            )
+        return int(length)
+
     def _range_refused(self, answer: _Answer, offset: int, size: int) -> bool:
         """A 416, or a 206 with other bytes than asked: closes the connection, says True."""
         resp = answer.resp
