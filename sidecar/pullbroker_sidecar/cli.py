@@ -8,6 +8,7 @@
     pullbroker-sidecar run [--socket PATH] [--image REF ...]        (the node daemon)
     pullbroker-sidecar pull-secret --namespace NS --name NAME IMAGE... [--watch]
     pullbroker-sidecar install-helpers DIR      (standalone helpers for the host)
+    pullbroker-sidecar mirror-config --runtime containerd|crio|podman|docker ...
     common: [--output table|json] [--home DIR] [--broker HOST:PORT] [--ca/--cert/--key PEM]
 
 The node certificate (`tls/node.crt|key` in the home folder) proves who this node is; the
@@ -38,6 +39,7 @@ from pullbroker_client.home import Home
 
 from pullbroker_sidecar.commands import (
     add_install_parser,
+    add_mirror_config_parser,
     add_pull_secret_parser,
     add_run_parser,
     add_tracing_option,
@@ -140,6 +142,7 @@ def build_parser() -> Parser:
     for add in (add_run_parser, add_pull_secret_parser):
         add_common_options(add(commands))
     add_install_parser(commands)
+    add_mirror_config_parser(commands)
     return parser
 
 
@@ -155,6 +158,7 @@ _OTHER_COMMANDS = {
     "run": "pullbroker_sidecar.daemon.run",
     "pull-secret": "pullbroker_sidecar.integrations.pull_secret",
     "install-helpers": "pullbroker_sidecar.integrations.install",
+    "mirror-config": "pullbroker_sidecar.integrations.mirror_config",
 }
 
 

@@ -53,6 +53,7 @@ def add_run_parser(
         "(default: off; e.g. 127.0.0.1:9091, or 0.0.0.0:9091 in a DaemonSet pod)",
     )
     add_tracing_option(run)
+    add_mirror_options(run)
     return run
 
 
@@ -63,6 +64,43 @@ def add_tracing_option(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="send OpenTelemetry traces to this OTLP/HTTP collector, e.g. "
         "http://otel-collector:4318 (default: $OTEL_EXPORTER_OTLP_ENDPOINT, else off)",
+    )
+
+
+def add_mirror_options(run: argparse.ArgumentParser) -> None:
+    """`run --mirror ...`: the node-local registry mirror."""
+    mirror = run.add_argument_group("node-local registry mirror")
+    mirror.add_argument(
+        "--mirror",
+        metavar="HOST:PORT",
+        help="serve containerd/CRI-O/podman/Docker as a registry mirror on HOST:PORT "
+        "(loopback), pulling upstream with broker tokens through the node store",
+    )
+    mirror.add_argument(
+        "--mirror-allow-remote",
+        action="store_true",
+        help="allow a non-loopback --mirror address and serve remote clients",
+    )
+    mirror.add_argument(
+        "--mirror-allow-uid",
+        type=int,
+        action="append",
+        default=[],
+        metavar="UID",
+        help="a local user the mirror serves (repeatable; default: root only)",
+    )
+    mirror.add_argument(
+        "--mirror-serve-stale",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="serve a tag's last manifest this long while its registry is unreachable (default 0)",
+    )
+    mirror.add_argument(
+        "--store-max-size",
+        default="20GiB",
+        metavar="SIZE",
+        help="node store size kept by the mirror, least recently used removed (default 20GiB)",
     )
 
 
@@ -101,3 +139,34 @@ def add_install_parser(commands: argparse._SubParsersAction[Any]) -> argparse.Ar
     )
     install.add_argument("dir", metavar="DIR", help="e.g. /usr/local/bin or kubelet's bin dir")
     return install
+
+
+def add_mirror_config_parser(commands: argparse._SubParsersAction[Any]) -> argparse.ArgumentParser:
+    """Register `mirror-config`."""
+    config: argparse.ArgumentParser = commands.add_parser(
+        "mirror-config",
+        help="point containerd, CRI-O/podman or dockerd at the node-local mirror",
+        description="Write containerd hosts.toml files or a registries.conf drop-in (or print "
+        "dockerd's registry-mirrors) so the runtime pulls through `run --mirror`.",
+    )
+    config.add_argument(
+        "--runtime", required=True, choices=("containerd", "crio", "podman", "docker")
+    )
+    config.add_argument("--mirror", metavar="HOST:PORT", help="the mirror (default 127.0.0.1:5005)")
+    config.add_argument(
+        "--hosts-dir", metavar="DIR", help="containerd: e.g. /etc/containerd/certs.d"
+    )
+    config.add_argument(
+        "--registries-conf",
+        metavar="FILE",
+        help="crio/podman: the drop-in to write "
+        "(default /etc/containers/registries.conf.d/50-pullbroker-mirror.conf)",
+    )
+    config.add_argument(
+        "--host", action="append", default=[], metavar="H", help="a registry host (repeatable)"
+    )
+    config.add_argument(
+        "--image", action="append", default=[], metavar="REF", help="an image whose host to add"
+    )
+    config.add_argument("--images-file", metavar="FILE", help="more images, one per line")
+    return config

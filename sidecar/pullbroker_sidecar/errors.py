@@ -17,7 +17,9 @@
     │   ├── DaemonUnavailable             no daemon answers on the socket
     │   ├── SocketInUse                   another daemon already serves that socket
     │   └── NoLogin (daemon/login_cache.py)  no login for that request; .code is the protocol's
-    └── PassthroughRefused                a helper would have written a long-lived credential
+    ├── PassthroughRefused                a helper would have written a long-lived credential
+    └── MirrorRefusal                     what the node mirror answers instead of content:
+                                          .status, .code (OCI error code), .retry_after
 
     ClientError                           (pullbroker_client: RegistryError, BrokerCallError,
                                            ConfigurationError) passes through unchanged.
@@ -100,3 +102,20 @@ class DaemonUnavailable(DaemonError):
 
 class SocketInUse(DaemonError):
     """Another daemon already listens on the socket path."""
+
+
+class MirrorRefusal(SidecarError):
+    """The node mirror answers with an OCI error instead of content (mirror/answers.py).
+
+    `status` is the HTTP status, `code` the OCI error code (DENIED, BLOB_UNKNOWN, ...),
+    `retry_after` the seconds a runtime should wait (429 and 503 only).
+    """
+
+    def __init__(
+        self, status: int, code: str, message: str, *, retry_after: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after

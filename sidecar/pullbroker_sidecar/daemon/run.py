@@ -3,6 +3,8 @@
     pullbroker-sidecar run [--socket PATH] [--image REF ...] [--images-file FILE]
         [--rotation-check SECONDS] [--metrics-listen HOST:PORT] [--otlp-endpoint URL] [--home DIR]
         [--broker HOST:PORT] [--ca/--cert/--key PEM]
+        [--mirror HOST:PORT [--mirror-allow-remote] [--mirror-allow-uid UID ...]
+         [--mirror-serve-stale SECONDS] [--store-max-size SIZE]]   (see mirror/)
 
 Logs are JSON lines on stderr (snake_case past-tense events); no token, password or
 service-account token is ever passed to the logger. SIGTERM or SIGINT stops it: the
@@ -34,6 +36,7 @@ from pullbroker_sidecar.daemon.protocol import default_socket
 from pullbroker_sidecar.daemon.server import SidecarServer
 from pullbroker_sidecar.errors import InvalidOption
 from pullbroker_sidecar.metrics import SidecarMetrics
+from pullbroker_sidecar.mirror.wiring import start_mirror
 
 log = structlog.get_logger("pullbroker_sidecar.run")
 TRACING_SERVICE_NAME = "pullbroker-sidecar"
@@ -124,6 +127,14 @@ async def _serve(args: argparse.Namespace, home: Home, socket_path: Path) -> Non
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    try:
+        mirror = await start_mirror(args, home, channel)
+    except BaseException:
+        await server.close()
+        await channel.close()
+        if listener is not None:
+            await asyncio.to_thread(listener.stop)
+        raise
     watcher = asyncio.create_task(channel.watch(args.rotation_check))
     log.info("daemon_started", socket=str(socket_path), images=len(images), **channel.status())
     try:
@@ -133,6 +144,8 @@ async def _serve(args: argparse.Namespace, home: Home, socket_path: Path) -> Non
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
+        if mirror is not None:
+            await mirror.close()
         await server.close()
         await channel.close()
         if listener is not None:

@@ -19,12 +19,22 @@ Resuming: a sink that already holds the first N bytes (the node store keeps inte
 downloads) is sent only `Range: bytes=N-`. The 206 is used only when it carries exactly
 those bytes (`rules.range_matches`); any other answer restarts the blob from byte 0. The
 digest check at commit covers the whole blob either way.
+
+Keep-alive: a connection whose answer was read to the end is pooled per origin and reused.
+A registry (or the load balancer in front of it) closes idle connections when it likes,
+usually without a word (an idle timeout, or `close` after an answer that did not announce
+it), so a pooled connection may be dead when it is taken. It is checked when taken (an
+idle connection whose socket is readable has been closed, or holds bytes nobody asked
+for: it is discarded), and since the peer can still close it between that check and the
+request, a request on a reused connection that fails before any answer arrived is sent
+once more on a new connection (GET and HEAD only, which are safe to repeat).
 """
 
 from __future__ import annotations
 
 import contextlib
 import http.client
+import selectors
 import socket
 import ssl
 import threading
@@ -53,6 +63,29 @@ from pullbroker_sidecar.pull.manifest import Descriptor
 
 READ_SIZE = 1 << 20
 USER_AGENT = "pullbroker-sidecar/0.1"
+
+_STALE = (ConnectionError, ssl.SSLEOFError, ssl.SSLZeroReturnError)
+"""How a request on a pooled connection the peer already closed fails before any answer:
+RemoteDisconnected (no status line: a ConnectionResetError), a reset, a broken pipe, or an
+EOF inside TLS."""
+_REPEATABLE = frozenset({"GET", "HEAD"})
+
+
+def _reusable(conn: http.client.HTTPSConnection) -> bool:
+    """An idle pooled connection that still looks open: connected, and nothing to read.
+
+    Between answers the peer has nothing to say; a readable socket means it closed the
+    connection (EOF, or a TLS close_notify) or sent bytes that belong to no request.
+    """
+    sock = conn.sock
+    if sock is None or (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+        return False
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(sock, selectors.EVENT_READ)
+            return not selector.select(timeout=0)
+    except (OSError, ValueError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -94,7 +127,9 @@ class BlobFetcher:
         self._timeout = timeout
         self._read_size = read_size
         self._idle: dict[Origin, list[http.client.HTTPSConnection]] = {}
-        self._active: set[http.client.HTTPSConnection] = set()
+        self._active: dict[http.client.HTTPSConnection, socket.socket | None] = {}
+        """Connections in use, with the socket each request went out on: an answer with
+        `Connection: close` takes the socket from its connection, and abort() needs it."""
         self._aborted = False
         self._lock = threading.Lock()
 
@@ -135,6 +170,23 @@ class BlobFetcher:
                 writer.restart()  # the whole blob after all
             self._stream(answer, writer, cancel, on_bytes)
 
+    def blob_size(self, repository: str, digest: str, authorization: Secret | None) -> int:
+        """HEAD a blob: the size the registry announces (what a mirror must know before it
+        streams the blob into a `BlobSink`); registry errors raise."""
+        url = f"{self._base}/v2/{repository}/blobs/{digest}"
+        hop = rules.first_hop(url, authorization, method="HEAD", https_only=True)
+        answer = self._follow(hop, {})
+        with self._held(answer) as resp:
+            if resp.status != 200:
+                raise self._failure(answer, f"blob {digest} of {repository}", BlobUnknown)
+            self._read(answer, 0)
+            length = resp.getheader("Content-Length") or ""
+        if not length.isdigit():
+            raise RegistryProtocolError(
+                f"{answer.origin} announced no size for blob {digest} of {repository}"
+            )
+        return int(length)
+
     def _range_refused(self, answer: _Answer, offset: int, size: int) -> bool:
         """A 416, or a 206 with other bytes than asked: closes the connection, says True."""
         resp = answer.resp
@@ -145,7 +197,7 @@ class BlobFetcher:
         else:
             matches = resp.status != 416
         if not matches:
-            self._drop(answer.conn)
+            self._drop(answer.conn, answer.resp)
         return not matches
 
     def fetch_manifest(
@@ -213,9 +265,9 @@ class BlobFetcher:
         """
         with self._lock:
             self._aborted = True
-            active = list(self._active)
-        for conn in active:
-            sock = conn.sock
+            active = list(self._active.items())
+        for conn, sent_on in active:
+            sock = conn.sock or sent_on
             if sock is not None:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
@@ -227,15 +279,22 @@ class BlobFetcher:
         sent = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **headers}
         if hop.authorization is not None:
             sent["Authorization"] = hop.authorization.reveal()
-        conn = self._connection(origin)
-        try:
-            conn.request(hop.method, target, headers=sent)
-            return _Answer(hop, origin, conn, conn.getresponse())
-        except BaseException as exc:
-            self._drop(conn)
-            if isinstance(exc, DialRefused) and hop.via:
-                raise exc.redirected_from(hop.via) from None
-            raise self._translate(exc, origin) from None
+        fresh = False
+        while True:
+            conn, reused = self._connection(origin, fresh=fresh)
+            try:
+                conn.request(hop.method, target, headers=sent)
+                with self._lock:
+                    self._active[conn] = conn.sock
+                return _Answer(hop, origin, conn, conn.getresponse())
+            except BaseException as exc:
+                self._drop(conn)
+                if reused and isinstance(exc, _STALE) and hop.method in _REPEATABLE:
+                    fresh = True  # the peer closed it while it was idle: once more, anew
+                    continue
+                if isinstance(exc, DialRefused) and hop.via:
+                    raise exc.redirected_from(hop.via) from None
+                raise self._translate(exc, origin) from None
 
     def _read(self, answer: _Answer, limit: int) -> bytes:
         try:
@@ -259,29 +318,51 @@ class BlobFetcher:
             except (OSError, http.client.HTTPException) as exc:
                 raise self._translate(exc, answer.origin) from None
             if not n:
+                if self._aborted:  # a socket abort() shut down reads as a clean end
+                    raise PullCancelled("blob download stopped: the pull is being abandoned")
                 return
             writer.write(buffer[:n])
             on_bytes(n)
 
-    def _connection(self, origin: Origin) -> http.client.HTTPSConnection:
+    def _connection(
+        self, origin: Origin, *, fresh: bool = False
+    ) -> tuple[http.client.HTTPSConnection, bool]:
+        """A connection to `origin` and whether it was reused: a pooled one that still
+        looks open (closed ones are discarded), else (or when `fresh`) a new one."""
+        stale: list[http.client.HTTPSConnection] = []
+        conn: http.client.HTTPSConnection | None = None
         with self._lock:
             if self._aborted:
                 raise PullCancelled("blob download stopped: the pull is being abandoned")
-            pool = self._idle.get(origin)
-            conn = pool.pop() if pool else None
+            pool = self._idle.get(origin) or []
+            while pool and not fresh and conn is None:
+                candidate = pool.pop()
+                if _reusable(candidate):
+                    conn = candidate
+                else:
+                    stale.append(candidate)
+            reused = conn is not None
             if conn is None:
                 policy, resolve = self._dial
                 conn = CheckedHTTPSConnection(
                     origin.host, origin.port, timeout=self._timeout, context=self._context,
                     policy=policy, resolve=resolve,
                 )  # fmt: skip
-            self._active.add(conn)
-            return conn
+            self._active[conn] = conn.sock
+        for closed in stale:
+            closed.close()
+        return conn, reused
 
-    def _drop(self, conn: http.client.HTTPSConnection) -> None:
+    def _drop(
+        self, conn: http.client.HTTPSConnection, resp: http.client.HTTPResponse | None = None
+    ) -> None:
+        """Close a connection (and its answer, which owns the socket after `Connection:
+        close`)."""
         with self._lock:
-            self._active.discard(conn)
+            self._active.pop(conn, None)
         conn.close()
+        if resp is not None:
+            resp.close()
 
     def _translate(self, exc: BaseException, origin: Origin) -> BaseException:
         if self._aborted and isinstance(exc, OSError | http.client.HTTPException):
@@ -295,15 +376,15 @@ class BlobFetcher:
         try:
             yield answer.resp
         except BaseException:
-            self._drop(answer.conn)
+            self._drop(answer.conn, answer.resp)
             raise
         self._release(answer)
 
     def _release(self, answer: _Answer) -> None:
         """Pool the connection when its response was read to the end, else close it."""
         if answer.resp.will_close or not answer.resp.isclosed():
-            self._drop(answer.conn)
+            self._drop(answer.conn, answer.resp)
             return
         with self._lock:
-            self._active.discard(answer.conn)
+            self._active.pop(answer.conn, None)
             self._idle.setdefault(answer.origin, []).append(answer.conn)

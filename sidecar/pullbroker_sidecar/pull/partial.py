@@ -54,6 +54,11 @@ class ResumableWriter:
             raise
 
     @property
+    def path(self) -> Path:
+        """The file the bytes go to until they verify (a mirror streams from it meanwhile)."""
+        return self._partial
+
+    @property
     def offset(self) -> int:
         """Bytes kept from an earlier attempt (the registry is asked for the rest)."""
         return self.written

@@ -28,6 +28,7 @@ can already write to the store: the sidecar's own user or root.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections.abc import Sequence
@@ -121,6 +122,31 @@ class ContentStore:
         except FileNotFoundError:
             return 0
         return st.st_size if stat.S_ISREG(st.st_mode) else 0
+
+    def stored_size(self, digest: str) -> int | None:
+        """The size of a verified blob of that digest, or None when the store lacks it."""
+        try:
+            st = os.lstat(self.blob_path(digest))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return st.st_size if self.has_blob(Descriptor("", digest, st.st_size)) else None
+
+    def touch(self, digest: str) -> None:
+        """Note that a blob was just used (its fingerprint file's mtime: LRU collection)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(self._marker(digest))
+
+    def last_used(self, digest: str, blob: os.stat_result) -> float:
+        """When a blob was last used: its fingerprint's mtime, else the blob's own."""
+        try:
+            return os.lstat(self._marker(digest)).st_mtime
+        except FileNotFoundError:
+            return blob.st_mtime
+
+    def remove_blob(self, digest: str) -> None:
+        """Drop a blob and its fingerprint (readers holding it open keep their file)."""
+        self.blob_path(digest).unlink(missing_ok=True)
+        self._marker(digest).unlink(missing_ok=True)
 
     def _partial(self, descriptor: Descriptor) -> Path:
         return self.partial_dir / descriptor.digest.replace(":", "-", 1)

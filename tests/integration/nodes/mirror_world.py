@@ -1,0 +1,68 @@
+"""The node-local mirror for the runtime tests: a `run --mirror` daemon and raw HTTP to it."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.harness.sidecar import SidecarDaemon
+from tests.integration.nodes.runtimes import run
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def mirror_daemon(home: Path, folder: Path, name: str, *extra: str) -> tuple[SidecarDaemon, int]:
+    """`pullbroker-sidecar run --mirror 127.0.0.1:PORT` for `home`, started; (daemon, port)."""
+    port = free_port()
+    daemon = SidecarDaemon(
+        home, folder / f"{name}.sock", extra=["--mirror", f"127.0.0.1:{port}", *extra]
+    )
+    return daemon.start(), port
+
+
+def mirror_config(*args: str) -> str:
+    """`pullbroker-sidecar mirror-config ARGS`; its stdout (fails the test on an error)."""
+    done = run([sys.executable, "-m", "pullbroker_sidecar.cli", "mirror-config", *args])
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the mirror answered to one raw request."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    complete: bool
+
+    def error(self) -> dict[str, str]:
+        """The first OCI error of the body."""
+        errors: list[dict[str, str]] = json.loads(self.body)["errors"]
+        return errors[0]
+
+
+def ask(
+    port: int, path: str, *, method: str = "GET", headers: dict[str, str] | None = None
+) -> Answer:
+    """One request to the mirror; `complete` is False when the body stopped short."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request(method, path, headers=headers or {})
+        resp = conn.getresponse()
+        try:
+            body, complete = resp.read(), True
+        except http.client.IncompleteRead as exc:
+            body, complete = exc.partial, False
+        return Answer(resp.status, {k.lower(): v for k, v in resp.getheaders()}, body, complete)
+    finally:
+        conn.close()

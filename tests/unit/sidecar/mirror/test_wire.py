@@ -1,0 +1,76 @@
+"""The mirror's HTTP/1.1 request heads and Range arithmetic."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from pullbroker_sidecar.errors import MirrorRefusal
+from pullbroker_sidecar.mirror.wire import MAX_HEADERS, Request, byte_range, read_request
+
+
+def _read(raw: bytes) -> Request | None:
+    async def go() -> Request | None:
+        reader = asyncio.StreamReader(limit=8192)
+        reader.feed_data(raw)
+        reader.feed_eof()
+        return await read_request(reader)
+
+    return asyncio.run(go())
+
+
+class TestRequestHead:
+    """Heads are parsed, bounded, and GET/HEAD only."""
+
+    def test_repeated_headers_are_joined(self) -> None:
+        """Go clients send one Accept line per media type: all of them count."""
+        request = _read(
+            b"GET /v2/a/b/manifests/v1?ns=h.io HTTP/1.1\r\nAccept: x/a\r\nAccept: x/b\r\n\r\n"
+        )
+        assert request is not None
+        assert request.headers["accept"] == "x/a, x/b"
+        assert request.query == {"ns": "h.io"}
+        assert request.keep_alive is True
+
+    def test_write_methods_refused(self) -> None:
+        """The mirror is read-only."""
+        with pytest.raises(MirrorRefusal) as caught:
+            _read(b"PUT /v2/a/b/manifests/v1 HTTP/1.1\r\n\r\n")
+        assert caught.value.status == 405
+
+    def test_too_many_headers(self) -> None:
+        """A head with more than MAX_HEADERS lines is refused, not held."""
+        lines = b"".join(b"X-%d: y\r\n" % i for i in range(MAX_HEADERS + 5))
+        with pytest.raises(MirrorRefusal) as caught:
+            _read(b"GET /v2/ HTTP/1.1\r\n" + lines + b"\r\n")
+        assert caught.value.status == 431
+
+    def test_closed_connection(self) -> None:
+        """EOF before a request: None (the connection ends quietly)."""
+        assert _read(b"") is None
+
+
+class TestByteRange:
+    """Single ranges become [start, end); anything else is the whole blob."""
+
+    @pytest.mark.parametrize(
+        ("value", "expected"),
+        [
+            (None, None),
+            ("bytes=0-", (0, 100)),
+            ("bytes=10-19", (10, 20)),
+            ("bytes=90-500", (90, 100)),
+            ("bytes=-10", (90, 100)),
+            ("bytes=0-1,5-6", None),
+            ("items=0-1", None),
+        ],
+    )
+    def test_ranges(self, value: str | None, expected: tuple[int, int] | None) -> None:
+        """As RFC 9110 reads them, clipped to the blob."""
+        assert byte_range(value, 100) == expected
+
+    def test_past_the_end(self) -> None:
+        """A start at or past the end is 416."""
+        with pytest.raises(MirrorRefusal) as caught:
+            byte_range("bytes=100-", 100)
+        assert caught.value.status == 416
