@@ -32,12 +32,22 @@ from pullbroker_service.bootstrap.devca import ensure_dev_ca
 from pullbroker_service.secrets.kek import FileKeyWrapper
 
 from tests.harness.broker_config import TEST_SETTINGS
-from tests.harness.broker_process import NODE_POLICY
 from tests.harness.postgres import PostgresServer
 from tests.harness.process import HarnessError, free_port, log_tail, spawn, stop
 
 _READY_TIMEOUT = 30.0
 _ATTEMPTS = 3  # a free port can be taken between free_port() and the replica's bind
+# The admin may deploy anywhere; nodes (the shared node leaf) may pull `registries`.
+REPLICA_POLICY = """\
+rules:
+  - identity: "spiffe://pullbroker.local/admin"
+    roles: [admin]
+    targets: ["**"]
+  - identity: "spiffe://pullbroker.local/node/*"
+    roles: [node]
+    registries: [{registries}]
+    repositories: ["**"]
+"""
 PULLBROKER = str(Path(sys.executable).with_name("pullbroker"))
 
 
@@ -135,7 +145,7 @@ class ReplicaSet:
         self.shared.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         ensure_dev_ca(self.shared, "replica-test")
         patterns = ", ".join(json.dumps(r) for r in node_registries)
-        self.shared.policy_yaml.write_text(NODE_POLICY.format(registries=patterns))
+        self.shared.policy_yaml.write_text(REPLICA_POLICY.format(registries=patterns))
         self.shared.secrets_dir.mkdir(mode=0o700, exist_ok=True)
         FileKeyWrapper.open(self.shared.kek_key)
 

@@ -49,7 +49,7 @@ from pullbroker_service.bootstrap.broker_home import (
     write_broker_json,
 )
 from pullbroker_service.bootstrap.devca import ensure_dev_ca
-from pullbroker_service.bootstrap.stores import open_stores
+from pullbroker_service.bootstrap.stores import Stores, open_stores
 from pullbroker_service.config.broker import BrokerConfig, ConfigError
 from pullbroker_service.domain.errors import (
     BackendMismatch,
@@ -67,7 +67,6 @@ from pullbroker_service.minting.google import GoogleConfig, GoogleMinter
 from pullbroker_service.minting.upstream_backoff import UpstreamBackoff
 from pullbroker_service.secrets.factory import GuardedBackend, build_secret_backend
 from pullbroker_service.store.base import MetadataStore
-from pullbroker_service.store.deployments import DeploymentStore
 
 # Everything start_broker builds is closed, last built first, by one of these.
 Closer = Callable[[], Awaitable[object]]
@@ -141,9 +140,7 @@ async def start_broker(config: BrokerConfig) -> Broker:
         available = await first_check(secrets)
         if secrets.metrics is not None:
             secrets.metrics.set_up(available)
-        services = _build_services(
-            config, store, stores.deployments, secrets, minters, policy, closers, metrics
-        )
+        services = _build_services(config, stores, secrets, minters, policy, closers, metrics)
         tls = server_tls(config)
         if metrics is not None and config.metrics_listen is not None:
             # Before the gRPC server: a taken metrics port then leaves nothing serving.
@@ -172,8 +169,7 @@ async def start_broker(config: BrokerConfig) -> Broker:
 
 def _build_services(
     config: BrokerConfig,
-    store: MetadataStore,
-    deployment_store: DeploymentStore,
+    stores: Stores,
     secrets: GuardedBackend,
     minters: MintersByKind,
     policy: PolicyMemo,
@@ -183,6 +179,7 @@ def _build_services(
     """The use cases the API serves, sharing one token cache, audit sink, rate limiter and
     metrics."""
     home = config.home
+    store, deployment_store = stores.metadata, stores.deployments
     audit = AuditSink(home.audit_log)
     closers.append(audit.aclose)
     limiter = RateLimiter(rate_limits(config), metrics=metrics)
@@ -209,7 +206,9 @@ def _build_services(
             limiter=limiter,
             metrics=metrics,
         ),
-        deployments=Deployments(deployment_store, registries, policy, audit=audit),
+        deployments=Deployments(
+            deployment_store, registries, policy, audit=audit, changes=stores.changes
+        ),
         access=AccessChecker(store, policy),
         audit=audit,
     )

@@ -18,8 +18,10 @@ from pullbroker_service.config.database import DatabaseConfig, database_url
 from pullbroker_service.infra.logging import get_logger, register_secret_values
 from pullbroker_service.secrets.envelopes import EnvelopeTable
 from pullbroker_service.store.base import MetadataStore
+from pullbroker_service.store.changes import ChangeFeed, LocalChangeFeed
 from pullbroker_service.store.deployments import DeploymentStore
 from pullbroker_service.store.postgres import PostgresMetadataStore
+from pullbroker_service.store.postgres_changes import PostgresChangeFeed
 from pullbroker_service.store.postgres_db import PoolSettings, PostgresDatabase
 from pullbroker_service.store.postgres_deployments import PostgresDeploymentStore
 from pullbroker_service.store.postgres_envelopes import PostgresEnvelopeTable
@@ -38,11 +40,14 @@ class Stores:
 
     metadata: MetadataStore
     deployments: DeploymentStore
+    changes: ChangeFeed
+    """Which deployments changed: in-process on SQLite, every replica's on PostgreSQL."""
     envelopes: EnvelopeTable | None = None
     """Where the local secret backend keeps envelopes; None means its SQLite file."""
     database: PostgresDatabase | None = None
 
     async def close(self) -> None:
+        await self.changes.close()
         await self.deployments.close()
         await self.metadata.close()
         if self.database is not None:
@@ -55,7 +60,9 @@ async def open_stores(config: BrokerConfig) -> Stores:
     if config.database is None:
         home = config.home
         return Stores(
-            SqliteMetadataStore(home.metadata_db), SqliteDeploymentStore(home.metadata_db)
+            SqliteMetadataStore(home.metadata_db),
+            SqliteDeploymentStore(home.metadata_db),
+            LocalChangeFeed(),
         )
     db = open_database(config.database)
     try:
@@ -65,9 +72,12 @@ async def open_stores(config: BrokerConfig) -> Stores:
         raise
     if applied:
         _log.info("database_migrated", versions=applied)
+    changes = PostgresChangeFeed(db)
+    changes.start()
     return Stores(
         PostgresMetadataStore(db),
         PostgresDeploymentStore(db),
+        changes,
         PostgresEnvelopeTable(db),
         db,
     )
