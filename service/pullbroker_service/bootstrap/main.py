@@ -159,7 +159,9 @@ async def start_broker(config: BrokerConfig) -> Broker:
     except BaseException:
         await _close_all(closers)
         raise
-    reconciler = Reconciler(store, secrets, grace_seconds=config.reconcile_grace_seconds)
+    reconciler = Reconciler(
+        store, secrets, grace_seconds=config.reconcile_grace_seconds, lock=stores.jobs
+    )
     closers += start_background(config, server, secrets, reconciler, available, stores.database)
     broker = Broker(config, server, closers, secrets, reconciler, metrics, metrics_server)
     write_broker_json(home, server.address)

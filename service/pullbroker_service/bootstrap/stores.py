@@ -20,11 +20,13 @@ from pullbroker_service.secrets.envelopes import EnvelopeTable
 from pullbroker_service.store.base import MetadataStore
 from pullbroker_service.store.changes import ChangeFeed, LocalChangeFeed
 from pullbroker_service.store.deployments import DeploymentStore
+from pullbroker_service.store.job_lock import JobLock, LocalJobLock
 from pullbroker_service.store.postgres import PostgresMetadataStore
 from pullbroker_service.store.postgres_changes import PostgresChangeFeed
 from pullbroker_service.store.postgres_db import PoolSettings, PostgresDatabase
 from pullbroker_service.store.postgres_deployments import PostgresDeploymentStore
 from pullbroker_service.store.postgres_envelopes import PostgresEnvelopeTable
+from pullbroker_service.store.postgres_job_lock import PostgresJobLock
 from pullbroker_service.store.postgres_migrations import migrate
 from pullbroker_service.store.sqlite import SqliteMetadataStore
 from pullbroker_service.store.sqlite_deployments import SqliteDeploymentStore
@@ -42,12 +44,15 @@ class Stores:
     deployments: DeploymentStore
     changes: ChangeFeed
     """Which deployments changed: in-process on SQLite, every replica's on PostgreSQL."""
+    jobs: JobLock
+    """Which replica runs the periodic jobs (always this one on SQLite)."""
     envelopes: EnvelopeTable | None = None
     """Where the local secret backend keeps envelopes; None means its SQLite file."""
     database: PostgresDatabase | None = None
 
     async def close(self) -> None:
         await self.changes.close()
+        await self.jobs.close()
         await self.deployments.close()
         await self.metadata.close()
         if self.database is not None:
@@ -63,6 +68,7 @@ async def open_stores(config: BrokerConfig) -> Stores:
             SqliteMetadataStore(home.metadata_db),
             SqliteDeploymentStore(home.metadata_db),
             LocalChangeFeed(),
+            LocalJobLock(),
         )
     db = open_database(config.database)
     try:
@@ -78,6 +84,7 @@ async def open_stores(config: BrokerConfig) -> Stores:
         PostgresMetadataStore(db),
         PostgresDeploymentStore(db),
         changes,
+        PostgresJobLock(db),
         PostgresEnvelopeTable(db),
         db,
     )
