@@ -28,6 +28,7 @@ from pullbroker_client.metrics_http import MetricsServer, serve_metrics
 from pullbroker_service.api.server import BuiltServer, ServerTls, Services, start_server
 from pullbroker_service.app.access import AccessChecker
 from pullbroker_service.app.audit import AuditSink
+from pullbroker_service.app.audit_forward import TrailForwarder
 from pullbroker_service.app.deployments import Deployments
 from pullbroker_service.app.lifecycle import DeletionRules
 from pullbroker_service.app.migrate import Migration, MigrationReport
@@ -182,7 +183,13 @@ def _build_services(
     metrics."""
     home = config.home
     store, deployment_store = stores.metadata, stores.deployments
-    audit = AuditSink(home.audit_log)
+    forward = TrailForwarder(stores.audit_trail) if stores.audit_trail is not None else None
+    audit = AuditSink(
+        home.audit_log,
+        max_file_bytes=config.audit.max_file_bytes,
+        keep_files=config.audit.keep_files,
+        forward=forward,
+    )
     closers.append(audit.aclose)
     limiter = RateLimiter(rate_limits(config), metrics=metrics)
     cache = TokenCache(metrics=metrics)
@@ -213,6 +220,7 @@ def _build_services(
         ),
         access=AccessChecker(store, policy),
         audit=audit,
+        trail=stores.audit_trail,
     )
 
 

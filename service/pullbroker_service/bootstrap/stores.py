@@ -17,11 +17,13 @@ from pullbroker_service.config.broker import BrokerConfig
 from pullbroker_service.config.database import DatabaseConfig, database_url
 from pullbroker_service.infra.logging import get_logger, register_secret_values
 from pullbroker_service.secrets.envelopes import EnvelopeTable
+from pullbroker_service.store.audit_trail import AuditTrail
 from pullbroker_service.store.base import MetadataStore
 from pullbroker_service.store.changes import ChangeFeed, LocalChangeFeed
 from pullbroker_service.store.deployments import DeploymentStore
 from pullbroker_service.store.job_lock import JobLock, LocalJobLock
 from pullbroker_service.store.postgres import PostgresMetadataStore
+from pullbroker_service.store.postgres_audit import PostgresAuditTrail
 from pullbroker_service.store.postgres_changes import PostgresChangeFeed
 from pullbroker_service.store.postgres_db import PoolSettings, PostgresDatabase
 from pullbroker_service.store.postgres_deployments import PostgresDeploymentStore
@@ -49,6 +51,8 @@ class Stores:
     envelopes: EnvelopeTable | None = None
     """Where the local secret backend keeps envelopes; None means its SQLite file."""
     database: PostgresDatabase | None = None
+    audit_trail: AuditTrail | None = None
+    """The shared audit trail every replica appends to (PostgreSQL only)."""
 
     async def close(self) -> None:
         await self.changes.close()
@@ -87,6 +91,7 @@ async def open_stores(config: BrokerConfig) -> Stores:
         PostgresJobLock(db),
         PostgresEnvelopeTable(db),
         db,
+        PostgresAuditTrail(db),
     )
 
 
