@@ -40,6 +40,7 @@ from pullbroker_service.domain.deployment import (
     deployment_id_of,
 )
 from pullbroker_service.domain.errors import (
+    BackendUnavailable,
     BrokerError,
     EtagMismatch,
     FailedPrecondition,
@@ -60,6 +61,7 @@ from pullbroker_service.store.deployments import DeploymentStore
 log = structlog.get_logger()
 
 _REPORT_ATTEMPTS = 5
+_OUTAGE_RETRY_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -181,7 +183,15 @@ class Deployments:
         while True:
             # Take the event before reading, so a change in between is not slept through.
             changed = self._changed.setdefault(deployment_id, asyncio.Event())
-            record = await self._store.get(deployment_id)
+            try:
+                record = await self._store.get(deployment_id)
+            except BackendUnavailable:
+                if not seen:
+                    raise
+                # The stream outlives a database outage: read again once it may be back
+                # (the change feed wakes every watcher when it reconnects).
+                await asyncio.sleep(_OUTAGE_RETRY_SECONDS)
+                continue
             if record.etag != seen:
                 seen = record.etag
                 yield record

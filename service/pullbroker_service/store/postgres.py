@@ -136,18 +136,26 @@ class PostgresMetadataStore:
     async def _write(
         self, fn: Callable[[Connection], Awaitable[object]], display_name: str | None
     ) -> None:
-        self._last_known.clear()
+        # Memory is only answered from while the database is unreachable, when no write can
+        # land either: so it is forgotten after a write, not before. A write the database
+        # did not take (BackendUnavailable) keeps it: a refused admin write must not end
+        # the cached answers every node is getting through the outage.
         try:
             async with self._db.connection() as conn:
                 await fn(conn)
+        except BackendUnavailable:
+            raise
         except psycopg.errors.UniqueViolation as exc:
+            self._last_known.clear()
             if exc.diag.constraint_name == "registries_display_name_key":
                 raise AlreadyExists(
                     f"a registry named {display_name!r} already exists: choose another display_name"
                 ) from exc
             raise AlreadyExists("that registry id is already taken: retry") from exc
-        finally:
+        except BaseException:
             self._last_known.clear()
+            raise
+        self._last_known.clear()
 
 
 async def _raise_missing_or_stale(conn: Connection, registry_id: str, name: str) -> None:

@@ -41,6 +41,7 @@ class Traffic:
 
     def __init__(self, replicas: ReplicaSet, image: str) -> None:
         self.calls = 0
+        self.phase = "up"
         self.failures: list[str] = []
         self._stop = threading.Event()
         self._threads = [
@@ -52,10 +53,10 @@ class Traffic:
         with replicas.client(index, "node", timeout=10) as node:
             while not self._stop.is_set():
                 try:
-                    node.issue_pull_token(image)
+                    node.issue_pull_token(image, registry="team")
                     self.calls += 1
                 except BrokerCallError as exc:
-                    self.failures.append(f"replica {index}: {exc.code.name} {exc}")
+                    self.failures.append(f"{self.phase} replica {index}: {exc.code.name} {exc}")
                 time.sleep(0.02)
 
     def __enter__(self) -> Traffic:
@@ -94,13 +95,14 @@ async def test_postgres_stopped_and_started_under_three_replicas(
         with Traffic(replicas, image) as traffic:
             await asyncio.sleep(0.5)  # every replica has minted and cached the token
             own_postgres.stop()
+            traffic.phase = "down"
             try:
                 await asyncio.to_thread(_while_down, replicas, token_registry)
             finally:
                 own_postgres.start()
+                traffic.phase = "restarted"
             await asyncio.to_thread(_recovered, replicas, token_registry)
-            with replicas.client(1, "node") as node:
-                node.report_deployment_status("deployments/web", DEPLOYED, "sha256:" + "b" * 64)
+            await asyncio.to_thread(_report, replicas)
             await asyncio.wait_for(watching, 40)
     assert seen[-1] == DEPLOYED, "the watch outlived the outage"
     # While the database is down each token call waits acquire_timeout (1 s) for a
@@ -116,6 +118,23 @@ def _while_down(replicas: ReplicaSet, token_registry: TokenAuthRegistry) -> None
         assert caught.value.code is grpc.StatusCode.UNAVAILABLE
         assert caught.value.retry_after is not None
     time.sleep(1.0)  # traffic keeps flowing while the database is gone
+
+
+def _report(replicas: ReplicaSet) -> None:
+    """A node reports through replica 1, retrying UNAVAILABLE as clients do (the pool may
+    still be replacing connections the restart broke)."""
+
+    def reported() -> bool:
+        with replicas.client(1, "node") as node:
+            try:
+                node.report_deployment_status("deployments/web", DEPLOYED, "sha256:" + "b" * 64)
+            except BrokerCallError as exc:
+                if exc.code is not grpc.StatusCode.UNAVAILABLE:
+                    raise
+                return False
+        return True
+
+    eventually(reported, "the report to be taken", timeout=20)
 
 
 def _recovered(replicas: ReplicaSet, token_registry: TokenAuthRegistry) -> None:
