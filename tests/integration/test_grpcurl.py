@@ -19,6 +19,7 @@ GRPCURL = str(Path(sys.executable).with_name("grpcurl"))
 SERVICES = {
     "grpc.health.v1.Health",
     "grpc.reflection.v1alpha.ServerReflection",
+    "pullbroker.v1.AuditService",
     "pullbroker.v1.DeploymentReportingService",
     "pullbroker.v1.DeploymentService",
     "pullbroker.v1.PolicyService",

@@ -1,9 +1,13 @@
 """`pullbroker audit tail [--follow] [--identity GLOB] [--registry R] [--outcome O] [-n N]`.
 
-Reads the broker's audit file (<home>/audit/audit.jsonl, JSON lines, one event each) on the
-broker's host: the file is 0600, so this runs as the broker's user. Filters combine; the
-identity filter is a glob (`spiffe://pullbroker.local/node/*`). `--follow` keeps printing
-events as the broker appends them, and survives the file being replaced (rotation).
+Where the events come from:
+- `--file PATH`, or the home folder's audit file when it exists (on the broker's host, as
+  the broker's user: the file is 0600): that one broker's JSON lines. `--follow` survives
+  the file being rotated.
+- otherwise (`--broker`, or a home with no audit file, e.g. an admin workstation): the
+  broker's AuditService, i.e. the shared trail every replica writes to its database
+  (audit_remote.py); a broker without a database says so.
+Filters combine; the identity filter is a glob (`spiffe://pullbroker.local/node/*`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pullbroker_client.cli.common import home_of, wants_json
+from pullbroker_client.cli.audit_remote import remote_tail
+from pullbroker_client.cli.common import client_for, home_of, wants_json
 from pullbroker_client.cli.parser import add_common_options
 from pullbroker_client.errors import ConfigurationError
 
@@ -50,7 +55,9 @@ class Filters:
 
 def add_audit_commands(subparsers: Any) -> None:
     """Attach `audit ...` to the top-level subparsers."""
-    audit = subparsers.add_parser("audit", help="read the broker's audit log (on its host)")
+    audit = subparsers.add_parser(
+        "audit", help="read the audit trail (every replica's, or the audit file on the host)"
+    )
     commands = audit.add_subparsers(dest="audit_command", metavar="COMMAND", required=True)
     tail = commands.add_parser("tail", help="the last audit events, optionally following")
     tail.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
@@ -69,6 +76,10 @@ def cmd_tail(args: argparse.Namespace) -> int:
     path = Path(args.file).expanduser() if args.file else home_of(args).audit_log
     filters = Filters(args.identity, args.registry, args.outcome)
     show = _printer(wants_json(args))
+    if not args.file and (getattr(args, "broker", None) or not path.exists()):
+        with client_for(args) as client:
+            remote_tail(client, filters, max(0, args.lines), show, follow=args.follow)
+        return 0
     with _open(path) as file:
         for event in last_events(file, filters, max(0, args.lines)):
             show(event)

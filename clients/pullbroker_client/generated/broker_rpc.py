@@ -8,10 +8,12 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 import grpc
 from google.protobuf import field_mask_pb2
 from pullbroker.v1 import (
+    audit_pb2,
     deployment_pb2,
     policy_pb2,
     pull_pb2,
     registry_pb2,
+    audit_pb2_grpc,
     deployment_pb2_grpc,
     policy_pb2_grpc,
     pull_pb2_grpc,
@@ -36,11 +38,28 @@ class BrokerRpc(RpcCaller):
 
     def __init__(self, channel: grpc.Channel, address: str, timeout: float) -> None:
         super().__init__(address, timeout)
+        self._audit_service = audit_pb2_grpc.AuditServiceStub(channel)
         self._deployment_reporting_service = deployment_pb2_grpc.DeploymentReportingServiceStub(channel)
         self._deployment_service = deployment_pb2_grpc.DeploymentServiceStub(channel)
         self._policy_service = policy_pb2_grpc.PolicyServiceStub(channel)
         self._pull_service = pull_pb2_grpc.PullServiceStub(channel)
         self._registry_service = registry_pb2_grpc.RegistryServiceStub(channel)
+
+    def list_audit_events(
+        self,
+        after_sequence: int = 0,
+        page_size: int = 0,
+        last: bool = False,
+        identity: str = "",
+        registry: str = "",
+        outcome: str = "",
+        *,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> audit_pb2.ListAuditEventsResponse:
+        """AuditService.ListAuditEvents."""
+        request = audit_pb2.ListAuditEventsRequest(after_sequence=after_sequence, page_size=page_size, last=last, identity=identity, registry=registry, outcome=outcome)
+        return self._unary(self._audit_service.ListAuditEvents, request, request_id, timeout)
 
     def create_registry(
         self,
@@ -268,11 +287,28 @@ class AsyncBrokerRpc(AsyncRpcCaller):
 
     def __init__(self, channel: grpc.aio.Channel, address: str, timeout: float) -> None:
         super().__init__(address, timeout)
+        self._audit_service = audit_pb2_grpc.AuditServiceStub(channel)
         self._deployment_reporting_service = deployment_pb2_grpc.DeploymentReportingServiceStub(channel)
         self._deployment_service = deployment_pb2_grpc.DeploymentServiceStub(channel)
         self._policy_service = policy_pb2_grpc.PolicyServiceStub(channel)
         self._pull_service = pull_pb2_grpc.PullServiceStub(channel)
         self._registry_service = registry_pb2_grpc.RegistryServiceStub(channel)
+
+    async def list_audit_events(
+        self,
+        after_sequence: int = 0,
+        page_size: int = 0,
+        last: bool = False,
+        identity: str = "",
+        registry: str = "",
+        outcome: str = "",
+        *,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> audit_pb2.ListAuditEventsResponse:
+        """AuditService.ListAuditEvents."""
+        request = audit_pb2.ListAuditEventsRequest(after_sequence=after_sequence, page_size=page_size, last=last, identity=identity, registry=registry, outcome=outcome)
+        return await self._unary(self._audit_service.ListAuditEvents, request, request_id, timeout)
 
     async def create_registry(
         self,

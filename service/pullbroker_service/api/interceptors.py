@@ -40,6 +40,7 @@ SERVICE_ROLES: dict[str, str | None] = {
     "pullbroker.v1.DeploymentService": ADMIN,
     "pullbroker.v1.DeploymentReportingService": NODE,
     "pullbroker.v1.PolicyService": ADMIN,
+    "pullbroker.v1.AuditService": ADMIN,
     "grpc.health.v1.Health": None,
     "grpc.reflection.v1alpha.ServerReflection": None,
     "grpc.reflection.v1.ServerReflection": None,

@@ -21,6 +21,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from pullbroker.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
     deployment_pb2,
     deployment_pb2_grpc,
     policy_pb2,
@@ -31,6 +33,7 @@ from pullbroker.v1 import (
     registry_pb2_grpc,
 )
 
+from pullbroker_service.api.audit_servicer import AuditServicer
 from pullbroker_service.api.deployment_servicer import (
     DeploymentReportingServicer,
     DeploymentServicer,
@@ -52,6 +55,7 @@ from pullbroker_service.domain.audit import Action, outcome_for
 from pullbroker_service.domain.errors import BrokerError, ListenFailed
 from pullbroker_service.domain.identity import Identity
 from pullbroker_service.infra.logging import get_logger
+from pullbroker_service.store.audit_trail import AuditTrail
 
 REGISTRY_SERVICE = registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name
 PULL_SERVICE = pull_pb2.DESCRIPTOR.services_by_name["PullService"].full_name
@@ -61,6 +65,7 @@ DEPLOYMENT_REPORTING_SERVICE = deployment_pb2.DESCRIPTOR.services_by_name[
     "DeploymentReportingService"
 ].full_name
 POLICY_SERVICE = policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name
+AUDIT_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
 # Not an RPC service: the health name of the secret backend. NOT_SERVING (and so is the
 # overall "") while the backend does not answer; PullService stays SERVING, since tokens
 # already cached are still handed out.
@@ -97,6 +102,8 @@ class Services:
     audit: AuditSink | None = None
     """Where PullService calls refused before any use case runs (no certificate name, no
     node role) are recorded, so every failed IssuePullToken is in the audit trail."""
+    trail: AuditTrail | None = None
+    """The shared audit trail AuditService reads (None: it answers FAILED_PRECONDITION)."""
 
 
 @dataclass
@@ -192,8 +199,16 @@ async def start_server(
     )
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, guarded)
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(services.trail), guarded)
     extra = _add_governance(guarded, services.deployments, services.access)
-    names = (REGISTRY_SERVICE, PULL_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME, *extra)
+    names = (
+        REGISTRY_SERVICE,
+        PULL_SERVICE,
+        HEALTH_SERVICE,
+        AUDIT_SERVICE,
+        reflection.SERVICE_NAME,
+        *extra,
+    )
     # Not enable_server_reflection(): it picks the sync servicer for anything but a real aio server.
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
         reflection.aio.ReflectionServicer(names),  # type: ignore[attr-defined] # in __all__, untyped

@@ -2,7 +2,8 @@
 
 The most specific class in an error's MRO that the table names wins; anything else is
 INTERNAL. Errors that are worth retrying (RateLimited, BackendUnavailable, QuotaExceeded) carry a
-`retry-after` trailing metadata entry, in seconds, like HTTP's header.
+`retry-after` trailing metadata entry, in seconds, like HTTP's header. A lost conditional
+write (EtagMismatch, ABORTED) carries the record's current etag as `current-etag`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from pullbroker_service.domain import errors as e
 from pullbroker_service.infra.logging import scrub
 
 RETRY_AFTER_KEY = "retry-after"
+CURRENT_ETAG_KEY = "current-etag"
+"""Trailing metadata of an ABORTED (EtagMismatch) failure: the etag the record has now, when
+the store said, so a caller can re-read or retry against it without guessing."""
 
 _STATUS: dict[type[e.BrokerError], grpc.StatusCode] = {
     e.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -71,7 +75,11 @@ def rpc_status(exc: e.BrokerError) -> RpcStatus:
     code = status_for(exc)
     message = scrub(str(exc)) or _fallback_message(code)
     wait = retry_after(exc)
-    metadata = ((RETRY_AFTER_KEY, f"{wait:g}"),) if wait is not None else ()
+    metadata: tuple[tuple[str, str], ...] = (
+        ((RETRY_AFTER_KEY, f"{wait:g}"),) if wait is not None else ()
+    )
+    if isinstance(exc, e.EtagMismatch) and exc.current_etag:
+        metadata += ((CURRENT_ETAG_KEY, exc.current_etag),)
     return RpcStatus(code, message, metadata)
 
 

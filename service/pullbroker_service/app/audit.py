@@ -12,7 +12,12 @@ the broker keeps serving rather than refusing every call because a disk is full.
 
 The file is opened O_APPEND (each batch lands whole at the end, even with several brokers
 on one host) and created 0600 in a 0700 folder; nothing here ever truncates or rewrites it.
+It rotates by size (`max_file_bytes`, keeping `keep_files` rotated files: audit_files.py).
 Every string is scrubbed against the registered secret values before it is written.
+
+With PostgreSQL configured, each written batch also goes to the shared, append-only trail
+every replica writes to (`forward`: audit_forward.py), which `pullbroker audit tail` reads
+through the AuditService.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from typing import TypeVar
 
 import structlog
 
+from pullbroker_service.app.audit_files import open_append, replaced, rotate_if_full
+from pullbroker_service.app.audit_forward import TrailForwarder
 from pullbroker_service.domain.audit import Action, AuditEvent, Outcome, outcome_for, role_of
 from pullbroker_service.domain.errors import BrokerError
 from pullbroker_service.domain.identity import Identity
@@ -63,8 +70,14 @@ class AuditSink:
         max_buffered: int = MAX_BUFFERED,
         clock: Callable[[], datetime] = utc_now,
         scrubber: Callable[[str], str] = scrub,
+        max_file_bytes: int = 0,
+        keep_files: int = 5,
+        forward: TrailForwarder | None = None,
     ) -> None:
         self.path = path
+        self._max_bytes = max_file_bytes
+        self._keep = keep_files
+        self.forward = forward
         self._interval = flush_interval
         self._max = max_buffered
         self._clock = clock
@@ -74,7 +87,7 @@ class AuditSink:
         # pulling the same image produces the same middle every time (see _line).
         self._middles: dict[tuple[str, ...], str] = {}
         self._timer: asyncio.TimerHandle | None = None
-        self._fd: int | None = _open_append(path)
+        self._fd: int | None = open_append(path)
         self.write_failures = 0
 
     def record(self, event: AuditEvent) -> None:
@@ -132,11 +145,17 @@ class AuditSink:
         if self._fd is None:
             self._lost(len(batch), "the audit file is closed")
             return
-        data = "".join(self._line(event) for event in batch).encode("utf-8")
+        lines = [self._line(event) for event in batch]
         try:
-            _write_all(self._fd, data)
+            if replaced(self._fd, self.path):  # another broker on this host rotated it
+                os.close(self._fd)
+                self._fd = open_append(self.path)
+            _write_all(self._fd, "".join(lines).encode("utf-8"))
+            self._fd = rotate_if_full(self._fd, self.path, self._max_bytes, self._keep)
         except OSError as exc:
             self._lost(len(batch), exc.strerror or type(exc).__name__)
+        if self.forward is not None:
+            self.forward.submit([json.loads(line) for line in lines])
 
     def close(self) -> None:
         """Flush and close the file; later events are lost (and logged)."""
@@ -146,8 +165,10 @@ class AuditSink:
             self._fd = None
 
     async def aclose(self) -> None:
-        """`close()` for main's list of async closers."""
+        """`close()`, then let the shared trail take what is queued for it."""
         self.close()
+        if self.forward is not None:
+            await self.forward.aclose()
 
     def _line(self, event: AuditEvent) -> str:
         fields = event.to_dict()
@@ -170,14 +191,6 @@ class AuditSink:
     def _lost(self, count: int, why: str) -> None:
         self.write_failures += 1
         log.error("audit_write_failed", path=str(self.path), events_lost=count, error=why)
-
-
-def _open_append(path: Path) -> int:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-    fd = os.open(path, flags, 0o600)
-    os.fchmod(fd, 0o600)  # an existing file made readable by someone else is closed again
-    return fd
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -6,8 +6,10 @@ deleted) when the deployment terminates, so the token path needs nothing new to 
 
 Creating re-reads the registry after the deployment is stored: a registry deleted in
 between (its delete saw no reference yet) fails the create instead of leaving a deployment
-pointing at nothing. Watchers wake on this broker's own writes and re-read the store every
-`poll_interval` seconds, which is how changes made through another replica reach them.
+pointing at nothing. Watchers wake on the change feed (store/changes.py): this broker's own
+writes, and on PostgreSQL every replica's (LISTEN/NOTIFY); a feed that reconnected wakes
+every watcher to re-read. They also re-read every `poll_interval` seconds (by default the
+feed's resync interval) as a floor under anything a feed could lose.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from pullbroker_service.domain.deployment import (
     deployment_id_of,
 )
 from pullbroker_service.domain.errors import (
+    BackendUnavailable,
     BrokerError,
     EtagMismatch,
     FailedPrecondition,
@@ -52,11 +55,13 @@ from pullbroker_service.domain.hosts import canonical_image_host
 from pullbroker_service.domain.identity import Identity
 from pullbroker_service.domain.kinds import RegistrySpec
 from pullbroker_service.domain.model import Credential, RegistryRecord
+from pullbroker_service.store.changes import ChangeFeed, LocalChangeFeed
 from pullbroker_service.store.deployments import DeploymentStore
 
 log = structlog.get_logger()
 
 _REPORT_ATTEMPTS = 5
+_OUTAGE_RETRY_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -82,15 +87,18 @@ class Deployments:
         *,
         audit: AuditSink | None = None,
         clock: Callable[[], datetime] = utc_now,
-        poll_interval: float = 2.0,
+        poll_interval: float | None = None,
+        changes: ChangeFeed | None = None,
     ) -> None:
         self._store = store
         self._registries = registries
         self._policy = policy
         self._audit = audit
         self._clock = clock
-        self._poll = poll_interval
+        self._changes = changes or LocalChangeFeed()
+        self._poll = poll_interval if poll_interval is not None else self._changes.resync_interval
         self._changed: dict[str, asyncio.Event] = {}
+        self._changes.subscribe(self._on_change)
 
     async def create(self, caller: Identity, new: NewDeployment) -> DeploymentRecord:
         try:
@@ -129,8 +137,9 @@ class Deployments:
             current = await self.get(name)
             if etag and etag != current.etag:
                 raise EtagMismatch(
-                    f"deployment {current.id!r} was changed since you read it (etag differs): "
-                    "read it again and retry"
+                    f"deployment {current.id!r} was changed since you read it (its etag is now "
+                    f"{current.etag}): read it again and retry",
+                    current_etag=current.etag,
                 )
             ended = current.terminated(self._clock(), new_etag())
             await self._store.replace(ended, current.etag)
@@ -174,7 +183,15 @@ class Deployments:
         while True:
             # Take the event before reading, so a change in between is not slept through.
             changed = self._changed.setdefault(deployment_id, asyncio.Event())
-            record = await self._store.get(deployment_id)
+            try:
+                record = await self._store.get(deployment_id)
+            except BackendUnavailable:
+                if not seen:
+                    raise
+                # The stream outlives a database outage: read again once it may be back
+                # (the change feed wakes every watcher when it reconnects).
+                await asyncio.sleep(_OUTAGE_RETRY_SECONDS)
+                continue
             if record.etag != seen:
                 seen = record.etag
                 yield record
@@ -270,9 +287,17 @@ class Deployments:
             )
 
     def _notify(self, deployment_id: str) -> None:
-        changed = self._changed.pop(deployment_id, None)
-        if changed is not None:
-            changed.set()
+        self._changes.publish(deployment_id)
+
+    def _on_change(self, deployment_id: str | None) -> None:
+        """Wake the watchers of `deployment_id` (of every deployment when None)."""
+        if deployment_id is None:
+            woken, self._changed = list(self._changed.values()), {}
+        else:
+            changed = self._changed.pop(deployment_id, None)
+            woken = [changed] if changed is not None else []
+        for event in woken:
+            event.set()
 
     def _event(
         self,

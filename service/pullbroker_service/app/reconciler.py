@@ -1,6 +1,9 @@
 """Finishing what a crash or an outage left half-done between the metadata store and the
 secret backend. Runs at start-up and then periodically; every step is idempotent.
 
+On several replicas, one at a time runs the passes: the one holding the periodic-jobs lock
+(store/job_lock.py; a session advisory lock on PostgreSQL, which moves when its holder dies).
+
 1. PENDING records older than the grace period are rolled back: the record is deleted
    (etag-checked, so a create that just finished wins), then its secret. Rolled back rather
    than completed, even when the secret is stored and readable: the create never answered
@@ -39,6 +42,7 @@ from pullbroker_service.domain.errors import BackendUnavailable, BrokerError, Re
 from pullbroker_service.domain.model import RecordState, RegistryRecord, SecretRef
 from pullbroker_service.secrets.factory import VersionedBackend
 from pullbroker_service.store.base import MetadataStore
+from pullbroker_service.store.job_lock import JobLock, LocalJobLock
 
 log = structlog.get_logger()
 T = TypeVar("T")
@@ -78,7 +82,9 @@ class Reconciler:
         *,
         grace_seconds: float = DEFAULT_GRACE_SECONDS,
         clock: Callable[[], datetime] = utc_now,
+        lock: JobLock | None = None,
     ) -> None:
+        self._lock = lock or LocalJobLock()
         self._store = store
         self._secrets = secrets
         self._grace = timedelta(seconds=grace_seconds)
@@ -104,14 +110,21 @@ class Reconciler:
 
     async def run_periodically(self, interval: float, *, full_every: int = FULL_PASS_EVERY) -> None:
         """Pass after pass until cancelled, the first one full; a failed pass is logged and
-        the next one tries again."""
+        the next one tries again. Only while this replica holds the periodic-jobs lock: the
+        others check every `interval` and take over when the holder is gone (its first pass
+        then is a full one)."""
         passes = 0
         while True:
-            try:
-                await self.run_once(full=passes % full_every == 0)
-                passes += 1
-            except BrokerError as exc:
-                log.warning("secrets_reconcile_failed", backend=self._secrets.name, error=str(exc))
+            if await self._lock.held():
+                try:
+                    await self.run_once(full=passes % full_every == 0)
+                    passes += 1
+                except BrokerError as exc:
+                    log.warning(
+                        "secrets_reconcile_failed", backend=self._secrets.name, error=str(exc)
+                    )
+            else:
+                passes = 0
             await asyncio.sleep(interval)
 
     def _old(self, when: datetime) -> bool:

@@ -408,8 +408,9 @@ class Registries:
         current = require_ready(await resolve(self._store, name))
         if current.etag != etag:
             raise EtagMismatch(
-                f"registry {current.display_name!r} was changed since you read it (etag "
-                "differs): read it again and retry"
+                f"registry {current.display_name!r} was changed since you read it (its etag is "
+                f"now {current.etag}): read it again and retry",
+                current_etag=current.etag,
             )
         return current
 

@@ -30,6 +30,7 @@ from pullbroker_client.metrics_http import MetricsServer, serve_metrics
 from pullbroker_service.api.server import BuiltServer, ServerTls, Services, start_server
 from pullbroker_service.app.access import AccessChecker
 from pullbroker_service.app.audit import AuditSink
+from pullbroker_service.app.audit_forward import TrailForwarder
 from pullbroker_service.app.deployments import Deployments
 from pullbroker_service.app.lifecycle import DeletionRules
 from pullbroker_service.app.migrate import Migration, MigrationReport
@@ -51,7 +52,7 @@ from pullbroker_service.bootstrap.broker_home import (
     write_broker_json,
 )
 from pullbroker_service.bootstrap.devca import ensure_dev_ca
-from pullbroker_service.bootstrap.stores import open_stores
+from pullbroker_service.bootstrap.stores import Stores, open_stores
 from pullbroker_service.bootstrap.tracing import start_tracing
 from pullbroker_service.config.broker import BrokerConfig, ConfigError
 from pullbroker_service.domain.errors import (
@@ -70,7 +71,6 @@ from pullbroker_service.minting.google import GoogleConfig, GoogleMinter
 from pullbroker_service.minting.upstream_backoff import UpstreamBackoff
 from pullbroker_service.secrets.factory import GuardedBackend, build_secret_backend
 from pullbroker_service.store.base import MetadataStore
-from pullbroker_service.store.deployments import DeploymentStore
 
 # Everything start_broker builds is closed, last built first, by one of these.
 Closer = Callable[[], Awaitable[object]]
@@ -146,9 +146,7 @@ async def start_broker(config: BrokerConfig) -> Broker:
         available = await first_check(secrets)
         if secrets.metrics is not None:
             secrets.metrics.set_up(available)
-        services = _build_services(
-            config, store, stores.deployments, secrets, minters, policy, closers, metrics
-        )
+        services = _build_services(config, stores, secrets, minters, policy, closers, metrics)
         tls = server_tls(config)
         if metrics is not None and config.metrics_listen is not None:
             # Before the gRPC server: a taken metrics port then leaves nothing serving.
@@ -168,7 +166,9 @@ async def start_broker(config: BrokerConfig) -> Broker:
     except BaseException:
         await _close_all(closers)
         raise
-    reconciler = Reconciler(store, secrets, grace_seconds=config.reconcile_grace_seconds)
+    reconciler = Reconciler(
+        store, secrets, grace_seconds=config.reconcile_grace_seconds, lock=stores.jobs
+    )
     closers += start_background(config, server, secrets, reconciler, available, stores.database)
     broker = Broker(config, server, closers, secrets, reconciler, metrics, metrics_server)
     write_broker_json(home, server.address)
@@ -178,8 +178,7 @@ async def start_broker(config: BrokerConfig) -> Broker:
 
 def _build_services(
     config: BrokerConfig,
-    store: MetadataStore,
-    deployment_store: DeploymentStore,
+    stores: Stores,
     secrets: GuardedBackend,
     minters: MintersByKind,
     policy: PolicyMemo,
@@ -189,7 +188,14 @@ def _build_services(
     """The use cases the API serves, sharing one token cache, audit sink, rate limiter and
     metrics."""
     home = config.home
-    audit = AuditSink(home.audit_log)
+    store, deployment_store = stores.metadata, stores.deployments
+    forward = TrailForwarder(stores.audit_trail) if stores.audit_trail is not None else None
+    audit = AuditSink(
+        home.audit_log,
+        max_file_bytes=config.audit.max_file_bytes,
+        keep_files=config.audit.keep_files,
+        forward=forward,
+    )
     closers.append(audit.aclose)
     limiter = RateLimiter(rate_limits(config), metrics=metrics)
     cache = TokenCache(metrics=metrics)
@@ -215,9 +221,12 @@ def _build_services(
             limiter=limiter,
             metrics=metrics,
         ),
-        deployments=Deployments(deployment_store, registries, policy, audit=audit),
+        deployments=Deployments(
+            deployment_store, registries, policy, audit=audit, changes=stores.changes
+        ),
         access=AccessChecker(store, policy),
         audit=audit,
+        trail=stores.audit_trail,
     )
 
 

@@ -17,12 +17,18 @@ from pullbroker_service.config.broker import BrokerConfig
 from pullbroker_service.config.database import DatabaseConfig, database_url
 from pullbroker_service.infra.logging import get_logger, register_secret_values
 from pullbroker_service.secrets.envelopes import EnvelopeTable
+from pullbroker_service.store.audit_trail import AuditTrail
 from pullbroker_service.store.base import MetadataStore
+from pullbroker_service.store.changes import ChangeFeed, LocalChangeFeed
 from pullbroker_service.store.deployments import DeploymentStore
+from pullbroker_service.store.job_lock import JobLock, LocalJobLock
 from pullbroker_service.store.postgres import PostgresMetadataStore
+from pullbroker_service.store.postgres_audit import PostgresAuditTrail
+from pullbroker_service.store.postgres_changes import PostgresChangeFeed
 from pullbroker_service.store.postgres_db import PoolSettings, PostgresDatabase
 from pullbroker_service.store.postgres_deployments import PostgresDeploymentStore
 from pullbroker_service.store.postgres_envelopes import PostgresEnvelopeTable
+from pullbroker_service.store.postgres_job_lock import PostgresJobLock
 from pullbroker_service.store.postgres_migrations import migrate
 from pullbroker_service.store.sqlite import SqliteMetadataStore
 from pullbroker_service.store.sqlite_deployments import SqliteDeploymentStore
@@ -38,11 +44,19 @@ class Stores:
 
     metadata: MetadataStore
     deployments: DeploymentStore
+    changes: ChangeFeed
+    """Which deployments changed: in-process on SQLite, every replica's on PostgreSQL."""
+    jobs: JobLock
+    """Which replica runs the periodic jobs (always this one on SQLite)."""
     envelopes: EnvelopeTable | None = None
     """Where the local secret backend keeps envelopes; None means its SQLite file."""
     database: PostgresDatabase | None = None
+    audit_trail: AuditTrail | None = None
+    """The shared audit trail every replica appends to (PostgreSQL only)."""
 
     async def close(self) -> None:
+        await self.changes.close()
+        await self.jobs.close()
         await self.deployments.close()
         await self.metadata.close()
         if self.database is not None:
@@ -55,7 +69,10 @@ async def open_stores(config: BrokerConfig) -> Stores:
     if config.database is None:
         home = config.home
         return Stores(
-            SqliteMetadataStore(home.metadata_db), SqliteDeploymentStore(home.metadata_db)
+            SqliteMetadataStore(home.metadata_db),
+            SqliteDeploymentStore(home.metadata_db),
+            LocalChangeFeed(),
+            LocalJobLock(),
         )
     db = open_database(config.database)
     try:
@@ -65,11 +82,16 @@ async def open_stores(config: BrokerConfig) -> Stores:
         raise
     if applied:
         _log.info("database_migrated", versions=applied)
+    changes = PostgresChangeFeed(db)
+    changes.start()
     return Stores(
         PostgresMetadataStore(db),
         PostgresDeploymentStore(db),
+        changes,
+        PostgresJobLock(db),
         PostgresEnvelopeTable(db),
         db,
+        PostgresAuditTrail(db),
     )
 
 

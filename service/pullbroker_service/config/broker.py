@@ -19,6 +19,7 @@ import yaml
 from pullbroker_client.home import Home
 from pullbroker_client.metrics_http import parse_listen
 
+from pullbroker_service.config.audit import AuditConfig
 from pullbroker_service.config.database import (
     INLINE_URL_KEYS,
     DatabaseConfig,
@@ -45,6 +46,7 @@ __all__ = [
     "KEY_WRAPPERS",
     "SECRET_BACKENDS",
     "VAULT_AUTH_METHODS",
+    "AuditConfig",
     "AwsConfig",
     "BrokerConfig",
     "ConfigError",
@@ -236,6 +238,8 @@ class BrokerConfig:
     database: DatabaseConfig | None = None
     """PostgreSQL for metadata and the local store's ciphertexts, shared by replicas; None
     keeps SQLite files in the home folder."""
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    """The audit file's rotation by size."""
 
     tracing: TracingConfig | None = None
     """OpenTelemetry spans to an OTLP/HTTP collector (config/tracing.py); None (the default,
@@ -313,6 +317,7 @@ _SECTIONS: dict[str, type] = {
         RateLimitConfig,
         DatabaseConfig,
         TracingConfig,
+        AuditConfig,
     )
 }
 

@@ -37,7 +37,7 @@ log = structlog.get_logger()
 _FIELDS = (
     "id", "display_name", "kind", "url", "host", "username", "registry_ca_pem", "region",
     "allow_basic_passthrough", "credential_version", "secret_ref", "creator", "create_time",
-    "update_time", "etag", "state",
+    "update_time", "etag", "state", "previous_secret_ref",
 )  # fmt: skip
 _COLUMNS = ", ".join(_FIELDS)
 _SELECT = f"SELECT {_COLUMNS} FROM registries"  # noqa: S608 - constant column list
@@ -136,18 +136,26 @@ class PostgresMetadataStore:
     async def _write(
         self, fn: Callable[[Connection], Awaitable[object]], display_name: str | None
     ) -> None:
-        self._last_known.clear()
+        # Memory is only answered from while the database is unreachable, when no write can
+        # land either: so it is forgotten after a write, not before. A write the database
+        # did not take (BackendUnavailable) keeps it: a refused admin write must not end
+        # the cached answers every node is getting through the outage.
         try:
             async with self._db.connection() as conn:
                 await fn(conn)
+        except BackendUnavailable:
+            raise
         except psycopg.errors.UniqueViolation as exc:
+            self._last_known.clear()
             if exc.diag.constraint_name == "registries_display_name_key":
                 raise AlreadyExists(
                     f"a registry named {display_name!r} already exists: choose another display_name"
                 ) from exc
             raise AlreadyExists("that registry id is already taken: retry") from exc
-        finally:
+        except BaseException:
             self._last_known.clear()
+            raise
+        self._last_known.clear()
 
 
 async def _raise_missing_or_stale(conn: Connection, registry_id: str, name: str) -> None:
@@ -164,10 +172,11 @@ async def _raise_missing_or_stale(conn: Connection, registry_id: str, name: str)
 
 def _row(r: RegistryRecord) -> tuple[object, ...]:
     ref = r.secret_ref.to_json() if r.secret_ref is not None else None
+    previous = r.previous_secret_ref.to_json() if r.previous_secret_ref is not None else None
     return (
         r.id, r.display_name, r.kind.value, r.url, r.host, r.username, r.registry_ca_pem,
         r.region, r.allow_basic_passthrough, r.credential_version, ref, r.creator,
-        r.create_time, r.update_time, r.etag, r.state.value,
+        r.create_time, r.update_time, r.etag, r.state.value, previous,
     )  # fmt: skip
 
 
@@ -189,6 +198,7 @@ def _record(row: tuple[Any, ...]) -> RegistryRecord:
         update_time=row[13],
         etag=row[14],
         state=RecordState(row[15]),
+        previous_secret_ref=SecretRef.from_json(row[16]) if row[16] else None,
     )
 
 

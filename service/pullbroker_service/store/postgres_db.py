@@ -61,6 +61,7 @@ class PostgresDatabase:
         self.name = name
         self.on_unavailable: Callable[[], None] | None = None
         """Called after a call failed with BackendUnavailable (the health watch checks now)."""
+        self._dsn = dsn
         self._pool = AsyncConnectionPool(
             dsn.reveal(),
             min_size=self.settings.min_size,
@@ -97,6 +98,18 @@ class PostgresDatabase:
         rolled back when it raises."""
         async with self.connection() as conn, conn.transaction():
             yield conn
+
+    async def dedicated(self) -> Connection:
+        """A connection of its own, outside the pool, in autocommit mode: for a session that
+        must last (LISTEN, a session advisory lock). The caller closes it."""
+        try:
+            return await psycopg.AsyncConnection.connect(
+                self._dsn.reveal(),
+                autocommit=True,
+                connect_timeout=max(1, round(self.settings.connect_timeout)),
+            )
+        except psycopg.Error as exc:
+            raise unavailable(self.name, exc) from exc
 
     async def check(self) -> None:
         """BackendUnavailable unless the server answers a query now."""

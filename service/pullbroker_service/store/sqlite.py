@@ -235,10 +235,13 @@ def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], No
 
 
 def _raise_missing_or_stale(conn: sqlite3.Connection, registry_id: str, name: str) -> None:
-    if conn.execute("SELECT 1 FROM registries WHERE id = ?", (registry_id,)).fetchone() is None:
+    row = conn.execute("SELECT etag FROM registries WHERE id = ?", (registry_id,)).fetchone()
+    if row is None:
         raise RegistryNotFound(f"registry registries/{registry_id} does not exist")
     raise EtagMismatch(
-        f"registry {name!r} was changed since you read it (etag differs): read it again and retry"
+        f"registry {name!r} was changed since you read it (its etag is now {row[0]}): read it "
+        "again and retry",
+        current_etag=str(row[0]),
     )
 
 

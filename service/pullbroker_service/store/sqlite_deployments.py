@@ -132,12 +132,14 @@ class SqliteDeploymentStore:
                 (*_row(record)[1:], record.id, expected_etag),
             )
             if cur.rowcount == 0:
-                exists = conn.execute("SELECT 1 FROM deployments WHERE id = ?", (record.id,))
-                if exists.fetchone() is None:
+                found = conn.execute("SELECT etag FROM deployments WHERE id = ?", (record.id,))
+                row = found.fetchone()
+                if row is None:
                     raise DeploymentNotFound(f"deployment deployments/{record.id} does not exist")
                 raise EtagMismatch(
-                    f"deployment {record.id!r} was changed since it was read (etag differs): "
-                    "read it again and retry"
+                    f"deployment {record.id!r} was changed since it was read (its etag is now "
+                    f"{row[0]}): read it again and retry",
+                    current_etag=str(row[0]),
                 )
 
         await self._run(lambda c: _transaction(c, update))

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from pullbroker_service.api.status import RETRY_AFTER_KEY, rpc_status, status_for
+from pullbroker_service.api.status import (
+    CURRENT_ETAG_KEY,
+    RETRY_AFTER_KEY,
+    rpc_status,
+    status_for,
+)
 from pullbroker_service.domain import errors as e
 from pullbroker_service.infra.logging import register_secret_value
 
@@ -66,6 +71,12 @@ class TestRpcStatus:
     def test_other_errors_carry_no_hint(self) -> None:
         """Errors not worth retrying have no retry-after."""
         assert rpc_status(e.EtagMismatch("stale")).trailing_metadata == ()
+
+    def test_etag_mismatch_carries_the_current_etag(self) -> None:
+        """A lost conditional write is ABORTED with the record's etag now as current-etag."""
+        status = rpc_status(e.EtagMismatch("stale", current_etag="e7"))
+        assert status.code is grpc.StatusCode.ABORTED
+        assert status.trailing_metadata == ((CURRENT_ETAG_KEY, "e7"),)
 
     def test_message_is_scrubbed_of_registered_secrets(self) -> None:
         """A registered secret inside an error message never reaches the caller."""
