@@ -13,8 +13,9 @@ image, a tag, a digest, a host, an identity or a token.
     pullbroker_sidecar_blob_bytes_total             counter    source (registry, store)
     pullbroker_sidecar_token_refreshes_total        counter    what, reason
     pullbroker_sidecar_helper_requests_total        counter    op, result
-
-Mirror requests, bytes and latency join these when the node-local mirror exists.
+    pullbroker_sidecar_mirror_requests_total        counter    kind, status (2xx, 4xx, 5xx)
+    pullbroker_sidecar_mirror_request_seconds       histogram  kind
+    pullbroker_sidecar_mirror_blob_bytes_total      counter    source (store, upstream)
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from pullbroker_sidecar.errors import (
 )
 
 if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry, Counter
+    from prometheus_client import CollectorRegistry, Counter, Histogram
 
 PULL_OUTCOMES = (
     "ok",
@@ -58,6 +59,9 @@ REFRESH_WHATS = ("pull_token", "registry_login")
 REFRESH_REASONS = ("first", "renewal", "forced", "pod")
 HELPER_OPS = ("ping", "status", "registries", "login", "image_login", "other")
 HELPER_RESULTS = ("ok", "not_found", "denied", "no_login", "unavailable", "bad_request", "internal")
+MIRROR_KINDS = ("base", "manifest", "blob", "other")
+MIRROR_STATUSES = ("2xx", "3xx", "4xx", "5xx")
+MIRROR_SOURCES = ("store", "upstream")
 
 _PULL_ERRORS: tuple[tuple[type[BaseException], str], ...] = (
     (DigestMismatch, "digest_mismatch"),
@@ -100,7 +104,7 @@ class SidecarMetrics:
     """The sidecar's metrics; `registry` is what the metrics listener serves."""
 
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter
+        from prometheus_client import CollectorRegistry, Counter, Histogram
 
         self.registry: CollectorRegistry = CollectorRegistry()
         pulls = Counter(
@@ -138,6 +142,47 @@ class SidecarMetrics:
             registry=self.registry,
         )
         self._helper = {(o, r): helper.labels(o, r) for o in HELPER_OPS for r in HELPER_RESULTS}
+        self._init_mirror(Counter, Histogram)
+
+    def _init_mirror(self, counter: type[Counter], histogram: type[Histogram]) -> None:
+        requests = counter(
+            "pullbroker_sidecar_mirror_requests",
+            "Requests runtimes made to the node-local mirror, by kind (base is GET /v2/) and "
+            "status class.",
+            ["kind", "status"],
+            registry=self.registry,
+        )
+        self._mirror_requests = {
+            (k, s): requests.labels(k, s) for k in MIRROR_KINDS for s in MIRROR_STATUSES
+        }
+        seconds = histogram(
+            "pullbroker_sidecar_mirror_request_seconds",
+            "Time the mirror took to answer a request, to the last byte of its body.",
+            ["kind"],
+            registry=self.registry,
+            buckets=(0.005, 0.025, 0.1, 0.5, 1, 2.5, 10, 30, 120),
+        )
+        self._mirror_seconds = {k: seconds.labels(k) for k in MIRROR_KINDS}
+        blob_bytes = counter(
+            "pullbroker_sidecar_mirror_blob_bytes",
+            "Blob bytes the mirror answered with, by source: store (already on the node, no "
+            "upstream request) or upstream (downloaded now, once for every reader); a ranged "
+            "answer counts its whole blob.",
+            ["source"],
+            registry=self.registry,
+        )
+        self._mirror_bytes = {s: blob_bytes.labels(s) for s in MIRROR_SOURCES}
+
+    def mirror_request(self, kind: str, status: int, seconds: float) -> None:
+        label = kind if kind in MIRROR_KINDS else "other"
+        status_class = f"{status // 100}xx"
+        self._mirror_requests[
+            (label, status_class if status_class in MIRROR_STATUSES else "5xx")
+        ].inc()
+        self._mirror_seconds[label].observe(seconds)
+
+    def mirror_blob(self, source: str, size: int) -> None:
+        self._mirror_bytes[source].inc(size)
 
     def pulled(self, outcome: str) -> None:
         self._pulls[outcome if outcome in self._pulls else "other"].inc()

@@ -128,7 +128,7 @@ async def _serve(args: argparse.Namespace, home: Home, socket_path: Path) -> Non
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
-        mirror = await start_mirror(args, home, channel)
+        mirror = await start_mirror(args, home, channel, metrics)
     except BaseException:
         await server.close()
         await channel.close()

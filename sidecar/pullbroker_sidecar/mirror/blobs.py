@@ -11,6 +11,7 @@ import asyncio
 from typing import BinaryIO
 
 from pullbroker_sidecar.errors import LayoutError, SizeLimitExceeded
+from pullbroker_sidecar.metrics import SidecarMetrics
 from pullbroker_sidecar.mirror.downloads import Download, Downloads, StreamAborted
 from pullbroker_sidecar.mirror.routes import Route
 from pullbroker_sidecar.mirror.upstream import Upstream
@@ -27,9 +28,15 @@ class Blobs:
     """Answers blob requests for the mirror."""
 
     def __init__(
-        self, store: ContentStore, downloads: Downloads, *, max_blob: int = DEFAULT_MAX_BLOB
+        self,
+        store: ContentStore,
+        downloads: Downloads,
+        *,
+        max_blob: int = DEFAULT_MAX_BLOB,
+        metrics: SidecarMetrics | None = None,
     ) -> None:
         self._store = store
+        self._metrics = metrics
         self._downloads = downloads
         self._max_blob = max_blob
         self.from_store = 0
@@ -45,6 +52,7 @@ class Blobs:
             stored = await asyncio.to_thread(self._open_stored, digest)
             if stored is not None:
                 self.from_store += 1
+                self._count("store", digest, request)
                 with stored:
                     return await _send_stored(stored, digest, request, writer)
             download = self._downloads.find(digest)
@@ -61,7 +69,13 @@ class Blobs:
         if download is None:
             self.from_upstream += 1
             download = self._downloads.start(Descriptor(OCTET_STREAM, digest, size), upstream)
+        if self._metrics is not None:
+            self._metrics.mirror_blob("upstream", size)
         return await _send_growing(download, request, writer)
+
+    def _count(self, source: str, digest: str, request: Request) -> None:
+        if self._metrics is not None and request.method == "GET":
+            self._metrics.mirror_blob(source, self._store.stored_size(digest) or 0)
 
     def _open_stored(self, digest: str) -> BinaryIO | None:
         if self._store.stored_size(digest) is None:

@@ -16,11 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 from pullbroker_sidecar.errors import MirrorRefusal
+from pullbroker_sidecar.metrics import SidecarMetrics
 from pullbroker_sidecar.mirror.answers import error_body, refusal_for
 from pullbroker_sidecar.mirror.blobs import API_VERSION, Blobs
 from pullbroker_sidecar.mirror.collect import Collector
@@ -40,13 +43,20 @@ log = structlog.get_logger("pullbroker_sidecar.mirror")
 class MirrorServer:
     """The node-local registry mirror (read side of the OCI distribution API)."""
 
-    def __init__(self, config: MirrorConfig, broker: PullTokenIssuer, store: ContentStore) -> None:
+    def __init__(
+        self,
+        config: MirrorConfig,
+        broker: PullTokenIssuer,
+        store: ContentStore,
+        metrics: SidecarMetrics | None = None,
+    ) -> None:
         self._config = config
+        self._metrics = metrics
         self._upstreams = Upstreams(broker, timeout=config.timeout, broker_wait=config.broker_wait)
         self._collector = Collector(store, config.store_max_size)
         self._downloads = Downloads(store, self._collector.request)
         self._manifests = Manifests(store, serve_stale=config.serve_stale)
-        self.blobs = Blobs(store, self._downloads)
+        self.blobs = Blobs(store, self._downloads, metrics=metrics)
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[Any]] = set()
 
@@ -111,9 +121,19 @@ class MirrorServer:
         return await self._answer(request, writer) and request.keep_alive
 
     async def _answer(self, request: Request, writer: asyncio.StreamWriter) -> bool:
+        started, seen = time.perf_counter(), _Seen()
+        try:
+            return await self._answered(request, writer, seen)
+        finally:
+            if self._metrics is not None:
+                elapsed = time.perf_counter() - started
+                self._metrics.mirror_request(seen.kind, seen.status, elapsed)
+
+    async def _answered(self, request: Request, writer: asyncio.StreamWriter, seen: _Seen) -> bool:
         head = request.method == "HEAD"
         try:
             where = route(request.path, request.query.get("ns"))
+            seen.kind = where.kind
             if where.kind == "base":
                 await send(
                     writer, 200, {**API_VERSION, "Content-Type": "application/json"}, b"{}", head
@@ -141,6 +161,7 @@ class MirrorServer:
                     "mirror_request_failed", path=request.path[:200], error=type(exc).__name__
                 )
                 refusal = MirrorRefusal(500, "UNKNOWN", "the mirror failed; see the sidecar's log")
+            seen.status = refusal.status
             log.info(
                 "mirror_refused", path=request.path[:200], status=refusal.status, code=refusal.code
             )
@@ -168,6 +189,15 @@ class MirrorServer:
             f"local user {uid} may not use this mirror: it pulls with the node's identity "
             "(allow a runtime's user with --mirror-allow-uid)",
         )
+
+
+@dataclass
+class _Seen:
+    """What one request turned out to be, for its metrics (an aborted body still counts 200:
+    the answer had started)."""
+
+    kind: str = "other"
+    status: int = 200
 
 
 async def _refuse(writer: asyncio.StreamWriter, refusal: MirrorRefusal, *, head: bool) -> None:

@@ -9,6 +9,7 @@ import structlog
 from pullbroker_client.home import Home
 
 from pullbroker_sidecar.errors import InvalidOption
+from pullbroker_sidecar.metrics import SidecarMetrics
 from pullbroker_sidecar.mirror.config import MirrorConfig, parse_listen
 from pullbroker_sidecar.mirror.server import MirrorServer
 from pullbroker_sidecar.pull.limits import parse_size
@@ -40,14 +41,17 @@ def mirror_config(args: argparse.Namespace) -> MirrorConfig | None:
 
 
 async def start_mirror(
-    args: argparse.Namespace, home: Home, broker: PullTokenIssuer
+    args: argparse.Namespace,
+    home: Home,
+    broker: PullTokenIssuer,
+    metrics: SidecarMetrics | None = None,
 ) -> MirrorServer | None:
     """Start the mirror `args` ask for, on this loop; None when they ask for none."""
     config = mirror_config(args)
     if config is None:
         return None
     store = await asyncio.to_thread(ContentStore.open, home.root / STORE_DIR)
-    server = MirrorServer(config, broker, store)
+    server = MirrorServer(config, broker, store, metrics)
     try:
         await server.start()
     except OSError as exc:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.certs import TestCA
+from tests.harness.scrape import Scrape, scrape
 from tests.integration.nodes.mirror_world import ask, free_port, mirror_config, mirror_daemon
 from tests.integration.nodes.runtimes import Containerd, Podman, run
 from tests.integration.nodes.world import LeakCheck, NodeWorld
@@ -26,14 +27,24 @@ from tests.integration.nodes.world import LeakCheck, NodeWorld
 pytestmark = pytest.mark.integration
 
 
+METRICS_PORT: dict[str, int] = {}
+
+
 @pytest.fixture(scope="module")
 def mirror(node_world: NodeWorld, node_dir: Path) -> Iterator[int]:
-    """The mirror daemon for the node's home; its port."""
-    daemon, port = mirror_daemon(node_world.home, node_dir, "mirror")
+    """The mirror daemon for the node's home (metrics on); its port."""
+    METRICS_PORT["port"] = free_port()
+    daemon, port = mirror_daemon(
+        node_world.home, node_dir, "mirror", "--metrics-listen", f"127.0.0.1:{METRICS_PORT['port']}"
+    )
     try:
         yield port
     finally:
         daemon.stop()
+
+
+def mirror_metrics() -> Scrape:
+    return scrape(f"http://127.0.0.1:{METRICS_PORT['port']}/metrics")
 
 
 @pytest.fixture(scope="module")
@@ -75,9 +86,11 @@ class TestContainerd:
         image = node_world.seed("team/nodes-mirror", "v1", [300_000, 5_000])
         reference = node_world.via_door(image.repository, image.tag)
         before = len(node_world.door.blob_authorizations)
+        metrics_before = mirror_metrics()
         first = ctr_pull(containerd, hosts_dir, reference)
         leaks.output(first.stdout, first.stderr)
         assert first.returncode == 0, first.stderr
+        after_first = mirror_metrics()
         fetched = len(node_world.door.blob_authorizations) - before
         assert fetched == len(image.layer_digests) + 1  # layers and config, once each
         assert all(stored(node_world, d) for d in image.layer_digests)
@@ -87,6 +100,22 @@ class TestContainerd:
         assert len(node_world.door.blob_authorizations) - before == fetched
         listed = containerd.ctr(["images", "ls"], namespace="mirror").stdout
         assert image.digest in listed
+        # The mirror's metrics tell the same story: layer bytes came from upstream the first
+        # time and from the store the second; every request answered 2xx and was timed.
+        after_second = mirror_metrics()
+        bytes_total = "pullbroker_sidecar_mirror_blob_bytes_total"
+        upstream_first = after_first.value(bytes_total, source="upstream") - metrics_before.value(
+            bytes_total, source="upstream"
+        )
+        from_store = after_second.value(bytes_total, source="store") - after_first.value(
+            bytes_total, source="store"
+        )
+        assert upstream_first > 300_000  # the 300 kB layer (and the rest) came from upstream
+        assert from_store == upstream_first  # the same blobs, now all from the node store
+        blob_requests = "pullbroker_sidecar_mirror_requests_total"
+        assert after_second.value(blob_requests, kind="blob", status="2xx") > 0
+        assert after_second.value(blob_requests, kind="manifest", status="2xx") > 0
+        assert after_second.sum("pullbroker_sidecar_mirror_request_seconds_count") > 0
 
     def test_pull_index_by_digest(
         self, node_world: NodeWorld, containerd: Containerd, hosts_dir: Path

@@ -34,3 +34,17 @@ class TestSidecarMetrics:
         assert "weird" not in text
         assert 'pullbroker_sidecar_helper_requests_total{op="other",result="internal"} 1.0' in text
         assert 'pullbroker_sidecar_pulls_total{outcome="other"} 1.0' in text
+
+    def test_mirror_labels_are_bounded(self) -> None:
+        """Mirror requests: a kind outside the four and any status become bounded labels."""
+        metrics = SidecarMetrics()
+        metrics.mirror_request("blob", 206, 0.01)
+        metrics.mirror_request("/v2/some/path", 404, 0.02)
+        metrics.mirror_request("manifest", 999, 0.03)
+        metrics.mirror_blob("store", 1234)
+        text = generate_latest(metrics.registry).decode()
+        assert "some/path" not in text
+        assert 'pullbroker_sidecar_mirror_requests_total{kind="blob",status="2xx"} 1.0' in text
+        assert 'pullbroker_sidecar_mirror_requests_total{kind="other",status="4xx"} 1.0' in text
+        assert 'pullbroker_sidecar_mirror_requests_total{kind="manifest",status="5xx"} 1.0' in text
+        assert 'pullbroker_sidecar_mirror_blob_bytes_total{source="store"} 1234.0' in text
