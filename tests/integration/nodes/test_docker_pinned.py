@@ -139,6 +139,7 @@ class TestCompose:
         leaks.output(result.stdout, result.stderr)
         assert result.returncode == 1
         lines = [json.loads(line) for line in result.stdout.splitlines()]
-        assert lines[0]["image"] == denied and "error" in lines[0]
+        assert lines[0]["image"] == denied
+        assert "policy" in lines[0]["error"]
         assert lines[1]["image_id"] == _image_id(dockerd, ok_ref)
         assert "1 of 2 images" in result.stderr
