@@ -1,10 +1,13 @@
 """`pullbroker-sidecar`: the node agent's command line.
 
-    pullbroker-sidecar pull IMAGE --dest DEST [--platform OS/ARCH[/VARIANT]]
+    pullbroker-sidecar pull (IMAGE | --compose FILE) --dest DEST [--platform OS/ARCH[/VARIANT]]
         [--registry NAME] [--concurrency N] [--store DIR | --no-store] [--quiet]
         [--max-blob-size SIZE] [--max-image-size SIZE]      (default 10GiB, 20GiB)
         [--otlp-endpoint URL]                               (traces; default off)
         DEST: oci:DIR | docker-archive:FILE | docker-daemon[:SOCKET] | containerd[:NAMESPACE]
+        --compose FILE: every service's image (one line each; exit 1 if any failed)
+        docker-daemon also tags the image REPO:sha256-<hex>: dockerd cannot resolve
+        REPO@sha256:<hex> for a loaded image, so run that tag instead (IMAGE may name it)
     pullbroker-sidecar run [--socket PATH] [--image REF ...]        (the node daemon)
     pullbroker-sidecar pull-secret --namespace NS --name NAME IMAGE... [--watch]
     pullbroker-sidecar install-helpers DIR      (standalone helpers for the host)
@@ -28,7 +31,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pullbroker_client import tracing
 from pullbroker_client.broker import AsyncBrokerClient, BrokerTarget
@@ -36,6 +39,7 @@ from pullbroker_client.cli.parser import EXIT_FAILURE, Parser, add_common_option
 from pullbroker_client.cli_flags import as_flags
 from pullbroker_client.errors import ClientError
 from pullbroker_client.home import Home
+from pullbroker_client.registry.reference import parse_reference
 
 from pullbroker_sidecar.commands import (
     add_install_parser,
@@ -47,9 +51,14 @@ from pullbroker_sidecar.commands import (
 from pullbroker_sidecar.errors import SidecarError
 from pullbroker_sidecar.pull.destinations import (
     DEST_FORMS,
+    NO_REPO_DIGESTS,
     Destination,
+    DockerArchiveDestination,
+    DockerDaemonDestination,
     OciDestination,
     parse_destination,
+    pinned_names,
+    unpinned,
 )
 from pullbroker_sidecar.pull.download import DEFAULT_CONCURRENCY
 from pullbroker_sidecar.pull.engine import PullEngine, PullResult
@@ -75,6 +84,7 @@ must not make every pull on the node seconds slower (its spans are dropped inste
 NODE_ROLE = "node"
 EXIT_INTERRUPTED = 130
 MAX_CONCURRENCY = 16
+_T = TypeVar("_T")
 
 
 def build_parser() -> Parser:
@@ -89,7 +99,18 @@ def build_parser() -> Parser:
         "containerd. Every blob is verified against its digest before it is stored.",
     )
     add_common_options(pull)
-    pull.add_argument("image", metavar="IMAGE", help="e.g. registry.example.com/team/app:1.2")
+    pull.add_argument(
+        "image",
+        metavar="IMAGE",
+        nargs="?",
+        help="e.g. registry.example.com/team/app:1.2 (REPO:sha256-<hex> pulls that digest)",
+    )
+    pull.add_argument(
+        "--compose",
+        metavar="FILE",
+        help="pull every service's image of this Compose file (`services.*.image`, with "
+        "${VAR:-default} from the environment and .env; `build:`-only services skipped)",
+    )
     pull.add_argument("--dest", required=True, metavar="DEST", help=f"where to: {DEST_FORMS}")
     pull.add_argument(
         "--platform",
@@ -169,6 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in _OTHER_COMMANDS:
         module = importlib.import_module(_OTHER_COMMANDS[args.command])
         return _other(module.run_command, args, args.command)
+    if (args.image is None) == (args.compose is None):
+        parser.error("pull takes IMAGE or --compose FILE (one of them)")
+    if args.compose is not None:
+        return _compose(parser, args)
+    args.image = unpinned(args.image)
     store: Path | None = None
     try:
         dest = parse_destination(args.dest)
@@ -192,11 +218,72 @@ def main(argv: list[str] | None = None) -> int:
             "the bytes downloaded so far for the next pull",
             EXIT_INTERRUPTED,
         )
-    _print_result(result, args.output)
+    _print_result(result, args.output, pinned=isinstance(dest, DockerDaemonDestination))
     return 0
 
 
-def _traced(parser: Parser, args: argparse.Namespace, work: Callable[[], PullResult]) -> PullResult:
+def _compose(parser: Parser, args: argparse.Namespace) -> int:
+    """`pull --compose FILE`: every image, each tried; one line each; 1 if any failed."""
+    from pullbroker_sidecar.integrations.compose import read_compose
+
+    if args.deployment:
+        parser.error("--deployment reports one image: it cannot be used with --compose")
+    if not 1 <= args.concurrency <= MAX_CONCURRENCY:
+        parser.error(f"--concurrency must be between 1 and {MAX_CONCURRENCY}")
+    try:
+        dest = parse_destination(args.dest)
+        if isinstance(dest, DockerArchiveDestination):
+            parser.error("--compose pulls several images: one docker-archive file cannot hold them")
+        compose = read_compose(Path(args.compose).expanduser())
+        store = _store(args, dest)
+        default = Platform.parse(args.platform) if args.platform else None
+    except (SidecarError, ClientError) as exc:
+        return _fail(f"pull --compose {args.compose} failed: {exc}")
+    for name in compose.warnings:
+        print(f"{PROG}: warning: {name} is not set; using an empty string", file=sys.stderr)
+    if compose.skipped:
+        skipped = ", ".join(compose.skipped)
+        print(f"{PROG}: services built, not pulled (no image:): {skipped}", file=sys.stderr)
+    pinned = isinstance(dest, DockerDaemonDestination)
+
+    async def pull_all() -> int:
+        failed = 0
+        async with AsyncBrokerClient(_target(args)) as broker:
+            for item in compose.images:
+                try:
+                    platform = Platform.parse(item.platform) if item.platform else default
+                    engine = _engine(args, broker, store)
+                    result = await engine.pull(unpinned(item.image), dest, platform=platform)
+                except (SidecarError, ClientError) as exc:
+                    reason = str(exc)
+                except OSError as exc:
+                    reason = f"cannot write {exc.filename or ''}: {exc.strerror}"
+                else:
+                    _print_result(result, args.output, pinned=pinned, services=item.services)
+                    continue
+                failed += 1
+                _compose_failure(args.output, item.image, item.services, reason)
+        return failed
+
+    try:
+        failed = _traced(parser, args, lambda: asyncio.run(pull_all()))
+    except (SidecarError, ClientError) as exc:
+        return _fail(f"pull --compose {args.compose} failed: {exc}")
+    except KeyboardInterrupt:
+        return _fail(f"pull --compose {args.compose} interrupted", EXIT_INTERRUPTED)
+    if failed:
+        return _fail(f"{failed} of {len(compose.images)} images of {args.compose} failed")
+    return 0
+
+
+def _compose_failure(output: str, image: str, services: tuple[str, ...], reason: str) -> None:
+    if output == "json":
+        print(json.dumps({"image": image, "services": list(services), "error": as_flags(reason)}))
+    else:
+        print(f"{PROG}: error: pull of {image} failed: {as_flags(reason)}", file=sys.stderr)
+
+
+def _traced(parser: Parser, args: argparse.Namespace, work: Callable[[], _T]) -> _T:
     """`work()` with tracing on when --otlp-endpoint or $OTEL_EXPORTER_OTLP_ENDPOINT says so;
     its spans are flushed before the command exits."""
     try:
@@ -223,10 +310,8 @@ def _other(
         return _fail(f"{name} interrupted", EXIT_INTERRUPTED)
 
 
-async def _pull(
-    args: argparse.Namespace, dest: Destination, platform: Platform | None, store: Path | None
-) -> PullResult:
-    target = BrokerTarget.from_home(
+def _target(args: argparse.Namespace) -> BrokerTarget:
+    return BrokerTarget.from_home(
         Home.resolve(args.home),
         NODE_ROLE,
         address=args.broker,
@@ -234,16 +319,24 @@ async def _pull(
         cert=_path(args.cert),
         key=_path(args.key),
     )
-    progress = progress_for(sys.stderr, quiet=args.quiet)
-    async with AsyncBrokerClient(target) as broker:
-        engine = PullEngine(
-            broker,
-            registry=args.registry,
-            concurrency=args.concurrency,
-            progress=progress,
-            store=store,
-            limits=PullLimits(max_blob=args.max_blob_size, max_image=args.max_image_size),
-        )
+
+
+def _engine(args: argparse.Namespace, broker: AsyncBrokerClient, store: Path | None) -> PullEngine:
+    return PullEngine(
+        broker,
+        registry=args.registry,
+        concurrency=args.concurrency,
+        progress=progress_for(sys.stderr, quiet=args.quiet),
+        store=store,
+        limits=PullLimits(max_blob=args.max_blob_size, max_image=args.max_image_size),
+    )
+
+
+async def _pull(
+    args: argparse.Namespace, dest: Destination, platform: Platform | None, store: Path | None
+) -> PullResult:
+    async with AsyncBrokerClient(_target(args)) as broker:
+        engine = _engine(args, broker, store)
         if args.deployment:
             return await pull_reported(
                 broker,
@@ -265,16 +358,33 @@ def _path(value: str | None) -> Path | None:
     return Path(value).expanduser() if value else None
 
 
-def _print_result(result: PullResult, output: str) -> None:
+def _print_result(
+    result: PullResult, output: str, *, pinned: bool = False, services: tuple[str, ...] = ()
+) -> None:
+    names = pinned_names(parse_reference(result.image), result.digest) if pinned else ()
+    if "@" in result.image and names:
+        print(
+            f"{PROG}: note: run {names[-1]}, not {result.image}: {NO_REPO_DIGESTS}",
+            file=sys.stderr,
+        )
     if output == "json":
         document: dict[str, Any] = result.to_json()
+        if pinned:
+            document["pinned"] = list(names)
+        if services:
+            document["services"] = list(services)
         print(json.dumps(document))
         return
     platform = f"{result.platform}, " if result.platform else ""
-    print(
+    line = (
         f"pulled {result.image} ({platform}{result.layers} layers, "
         f"{result.bytes / 1048576:.1f} MiB) into {result.name or result.dest} as {result.digest}"
     )
+    if names:
+        line += f"; pinned as {', '.join(names)}"
+    if services:
+        line += f" (services: {', '.join(services)})"
+    print(line)
 
 
 def _fail(message: str, status: int = EXIT_FAILURE) -> int:

@@ -122,7 +122,8 @@ class TestSidecarTarget:
         """The sidecar's --broker is the headless Service by DNS, balanced by round_robin,
         and the broker's certificate names what it dials (gRPC checks each replica)."""
         daemonset = one(documents(KUBE / "sidecar-daemonset.yaml"), "DaemonSet")
-        (container,) = daemonset["spec"]["template"]["spec"]["containers"]
+        containers = daemonset["spec"]["template"]["spec"]["containers"]
+        container = next(c for c in containers if c["name"] == "sidecar")
         (broker,) = [a.split("=", 1)[1] for a in container["args"] if a.startswith("--broker=")]
         headless = one(broker_docs, "Service", "pullbroker-headless")
         name = f"{headless['metadata']['name']}.{headless['metadata']['namespace']}.svc"

@@ -33,7 +33,8 @@ class ArchiveImage:
     """What goes into the archive: the image manifest and what it names.
 
     `name` is the full reference without digest (`host/repo:tag`), None for an image
-    pulled by digest only (it is then loaded untagged).
+    pulled by digest only (it is then loaded untagged). `aliases` are more `host/repo:tag`
+    names for Docker's `manifest.json` only (the digest-pinned tags of `docker-daemon`).
     """
 
     name: str | None
@@ -41,6 +42,12 @@ class ArchiveImage:
     manifest: Descriptor
     config: Descriptor
     layers: tuple[Descriptor, ...]
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def names(self) -> list[str]:
+        """`name` and the aliases, each once: what dockerd tags the image."""
+        return list(dict.fromkeys([*([self.name] if self.name else []), *self.aliases]))
 
     @property
     def blobs(self) -> tuple[Descriptor, ...]:
@@ -88,7 +95,7 @@ def _docker_manifest(image: ArchiveImage) -> list[dict[str, Any]]:
     return [
         {
             "Config": blob_member(image.config.digest),
-            "RepoTags": [image.name] if image.name else [],
+            "RepoTags": image.names,
             "Layers": [blob_member(d.digest) for d in image.layers],
         }
     ]

@@ -3,7 +3,8 @@
     oci:DIR                       an OCI image layout, tagged with the image's tag
     docker-archive:FILE           a tar `docker load`, `podman load`, `ctr import` all read
     docker-daemon[:SOCKET]        loaded into dockerd through its API (default $DOCKER_HOST,
-                                  else unix:///var/run/docker.sock); no docker CLI needed
+                                  else unix:///var/run/docker.sock); no docker CLI needed;
+                                  also tagged `repo:sha256-<hex>` (see pinned_tag)
     containerd[:NAMESPACE]        imported into containerd's content store with `ctr images
                                   import` (namespace k8s.io by default: what the kubelet sees)
 
@@ -24,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO, Protocol
 
-from pullbroker_client.registry.reference import Reference
+from pullbroker_client.registry.errors import InvalidReference
+from pullbroker_client.registry.reference import Reference, is_digest, parse_reference
 
 from pullbroker_sidecar.errors import DestinationError, InvalidOption
 from pullbroker_sidecar.pull.archive import ArchiveImage, write_archive
@@ -39,6 +41,53 @@ CONTAINERD_ENV = "CONTAINERD_ADDRESS"
 DEFAULT_CONTAINERD = "/run/containerd/containerd.sock"
 _CTR_TIMEOUT = 600.0
 DEST_FORMS = "oci:DIR, docker-archive:FILE, docker-daemon[:SOCKET] or containerd[:NAMESPACE]"
+PIN_PREFIX = "sha256-"
+NO_REPO_DIGESTS = (
+    "dockerd records a RepoDigest (what `repo@sha256:...` resolves to) only for an image it "
+    "pulled from a registry itself; an image loaded through its API gets none, and dockerd "
+    "refuses to tag one with a digest"
+)
+
+
+def pinned_tag(digest: str) -> str:
+    """The tag standing in for `digest` in dockerd: `sha256:<hex>` -> `sha256-<hex>`.
+
+    NO_REPO_DIGESTS says why: `repo@sha256:<hex>` cannot name a loaded image, so the
+    `docker-daemon` destination also tags it `repo:sha256-<hex>`, written only after every
+    blob matched its digest, for `docker run` and Compose files to use instead.
+    """
+    algorithm, _, hex_ = digest.partition(":")
+    return f"{algorithm}-{hex_}"
+
+
+def pinned_names(reference: Reference, manifest_digest: str) -> tuple[str, ...]:
+    """`repo:sha256-<hex>` for the image manifest, and for the digest the reference named
+    when that is another (an index's: the platform chosen from it)."""
+    digests = [manifest_digest]
+    if reference.digest and reference.digest not in digests:
+        digests.append(reference.digest)
+    return tuple(f"{reference.name}:{pinned_tag(d)}" for d in digests)
+
+
+def unpinned(image: str) -> str:
+    """`repo:sha256-<hex>` as the digest reference `repo@sha256:<hex>` it stands for, so a
+    Compose file naming the pinned tag pulls that digest; anything else unchanged."""
+    try:
+        ref = parse_reference(image)
+    except InvalidReference:
+        return image  # the pull reports it
+    digest = pinned_digest(ref.tag)
+    if digest is None or ref.digest is not None:
+        return image
+    return f"{ref.name}@{digest}"
+
+
+def pinned_digest(tag: str | None) -> str | None:
+    """The digest a `sha256-<hex>` tag stands for (pinned_tag's inverse), else None."""
+    if tag is None or not tag.startswith(PIN_PREFIX):
+        return None
+    digest = "sha256:" + tag[len(PIN_PREFIX) :]
+    return digest if is_digest(digest) else None
 
 
 class BlobSource(Protocol):
@@ -57,14 +106,22 @@ class FetchedImage:
     manifest_data: bytes
     image: ImageManifest
 
-    def archive(self, *, digest_names: bool) -> ArchiveImage:
-        """The archive view; `digest_names` names a digest-only pull `repo@digest`."""
+    def archive(self, *, digest_names: bool, pinned: bool = False) -> ArchiveImage:
+        """The archive view; `digest_names` names a digest-only pull `repo@digest`, and
+        `pinned` adds the `repo:sha256-<hex>` tags of `pinned_names` for dockerd."""
         ref = self.reference
         if ref.tag:
             name: str | None = f"{ref.name}:{ref.tag}"
         else:
             name = str(ref) if digest_names else None
-        return ArchiveImage(name, ref.tag, self.manifest, self.image.config, self.image.layers)
+        aliases = self.pinned_names() if pinned else ()
+        return ArchiveImage(
+            name, ref.tag, self.manifest, self.image.config, self.image.layers, aliases
+        )
+
+    def pinned_names(self) -> tuple[str, ...]:
+        """See the module function `pinned_names`."""
+        return pinned_names(self.reference, self.manifest.digest)
 
 
 class Destination(Protocol):
@@ -133,7 +190,12 @@ class DockerArchiveDestination:
 
 @dataclass
 class DockerDaemonDestination:
-    """`docker-daemon[:SOCKET]`: `POST /images/load`, then checked with an inspect."""
+    """`docker-daemon[:SOCKET]`: `POST /images/load`, then checked with an inspect.
+
+    Besides the reference's own tag, the image is tagged `repo:sha256-<hex>` with its
+    manifest digest (and the index digest it was pulled by), since dockerd cannot be made
+    to resolve `repo@sha256:<hex>` for a loaded image (NO_REPO_DIGESTS).
+    """
 
     host: str | None = None
     label: str = "docker-daemon"
@@ -147,21 +209,23 @@ class DockerDaemonDestination:
             )
 
     def export(self, fetched: FetchedImage, source: BlobSource) -> str:
-        image = fetched.archive(digest_names=False)
+        image = fetched.archive(digest_names=False, pinned=True)
 
         def stream(out: IO[bytes]) -> None:
             write_archive(out, image, source.open_blob)
 
         self._engine.load(stream)
         # Docker's image ID is the config digest (the manifest's, with the containerd image
-        # store of Docker 25+): one of them must be there now.
+        # store of Docker 25+): one of them must be there now, under every name given.
         ids = (image.config.digest, image.manifest.digest)
-        found = self._engine.image(image.name or image.config.digest)
-        if found is None or found.get("Id") not in ids:
-            raise DestinationError(
-                f"dockerd accepted {fetched.reference} but holds no image {image.config.digest}"
-            )
-        return image.name or image.config.digest
+        for name in image.names:
+            found = self._engine.image(name)
+            if found is None or found.get("Id") not in ids:
+                raise DestinationError(
+                    f"dockerd accepted {fetched.reference} but holds no image "
+                    f"{image.config.digest} as {name}"
+                )
+        return image.name or image.aliases[0]
 
 
 @dataclass
