@@ -37,7 +37,7 @@ log = structlog.get_logger()
 _FIELDS = (
     "id", "display_name", "kind", "url", "host", "username", "registry_ca_pem", "region",
     "allow_basic_passthrough", "credential_version", "secret_ref", "creator", "create_time",
-    "update_time", "etag", "state",
+    "update_time", "etag", "state", "repositories",
 )  # fmt: skip
 _COLUMNS = ", ".join(_FIELDS)
 _SELECT = f"SELECT {_COLUMNS} FROM registries"  # noqa: S608 - constant column list
@@ -167,7 +167,7 @@ def _row(r: RegistryRecord) -> tuple[object, ...]:
     return (
         r.id, r.display_name, r.kind.value, r.url, r.host, r.username, r.registry_ca_pem,
         r.region, r.allow_basic_passthrough, r.credential_version, ref, r.creator,
-        r.create_time, r.update_time, r.etag, r.state.value,
+        r.create_time, r.update_time, r.etag, r.state.value, list(r.repositories),
     )  # fmt: skip
 
 
@@ -189,6 +189,7 @@ def _record(row: tuple[Any, ...]) -> RegistryRecord:
         update_time=row[13],
         etag=row[14],
         state=RecordState(row[15]),
+        repositories=tuple(row[16] or ()),
     )
 
 
