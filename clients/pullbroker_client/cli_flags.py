@@ -17,6 +17,7 @@ _FIELDS: tuple[tuple[str, str], ...] = (
     (r"registry\.display_name|display_name", "--name"),
     (r"registry\.registry_ca_pem|registry_ca_pem", "--registry-ca"),
     (r"registry\.allow_basic_passthrough|allow_basic_passthrough", "--allow-basic-passthrough"),
+    (r"\bregistry\.repositories\b", "--repositories"),
     (r"credential\.azure\.tenant_id|tenant_id", "--tenant-id"),
     (r"credential\.azure\.client_id|client_id", "--client-id"),
     (r"credential\.aws\.role_arn|role_arn", "--role-arn"),

@@ -25,23 +25,29 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18pullbroker/v1/pull.proto\x12\rpullbroker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"n\n\x15IssuePullTokenRequest\x12\r\n\x05image\x18\x01 \x01(\t\x12\x10\n\x08registry\x18\x02 \x01(\t\x12\x15\n\rforce_refresh\x18\x03 \x01(\x08\x12\x1d\n\x15service_account_token\x18\x04 \x01(\t\"r\n\x19IssueRegistryLoginRequest\x12\r\n\x05image\x18\x01 \x01(\t\x12\x10\n\x08registry\x18\x02 \x01(\t\x12\x15\n\rforce_refresh\x18\x03 \x01(\x08\x12\x1d\n\x15service_account_token\x18\x04 \x01(\t\"\x82\x02\n\rRegistryLogin\x12\x10\n\x08registry\x18\x01 \x01(\t\x12\x15\n\rregistry_host\x18\x02 \x01(\t\x12\x14\n\x0cregistry_url\x18\x03 \x01(\t\x12\x10\n\x08username\x18\x04 \x01(\t\x12\x0e\n\x06secret\x18\x05 \x01(\t\x12\x16\n\x0eidentity_token\x18\x06 \x01(\x08\x12/\n\x0b\x65xpire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11repository_scoped\x18\x08 \x01(\x08\x12\x13\n\x0bpassthrough\x18\t \x01(\x08\x12\x17\n\x0fregistry_ca_pem\x18\n \x01(\t\"\x99\x02\n\tPullToken\x12\x10\n\x08registry\x18\x01 \x01(\t\x12\x15\n\rregistry_host\x18\x02 \x01(\t\x12\x14\n\x0cregistry_url\x18\x03 \x01(\t\x12*\n\tauth_kind\x18\x04 \x01(\x0e\x32\x17.pullbroker.v1.AuthKind\x12\x10\n\x08username\x18\x05 \x01(\t\x12\r\n\x05token\x18\x06 \x01(\t\x12\r\n\x05scope\x18\x07 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrepository\x18\t \x01(\t\x12\x17\n\x0fregistry_ca_pem\x18\n \x01(\t\x12\x13\n\x0bpassthrough\x18\x0b \x01(\x08*i\n\x08\x41uthKind\x12\x19\n\x15\x41UTH_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41UTH_KIND_BEARER\x10\x01\x12\x13\n\x0f\x41UTH_KIND_BASIC\x10\x02\x12\x17\n\x13\x41UTH_KIND_ANONYMOUS\x10\x03\x32\xbd\x01\n\x0bPullService\x12P\n\x0eIssuePullToken\x12$.pullbroker.v1.IssuePullTokenRequest\x1a\x18.pullbroker.v1.PullToken\x12\\\n\x12IssueRegistryLogin\x12(.pullbroker.v1.IssueRegistryLoginRequest\x1a\x1c.pullbroker.v1.RegistryLoginb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18pullbroker/v1/pull.proto\x12\rpullbroker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x1f\n\x1dListPullableRegistriesRequest\"U\n\x1eListPullableRegistriesResponse\x12\x33\n\nregistries\x18\x01 \x03(\x0b\x32\x1f.pullbroker.v1.PullableRegistry\"n\n\x10PullableRegistry\x12\x10\n\x08registry\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0b\n\x03url\x18\x03 \x01(\t\x12\x14\n\x0crepositories\x18\x04 \x03(\t\x12\x17\n\x0fregistry_ca_pem\x18\x05 \x01(\t\"n\n\x15IssuePullTokenRequest\x12\r\n\x05image\x18\x01 \x01(\t\x12\x10\n\x08registry\x18\x02 \x01(\t\x12\x15\n\rforce_refresh\x18\x03 \x01(\x08\x12\x1d\n\x15service_account_token\x18\x04 \x01(\t\"r\n\x19IssueRegistryLoginRequest\x12\r\n\x05image\x18\x01 \x01(\t\x12\x10\n\x08registry\x18\x02 \x01(\t\x12\x15\n\rforce_refresh\x18\x03 \x01(\x08\x12\x1d\n\x15service_account_token\x18\x04 \x01(\t\"\x82\x02\n\rRegistryLogin\x12\x10\n\x08registry\x18\x01 \x01(\t\x12\x15\n\rregistry_host\x18\x02 \x01(\t\x12\x14\n\x0cregistry_url\x18\x03 \x01(\t\x12\x10\n\x08username\x18\x04 \x01(\t\x12\x0e\n\x06secret\x18\x05 \x01(\t\x12\x16\n\x0eidentity_token\x18\x06 \x01(\x08\x12/\n\x0b\x65xpire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11repository_scoped\x18\x08 \x01(\x08\x12\x13\n\x0bpassthrough\x18\t \x01(\x08\x12\x17\n\x0fregistry_ca_pem\x18\n \x01(\t\"\x99\x02\n\tPullToken\x12\x10\n\x08registry\x18\x01 \x01(\t\x12\x15\n\rregistry_host\x18\x02 \x01(\t\x12\x14\n\x0cregistry_url\x18\x03 \x01(\t\x12*\n\tauth_kind\x18\x04 \x01(\x0e\x32\x17.pullbroker.v1.AuthKind\x12\x10\n\x08username\x18\x05 \x01(\t\x12\r\n\x05token\x18\x06 \x01(\t\x12\r\n\x05scope\x18\x07 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrepository\x18\t \x01(\t\x12\x17\n\x0fregistry_ca_pem\x18\n \x01(\t\x12\x13\n\x0bpassthrough\x18\x0b \x01(\x08*i\n\x08\x41uthKind\x12\x19\n\x15\x41UTH_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41UTH_KIND_BEARER\x10\x01\x12\x13\n\x0f\x41UTH_KIND_BASIC\x10\x02\x12\x17\n\x13\x41UTH_KIND_ANONYMOUS\x10\x03\x32\xb4\x02\n\x0bPullService\x12P\n\x0eIssuePullToken\x12$.pullbroker.v1.IssuePullTokenRequest\x1a\x18.pullbroker.v1.PullToken\x12\\\n\x12IssueRegistryLogin\x12(.pullbroker.v1.IssueRegistryLoginRequest\x1a\x1c.pullbroker.v1.RegistryLogin\x12u\n\x16ListPullableRegistries\x12,.pullbroker.v1.ListPullableRegistriesRequest\x1a-.pullbroker.v1.ListPullableRegistriesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pullbroker.v1.pull_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUTHKIND']._serialized_start=849
-  _globals['_AUTHKIND']._serialized_end=954
-  _globals['_ISSUEPULLTOKENREQUEST']._serialized_start=76
-  _globals['_ISSUEPULLTOKENREQUEST']._serialized_end=186
-  _globals['_ISSUEREGISTRYLOGINREQUEST']._serialized_start=188
-  _globals['_ISSUEREGISTRYLOGINREQUEST']._serialized_end=302
-  _globals['_REGISTRYLOGIN']._serialized_start=305
-  _globals['_REGISTRYLOGIN']._serialized_end=563
-  _globals['_PULLTOKEN']._serialized_start=566
-  _globals['_PULLTOKEN']._serialized_end=847
-  _globals['_PULLSERVICE']._serialized_start=957
-  _globals['_PULLSERVICE']._serialized_end=1146
+  _globals['_AUTHKIND']._serialized_start=1081
+  _globals['_AUTHKIND']._serialized_end=1186
+  _globals['_LISTPULLABLEREGISTRIESREQUEST']._serialized_start=76
+  _globals['_LISTPULLABLEREGISTRIESREQUEST']._serialized_end=107
+  _globals['_LISTPULLABLEREGISTRIESRESPONSE']._serialized_start=109
+  _globals['_LISTPULLABLEREGISTRIESRESPONSE']._serialized_end=194
+  _globals['_PULLABLEREGISTRY']._serialized_start=196
+  _globals['_PULLABLEREGISTRY']._serialized_end=306
+  _globals['_ISSUEPULLTOKENREQUEST']._serialized_start=308
+  _globals['_ISSUEPULLTOKENREQUEST']._serialized_end=418
+  _globals['_ISSUEREGISTRYLOGINREQUEST']._serialized_start=420
+  _globals['_ISSUEREGISTRYLOGINREQUEST']._serialized_end=534
+  _globals['_REGISTRYLOGIN']._serialized_start=537
+  _globals['_REGISTRYLOGIN']._serialized_end=795
+  _globals['_PULLTOKEN']._serialized_start=798
+  _globals['_PULLTOKEN']._serialized_end=1079
+  _globals['_PULLSERVICE']._serialized_start=1189
+  _globals['_PULLSERVICE']._serialized_end=1497
 # @@protoc_insertion_point(module_scope)

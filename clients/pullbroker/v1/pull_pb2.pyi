@@ -3,9 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -42,6 +44,83 @@ AUTH_KIND_BASIC: AuthKind.ValueType  # 2
 AUTH_KIND_ANONYMOUS: AuthKind.ValueType  # 3
 """Send no Authorization header (public images on a registry without token auth)."""
 Global___AuthKind: _TypeAlias = AuthKind  # noqa: Y015
+
+@_typing.final
+class ListPullableRegistriesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPullableRegistriesRequest: _TypeAlias = ListPullableRegistriesRequest  # noqa: Y015
+
+@_typing.final
+class ListPullableRegistriesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REGISTRIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def registries(self) -> _containers.RepeatedCompositeFieldContainer[Global___PullableRegistry]:
+        """Ordered by host, then record name. Several records may share a host."""
+
+    def __init__(
+        self,
+        *,
+        registries: _abc.Iterable[Global___PullableRegistry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["registries", b"registries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPullableRegistriesResponse: _TypeAlias = ListPullableRegistriesResponse  # noqa: Y015
+
+@_typing.final
+class PullableRegistry(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REGISTRY_FIELD_NUMBER: _builtins.int
+    HOST_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    REPOSITORIES_FIELD_NUMBER: _builtins.int
+    REGISTRY_CA_PEM_FIELD_NUMBER: _builtins.int
+    registry: _builtins.str
+    """"registries/{id}"."""
+    host: _builtins.str
+    """Host (and port) image references name, e.g. "ghcr.io"."""
+    url: _builtins.str
+    """Base URL of the registry, e.g. "https://ghcr.io"."""
+    registry_ca_pem: _builtins.str
+    """PEM bundle of the CAs that sign the registry's TLS certificate (not a secret)."""
+    @_builtins.property
+    def repositories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Repository globs the caller may pull from this record: the policy's globs, narrowed to
+        the record's own repository globs where one lies within the other. Never empty.
+        """
+
+    def __init__(
+        self,
+        *,
+        registry: _builtins.str = ...,
+        host: _builtins.str = ...,
+        url: _builtins.str = ...,
+        repositories: _abc.Iterable[_builtins.str] | None = ...,
+        registry_ca_pem: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host", b"host", "registry", b"registry", "registry_ca_pem", b"registry_ca_pem", "repositories", b"repositories", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PullableRegistry: _TypeAlias = PullableRegistry  # noqa: Y015
 
 @_typing.final
 class IssuePullTokenRequest(_message.Message):

@@ -45,6 +45,11 @@ class PullServiceStub:
                 request_serializer=pullbroker_dot_v1_dot_pull__pb2.IssueRegistryLoginRequest.SerializeToString,
                 response_deserializer=pullbroker_dot_v1_dot_pull__pb2.RegistryLogin.FromString,
                 _registered_method=True)
+        self.ListPullableRegistries = channel.unary_unary(
+                '/pullbroker.v1.PullService/ListPullableRegistries',
+                request_serializer=pullbroker_dot_v1_dot_pull__pb2.ListPullableRegistriesRequest.SerializeToString,
+                response_deserializer=pullbroker_dot_v1_dot_pull__pb2.ListPullableRegistriesResponse.FromString,
+                _registered_method=True)
 
 
 class PullServiceServicer:
@@ -67,6 +72,16 @@ class PullServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPullableRegistries(self, request, context):
+        """The registry records the caller's policy lets it pull from without a pod identity (what
+        a node-local mirror serves), with the repository globs it may pull from each. For
+        writing runtime configuration (`pullbroker-sidecar mirror-config`); every pull is still
+        checked by IssuePullToken. Holds no credential.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PullServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -79,6 +94,11 @@ def add_PullServiceServicer_to_server(servicer, server):
                     servicer.IssueRegistryLogin,
                     request_deserializer=pullbroker_dot_v1_dot_pull__pb2.IssueRegistryLoginRequest.FromString,
                     response_serializer=pullbroker_dot_v1_dot_pull__pb2.RegistryLogin.SerializeToString,
+            ),
+            'ListPullableRegistries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPullableRegistries,
+                    request_deserializer=pullbroker_dot_v1_dot_pull__pb2.ListPullableRegistriesRequest.FromString,
+                    response_serializer=pullbroker_dot_v1_dot_pull__pb2.ListPullableRegistriesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -136,6 +156,33 @@ class PullService:
             '/pullbroker.v1.PullService/IssueRegistryLogin',
             pullbroker_dot_v1_dot_pull__pb2.IssueRegistryLoginRequest.SerializeToString,
             pullbroker_dot_v1_dot_pull__pb2.RegistryLogin.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPullableRegistries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pullbroker.v1.PullService/ListPullableRegistries',
+            pullbroker_dot_v1_dot_pull__pb2.ListPullableRegistriesRequest.SerializeToString,
+            pullbroker_dot_v1_dot_pull__pb2.ListPullableRegistriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -40,6 +40,12 @@ class PullServiceStub:
     Only kinds whose issuer hands out short-lived logins have one (ECR, GCR/GAR, ACR); others
     fail with FAILED_PRECONDITION saying to pull with the sidecar instead.
     """
+    ListPullableRegistries: _grpc.UnaryUnaryMultiCallable[_pull_pb2.ListPullableRegistriesRequest, _pull_pb2.ListPullableRegistriesResponse]
+    """The registry records the caller's policy lets it pull from without a pod identity (what
+    a node-local mirror serves), with the repository globs it may pull from each. For
+    writing runtime configuration (`pullbroker-sidecar mirror-config`); every pull is still
+    checked by IssuePullToken. Holds no credential.
+    """
 
 @_typing.type_check_only
 class PullServiceAsyncStub(PullServiceStub):
@@ -52,6 +58,12 @@ class PullServiceAsyncStub(PullServiceStub):
     themselves (docker credential helpers, the kubelet credential provider, pull secrets).
     Only kinds whose issuer hands out short-lived logins have one (ECR, GCR/GAR, ACR); others
     fail with FAILED_PRECONDITION saying to pull with the sidecar instead.
+    """
+    ListPullableRegistries: _aio.UnaryUnaryMultiCallable[_pull_pb2.ListPullableRegistriesRequest, _pull_pb2.ListPullableRegistriesResponse]  # type: ignore[assignment]
+    """The registry records the caller's policy lets it pull from without a pod identity (what
+    a node-local mirror serves), with the repository globs it may pull from each. For
+    writing runtime configuration (`pullbroker-sidecar mirror-config`); every pull is still
+    checked by IssuePullToken. Holds no credential.
     """
 
 class PullServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -74,6 +86,18 @@ class PullServiceServicer(metaclass=_abc_1.ABCMeta):
         themselves (docker credential helpers, the kubelet credential provider, pull secrets).
         Only kinds whose issuer hands out short-lived logins have one (ECR, GCR/GAR, ACR); others
         fail with FAILED_PRECONDITION saying to pull with the sidecar instead.
+        """
+
+    @_abc_1.abstractmethod
+    def ListPullableRegistries(
+        self,
+        request: _pull_pb2.ListPullableRegistriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pull_pb2.ListPullableRegistriesResponse, _abc.Awaitable[_pull_pb2.ListPullableRegistriesResponse]]:
+        """The registry records the caller's policy lets it pull from without a pod identity (what
+        a node-local mirror serves), with the repository globs it may pull from each. For
+        writing runtime configuration (`pullbroker-sidecar mirror-config`); every pull is still
+        checked by IssuePullToken. Holds no credential.
         """
 
 def add_PullServiceServicer_to_server(servicer: PullServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

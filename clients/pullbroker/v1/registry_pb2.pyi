@@ -102,6 +102,7 @@ class Registry(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    REPOSITORIES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Output only. "registries/{registry_id}"."""
     display_name: _builtins.str
@@ -131,6 +132,17 @@ class Registry(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def repositories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Repository globs of the host this record serves, e.g. "acme/*" ("*" stays within one
+        path segment, "**" crosses them); empty: every repository of the host. Several records
+        for one host (two GHCR organisations with two credentials) are told apart by them: a
+        pull that names no record gets the record whose glob matches the repository most
+        specifically (a glob beats none; more literal characters win; then fewer "**", then
+        fewer "*"/"?"). A record that would tie with another for some repository is refused
+        (FAILED_PRECONDITION naming the other record).
+        """
+
     def __init__(
         self,
         *,
@@ -148,10 +160,11 @@ class Registry(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        repositories: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_basic_passthrough", b"allow_basic_passthrough", "create_time", b"create_time", "creator", b"creator", "credential_version", b"credential_version", "display_name", b"display_name", "etag", b"etag", "host", b"host", "name", b"name", "region", b"region", "registry_ca_pem", b"registry_ca_pem", "type", b"type", "update_time", b"update_time", "url", b"url", "username", b"username"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_basic_passthrough", b"allow_basic_passthrough", "create_time", b"create_time", "creator", b"creator", "credential_version", b"credential_version", "display_name", b"display_name", "etag", b"etag", "host", b"host", "name", b"name", "region", b"region", "registry_ca_pem", b"registry_ca_pem", "repositories", b"repositories", "type", b"type", "update_time", b"update_time", "url", b"url", "username", b"username"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -404,7 +417,7 @@ class UpdateRegistryRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """Paths: "display_name", "registry_ca_pem", "allow_basic_passthrough"."""
+        """Paths: "display_name", "registry_ca_pem", "allow_basic_passthrough", "repositories"."""
 
     @_builtins.property
     def credential(self) -> Global___Credential:

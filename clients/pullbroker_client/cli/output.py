@@ -56,6 +56,7 @@ def registry_details(registry: Any) -> str:
         ("type", type_label(registry.type)),
         ("url", registry.url),
         ("host", registry.host),
+        ("repositories", ", ".join(registry.repositories) or "every repository of the host"),
         ("username", registry.username),
         ("region", registry.region),
         ("registry CA", "set" if registry.registry_ca_pem else "system trust"),

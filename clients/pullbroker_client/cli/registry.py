@@ -81,7 +81,12 @@ def add_registry_commands(subparsers: Any) -> None:
         help="Basic-only registries: hand nodes the stored credential itself (audited)",
     )
     add.add_argument("--test", action="store_true", help="test the credential before saving")
+    _repositories_option(add)
     add.set_defaults(func=cmd_add)
+    update = commands.add_parser("update", help="change a registry's repository globs")
+    update.add_argument("id", metavar="ID", help="id, registries/<id> or display name")
+    _repositories_option(update, required=True)
+    update.set_defaults(func=cmd_update)
 
     commands.add_parser("list", help="list registries").set_defaults(func=cmd_list)
     for name, func, text in (
@@ -121,11 +126,40 @@ def cmd_add(args: argparse.Namespace) -> int:
         region=args.region,
         allow_basic_passthrough=args.allow_basic_passthrough,
         registry_ca_pem=_read_ca(args.registry_ca) if args.registry_ca else "",
+        repositories=_globs(args.repositories),
     )
     with client_for(args) as client:
         created = client.create_registry(registry, credential, test=args.test)
     _show_registry(args, created)
     return 0
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    with client_for(args) as client:
+        current = resolve(client, args.id)
+        changed = registry_pb2.Registry(
+            name=current.name, etag=current.etag, repositories=_globs(args.repositories)
+        )
+        updated = client.update_registry(changed, ["repositories"])
+    _show_registry(args, updated)
+    return 0
+
+
+def _repositories_option(parser: argparse.ArgumentParser, *, required: bool = False) -> None:
+    parser.add_argument(
+        "--repositories",
+        action="append",
+        default=[],
+        required=required,
+        metavar="GLOBS",
+        help="repository globs of the host this record serves, e.g. 'acme/*' or 'acme/**' "
+        "(repeat the flag or separate with commas; '' clears: every repository). Tells "
+        "several records for one host apart: the most specific match wins",
+    )
+
+
+def _globs(values: list[str]) -> list[str]:
+    return [g.strip() for value in values for g in value.split(",") if g.strip()]
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -281,6 +281,16 @@ class BrokerRpc(RpcCaller):
         request = pull_pb2.IssueRegistryLoginRequest(image=image, registry=registry, force_refresh=force_refresh, service_account_token=service_account_token.reveal() if service_account_token is not None else "")
         return issued_login(self._unary(self._pull_service.IssueRegistryLogin, request, request_id, timeout))
 
+    def list_pullable_registries(
+        self,
+        *,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> pull_pb2.ListPullableRegistriesResponse:
+        """PullService.ListPullableRegistries."""
+        request = pull_pb2.ListPullableRegistriesRequest()
+        return self._unary(self._pull_service.ListPullableRegistries, request, request_id, timeout)
+
 
 class AsyncBrokerRpc(AsyncRpcCaller):
     """Every RPC of pullbroker.v1 as a typed method (grpc.aio)."""
@@ -530,3 +540,13 @@ class AsyncBrokerRpc(AsyncRpcCaller):
         """PullService.IssueRegistryLogin."""
         request = pull_pb2.IssueRegistryLoginRequest(image=image, registry=registry, force_refresh=force_refresh, service_account_token=service_account_token.reveal() if service_account_token is not None else "")
         return issued_login(await self._unary(self._pull_service.IssueRegistryLogin, request, request_id, timeout))
+
+    async def list_pullable_registries(
+        self,
+        *,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> pull_pb2.ListPullableRegistriesResponse:
+        """PullService.ListPullableRegistries."""
+        request = pull_pb2.ListPullableRegistriesRequest()
+        return await self._unary(self._pull_service.ListPullableRegistries, request, request_id, timeout)

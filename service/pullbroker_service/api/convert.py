@@ -87,6 +87,7 @@ def spec_from_proto(registry: registry_pb2.Registry) -> RegistrySpec:
         registry_ca_pem=registry.registry_ca_pem,
         region=registry.region,
         allow_basic_passthrough=registry.allow_basic_passthrough,
+        repositories=tuple(registry.repositories),
     )
 
 
@@ -132,6 +133,7 @@ def record_to_proto(record: RegistryRecord) -> registry_pb2.Registry:
         registry_ca_pem=record.registry_ca_pem,
         region=record.region,
         allow_basic_passthrough=record.allow_basic_passthrough,
+        repositories=list(record.repositories),
         credential_version=record.credential_version,
         creator=record.creator,
         create_time=timestamp(record.create_time),

@@ -3,6 +3,8 @@ registry logins for the container runtimes on them."""
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import grpc
 from pullbroker.v1 import pull_pb2, pull_pb2_grpc
 from pullbroker_client.secret import Secret
@@ -10,7 +12,9 @@ from pullbroker_client.secret import Secret
 from pullbroker_service.api import convert
 from pullbroker_service.api.context import Context
 from pullbroker_service.api.interceptors import current_caller
+from pullbroker_service.app.pullable import Pullable
 from pullbroker_service.app.token_guard import LoginIssuing, TokenIssuing
+from pullbroker_service.domain.identity import Identity
 from pullbroker_service.domain.model import MintedToken, RegistryRecord
 
 # The PullToken messages of recently served (token, record) pairs. On a cache hit the issuer
@@ -18,11 +22,24 @@ from pullbroker_service.domain.model import MintedToken, RegistryRecord
 _MAX_MESSAGES = 4096
 
 
+class PullableListing(Protocol):
+    """What ListPullableRegistries needs (app/pullable.py's PullableRegistries)."""
+
+    async def pullable(self, caller: Identity) -> list[Pullable]: ...
+
+
 class PullServicer(pull_pb2_grpc.PullServiceServicer):
-    def __init__(self, issuer: TokenIssuing, logins: LoginIssuing | None = None) -> None:
-        """`logins` None: IssueRegistryLogin answers UNIMPLEMENTED."""
+    def __init__(
+        self,
+        issuer: TokenIssuing,
+        logins: LoginIssuing | None = None,
+        pullable: PullableListing | None = None,
+    ) -> None:
+        """`logins` None: IssueRegistryLogin answers UNIMPLEMENTED; `pullable` None:
+        ListPullableRegistries does."""
         self._issuer = issuer
         self._logins = logins
+        self._pullable = pullable
         self._messages: dict[
             tuple[int, int], tuple[MintedToken, RegistryRecord, pull_pb2.PullToken]
         ] = {}
@@ -57,6 +74,28 @@ class PullServicer(pull_pb2_grpc.PullServiceServicer):
             _service_account_token(request),
         )
         return convert.login_to_proto(login, record)
+
+    async def ListPullableRegistries(
+        self, request: pull_pb2.ListPullableRegistriesRequest, context: Context
+    ) -> pull_pb2.ListPullableRegistriesResponse:
+        if self._pullable is None:
+            await context.abort(
+                grpc.StatusCode.UNIMPLEMENTED, "this broker does not list pullable registries"
+            )
+        assert self._pullable is not None  # abort raised
+        found = await self._pullable.pullable(current_caller())
+        return pull_pb2.ListPullableRegistriesResponse(
+            registries=[
+                pull_pb2.PullableRegistry(
+                    registry=p.record.resource_name,
+                    host=p.record.host,
+                    url=p.record.url,
+                    repositories=list(p.repositories),
+                    registry_ca_pem=p.record.registry_ca_pem,
+                )
+                for p in found
+            ]
+        )
 
     def _message(self, token: MintedToken, record: RegistryRecord) -> pull_pb2.PullToken:
         key = (id(token), id(record))

@@ -15,7 +15,7 @@ from pullbroker_service.domain.kinds import KindInfo, RegistrySpec
 from pullbroker_service.domain.model import Credential, RegistryRecord
 from pullbroker_service.minting.base import ProbeResult
 
-UPDATABLE_PATHS = ("display_name", "registry_ca_pem", "allow_basic_passthrough")
+UPDATABLE_PATHS = ("display_name", "registry_ca_pem", "allow_basic_passthrough", "repositories")
 
 
 class RegistriesUseCases(Protocol):
@@ -40,6 +40,7 @@ class RegistriesUseCases(Protocol):
         allow_basic_passthrough: bool | None,
         credential: Credential | None,
         test: bool = True,
+        repositories: tuple[str, ...] | None = None,
     ) -> RegistryRecord: ...
 
     async def rollback(self, caller: Identity, name: str, etag: str) -> RegistryRecord: ...
@@ -119,6 +120,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             ),
             credential=credential,
             test=not request.skip_test,
+            repositories=tuple(registry.repositories) if "repositories" in paths else None,
         )
         return convert.record_to_proto(record)
 

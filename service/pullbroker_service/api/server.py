@@ -46,7 +46,7 @@ from pullbroker_service.api.interceptors import (
     RolesFor,
 )
 from pullbroker_service.api.policy_servicer import AccessChecking, PolicyServicer
-from pullbroker_service.api.pull_servicer import PullServicer
+from pullbroker_service.api.pull_servicer import PullableListing, PullServicer
 from pullbroker_service.api.registry_servicer import RegistriesUseCases, RegistryServicer
 from pullbroker_service.app.audit import AuditSink
 from pullbroker_service.app.token_guard import LoginIssuing, TokenIssuing
@@ -95,6 +95,8 @@ class Services:
     issuer: TokenIssuing
     logins: LoginIssuing | None = None
     """None: IssueRegistryLogin answers UNIMPLEMENTED."""
+    pullable: PullableListing | None = None
+    """None: ListPullableRegistries answers UNIMPLEMENTED."""
     deployments: DeploymentUseCases | None = None
     """None: DeploymentService and DeploymentReportingService are not registered."""
     access: AccessChecking | None = None
@@ -195,7 +197,7 @@ async def start_server(
         RegistryServicer(services.registries), guarded
     )
     pull_pb2_grpc.add_PullServiceServicer_to_server(
-        PullServicer(services.issuer, services.logins), guarded
+        PullServicer(services.issuer, services.logins, services.pullable), guarded
     )
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, guarded)

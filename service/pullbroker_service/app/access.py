@@ -1,8 +1,9 @@
 """Explaining the live policy: may this identity pull this image, and which rule decides?
 
 What `pullbroker policy check IDENTITY IMAGE` shows. It picks the registry record exactly as
-the token path does (named, else the one record serving the image's host) and asks the
-policy the same question, so the answer is the one a node would meet, without minting.
+the token path does (named, else the record of the image's host whose repository globs match
+it best) and asks the policy the same question, so the answer is the one a node would meet,
+without minting.
 """
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ from pullbroker_client.registry.reference import parse_reference
 
 from pullbroker_service.app.lookup import resolve
 from pullbroker_service.app.policy_source import PolicyProvider
-from pullbroker_service.domain.errors import InvalidArgument, InvalidReference
+from pullbroker_service.app.tokens import choose_record
+from pullbroker_service.domain.errors import (
+    AmbiguousRegistry,
+    InvalidArgument,
+    InvalidReference,
+    RegistryNotFound,
+)
 from pullbroker_service.domain.hosts import canonical_image_host
 from pullbroker_service.domain.model import RegistryRecord
 from pullbroker_service.store.base import MetadataStore
@@ -49,7 +56,7 @@ class AccessChecker:
         policy = self._policy.current()
         roles = policy.roles_for(identity)
         host = canonical_image_host(ref.registry_host)
-        record, why_none = await self._choose(host, registry)
+        record, why_none = await self._choose(host, ref.repository, registry)
         if record is None:
             return AccessExplanation(False, why_none, 0, roles, "", ref.repository)
         if canonical_image_host(record.host) != host:
@@ -74,13 +81,15 @@ class AccessChecker:
             ref.repository,
         )
 
-    async def _choose(self, host: str, registry: str | None) -> tuple[RegistryRecord | None, str]:
+    async def _choose(
+        self, host: str, repository: str, registry: str | None
+    ) -> tuple[RegistryRecord | None, str]:
         if registry:
             return await resolve(self._store, registry), ""
         found = await self._store.find_by_host(host)
         if not found:
             return None, f"no registry is registered for host {host}"
-        if len(found) > 1:
-            names = ", ".join(repr(r.display_name) for r in found)
-            return None, f"several registries serve host {host} ({names}): name one"
-        return found[0], ""
+        try:
+            return choose_record(found, host, repository), ""
+        except (RegistryNotFound, AmbiguousRegistry) as exc:
+            return None, str(exc)

@@ -39,6 +39,7 @@ from pullbroker_service.app.paging import paged
 from pullbroker_service.app.ratelimit import LimitKind, RateLimiter
 from pullbroker_service.domain.audit import Action, Outcome
 from pullbroker_service.domain.errors import (
+    AmbiguousRegistry,
     BrokerError,
     EtagMismatch,
     FailedPrecondition,
@@ -65,6 +66,7 @@ from pullbroker_service.domain.model import (
     credential_to_bytes,
     credential_username,
 )
+from pullbroker_service.domain.repository_globs import conflicts
 from pullbroker_service.minting.base import ProbeResult
 from pullbroker_service.minting.by_kind import MintersByKind
 from pullbroker_service.minting.cache import TokenCache
@@ -117,6 +119,7 @@ class Registries:
         self, caller: Identity, spec: RegistrySpec, credential: Credential | None, test: bool
     ) -> RegistryRecord:
         valid = validate_registry(spec, credential, self._settings)
+        await self._refuse_ambiguity(valid.host, valid.spec.display_name, valid.spec.repositories)
         minter = self._minters.for_kind(valid.spec.kind)
         if test:
             result = await minter.probe(self._build(valid, credential), credential, "")
@@ -161,6 +164,7 @@ class Registries:
         allow_basic_passthrough: bool | None,
         credential: Credential | None,
         test: bool = True,
+        repositories: tuple[str, ...] | None = None,
     ) -> RegistryRecord:
         """Change settings and/or rotate the credential; with `test`, a rotation happens only
         if the registry accepts the new credential."""
@@ -174,6 +178,7 @@ class Registries:
             allow_basic_passthrough=allow_basic_passthrough,
             credential=credential,
             test=test,
+            repositories=repositories,
         )
         return await self._audited(action, caller, name, work)
 
@@ -188,6 +193,7 @@ class Registries:
         allow_basic_passthrough: bool | None,
         credential: Credential | None,
         test: bool,
+        repositories: tuple[str, ...] | None,
     ) -> RegistryRecord:
         current = await self._current(name, etag)
         valid = validate_spec(
@@ -200,9 +206,14 @@ class Registries:
                 allow_basic_passthrough=_or(
                     allow_basic_passthrough, current.allow_basic_passthrough
                 ),
+                repositories=_or(repositories, current.repositories),
             ),
             self._settings,
         ).spec
+        if valid.repositories != current.repositories:
+            await self._refuse_ambiguity(
+                current.host, valid.display_name, valid.repositories, current.id
+            )
         if credential is not None:
             check_credential(current.kind, credential, url=current.url, settings=self._settings)
             if test:
@@ -212,6 +223,7 @@ class Registries:
             display_name=valid.display_name,
             registry_ca_pem=valid.registry_ca_pem,
             allow_basic_passthrough=valid.allow_basic_passthrough,
+            repositories=valid.repositories,
             update_time=self._clock(),
             etag=new_etag(),
         )
@@ -401,6 +413,37 @@ class Registries:
                 "create_rollback_failed", registry_id=registry_id, step="record", error=str(exc)
             )
 
+    async def _refuse_ambiguity(
+        self, host: str, display_name: str, repositories: tuple[str, ...], own_id: str = ""
+    ) -> None:
+        """AmbiguousRegistry when a record with `repositories` would tie with another record
+        of `host` for some repository (domain/repository_globs.py): a pull naming no record
+        could then not be served. The message says which record and how to tell them apart."""
+        # A record of the same name is refused by the store as AlreadyExists, which says more.
+        others = [
+            r
+            for r in await self._store.find_by_host(host)
+            if r.id != own_id and r.display_name != display_name
+        ]
+        found = conflicts(repositories, others)
+        if not found:
+            return
+        clash = found[0]
+        if clash.glob or clash.other_glob:
+            overlap = (
+                f"repository globs {clash.glob!r} (this one) and {clash.other_glob!r} (of "
+                f"{clash.other!r}) match {clash.example!r} equally specifically"
+            )
+        else:
+            overlap = "neither has repository globs, so both serve every repository"
+        raise AmbiguousRegistry(
+            f"registry {display_name!r} would make host {host} ambiguous with registry "
+            f"{clash.other!r}: {overlap}. Give the records repository globs that tell them "
+            f"apart, e.g. `--repositories 'acme/*'` on this one and `pullbroker registry update "
+            f"{clash.other} --repositories 'other/*'` (a more specific glob wins a repository "
+            "both match)"
+        )
+
     async def _current(self, name: str, etag: str) -> RegistryRecord:
         """The READY record `name`, if `etag` is still its etag."""
         if not etag:
@@ -492,6 +535,7 @@ class Registries:
             registry_ca_pem=spec.registry_ca_pem,
             region=spec.region,
             allow_basic_passthrough=spec.allow_basic_passthrough,
+            repositories=spec.repositories,
             credential_version=1 if credential is not None else 0,
             secret_ref=None,
             creator=creator,

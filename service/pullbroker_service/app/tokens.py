@@ -8,6 +8,7 @@ taken from the cache or minted (the credential is read from the secret backend o
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 
 import structlog
@@ -32,6 +33,7 @@ from pullbroker_service.domain.identity import Identity
 from pullbroker_service.domain.model import AuthKind, MintedToken, RegistryRecord
 from pullbroker_service.domain.pod_identity import PodIdentity
 from pullbroker_service.domain.policy import Decision
+from pullbroker_service.domain.repository_globs import select
 from pullbroker_service.infra.logging import debug_enabled as log_debug_enabled
 from pullbroker_service.minting.base import pull_scope
 from pullbroker_service.minting.bearer import is_basic_passthrough
@@ -152,7 +154,7 @@ class PullAccess:
         """The parsed image, its record and the allowing decision; raises when refused."""
         ref = _parse(image)
         host = canonical_image_host(ref.registry_host)
-        record = await self._choose(host, registry)
+        record = await self._choose(host, ref.repository, registry)
         if canonical_image_host(record.host) != host:
             raise HostMismatch(
                 f"image {ref} is on host {host}, but registry {record.display_name!r} holds a "
@@ -166,20 +168,34 @@ class PullAccess:
             )
         return ref, record, decision
 
-    async def _choose(self, host: str, registry: str | None) -> RegistryRecord:
+    async def _choose(self, host: str, repository: str, registry: str | None) -> RegistryRecord:
         if registry:
             return require_ready(await resolve(self._store, registry))
-        found = await self._store.find_by_host(host)
-        if not found:
-            raise RegistryNotFound(
-                f"no registry is registered for host {host}: add one with `pullbroker registry add`"
-            )
-        if len(found) > 1:
-            names = ", ".join(repr(r.display_name) for r in found)
-            raise AmbiguousRegistry(
-                f"several registries serve host {host} ({names}): name one in the request"
-            )
-        return found[0]
+        return choose_record(await self._store.find_by_host(host), host, repository)
+
+
+def choose_record(found: Sequence[RegistryRecord], host: str, repository: str) -> RegistryRecord:
+    """The record of `host` serving `repository` (domain/repository_globs.py); the refusal
+    says what to do: RegistryNotFound when none serves it, AmbiguousRegistry on a tie."""
+    if not found:
+        raise RegistryNotFound(
+            f"no registry is registered for host {host}: add one with `pullbroker registry add`"
+        )
+    selection = select(found, repository)
+    if selection.chosen is not None:
+        return selection.chosen
+    if not selection.tied:
+        served = "; ".join(f"{r.display_name!r}: {', '.join(r.repositories)}" for r in found)
+        raise RegistryNotFound(
+            f"no registry for host {host} serves repository {repository} ({served}): add a "
+            "matching glob to a record's repositories, or add a record for it"
+        )
+    names = ", ".join(repr(r.display_name) for r in selection.tied)
+    raise AmbiguousRegistry(
+        f"several registries serve host {host} ({names}) equally for {repository}: name one "
+        "in the request, or give the records repository globs (registry update "
+        "--repositories) so that one matches more specifically"
+    )
 
 
 # Nodes ask for the same few images over and over; parsing is pure, so remember it.

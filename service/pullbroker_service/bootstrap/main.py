@@ -37,6 +37,7 @@ from pullbroker_service.app.migrate import Migration, MigrationReport
 from pullbroker_service.app.pod_identity import PodIdentityVerifier
 from pullbroker_service.app.policy_memo import PolicyMemo
 from pullbroker_service.app.policy_source import PolicySource
+from pullbroker_service.app.pullable import PullableRegistries
 from pullbroker_service.app.ratelimit import Limit, LimitKind, RateLimiter
 from pullbroker_service.app.reconciler import Reconciler
 from pullbroker_service.app.registries import Registries
@@ -227,6 +228,7 @@ def _build_services(
         access=AccessChecker(store, policy),
         audit=audit,
         trail=stores.audit_trail,
+        pullable=PullableRegistries(store, policy),
     )
 
 

@@ -160,6 +160,15 @@ BASIC_PASSTHROUGH = FieldSpec(
     example="false",
 )
 
+REPOSITORIES = FieldSpec(
+    "repositories",
+    "repository globs of the host this record serves ('*' within one path segment, '**' "
+    "across them); empty: every repository. Tells several records for one host apart (two "
+    "organisations with two credentials): a pull that names no record gets the record whose "
+    "glob matches most specifically",
+    example="acme/**",
+)
+
 
 def url_field(
     *, default: str = "", example: str = "", description: str = "", required_unless: str = ""

@@ -47,11 +47,13 @@ from pullbroker_service.domain.kind_fields import (
     DISPLAY_NAME,
     GOOGLE,
     REGISTRY_CA,
+    REPOSITORIES,
     CredentialForm,
     FieldSpec,
     url_field,
 )
 from pullbroker_service.domain.model import BasicCredential, Credential, RegistryKind
+from pullbroker_service.domain.repository_globs import validate_repository_globs
 
 _DISPLAY_NAME = re.compile(DISPLAY_NAME.pattern)
 
@@ -66,6 +68,8 @@ class RegistrySpec:
     registry_ca_pem: str = ""
     region: str = ""
     allow_basic_passthrough: bool = False
+    repositories: tuple[str, ...] = ()
+    """Repository globs this record serves on its host; empty: every repository."""
 
 
 @dataclass(frozen=True)
@@ -391,7 +395,12 @@ def validate_spec(spec: RegistrySpec, settings: KindSettings = DEFAULT_SETTINGS)
     validate_ca_pem(spec.registry_ca_pem)
     check_declared(rule, spec)
     kind = RegistryKind(spec.kind)
-    spec = replace(spec, kind=kind, url=spec.url.strip() or rule.default_url)
+    spec = replace(
+        spec,
+        kind=kind,
+        url=spec.url.strip() or rule.default_url,
+        repositories=validate_repository_globs(spec.repositories),
+    )
     if rule.validator is not None:
         target = rule.validator(spec, None, settings)
         normalised = replace(spec, url=target.url, region=target.region)
@@ -408,6 +417,7 @@ def registry_fields(rule: KindRule) -> tuple[FieldSpec, ...]:
     fields.append(REGISTRY_CA)
     if rule.passthrough:
         fields.append(BASIC_PASSTHROUGH)
+    fields.append(REPOSITORIES)
     return tuple(fields)
 
 
@@ -419,6 +429,7 @@ def check_declared(rule: KindRule, spec: RegistrySpec) -> None:
         "region": bool(spec.region),
         "registry_ca_pem": bool(spec.registry_ca_pem.strip()),
         "allow_basic_passthrough": spec.allow_basic_passthrough,
+        "repositories": bool(spec.repositories),
     }
     declared = {field.name: field for field in registry_fields(rule)}
     for name, present in given.items():

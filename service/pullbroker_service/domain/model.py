@@ -156,6 +156,9 @@ class RegistryRecord:
     state: RecordState = RecordState.READY
     previous_secret_ref: SecretRef | None = None
     """The version the last rotation replaced, kept for a rollback until the next rotation."""
+    repositories: tuple[str, ...] = ()
+    """Repository globs of the host this record serves (domain/repository_globs.py); empty:
+    every repository."""
 
     @property
     def resource_name(self) -> str:

@@ -37,7 +37,7 @@ log = structlog.get_logger()
 _FIELDS = (
     "id", "display_name", "kind", "url", "host", "username", "registry_ca_pem", "region",
     "allow_basic_passthrough", "credential_version", "secret_ref", "creator", "create_time",
-    "update_time", "etag", "state", "previous_secret_ref",
+    "update_time", "etag", "state", "previous_secret_ref", "repositories",
 )  # fmt: skip
 _COLUMNS = ", ".join(_FIELDS)
 _SELECT = f"SELECT {_COLUMNS} FROM registries"  # noqa: S608 - constant column list
@@ -176,7 +176,7 @@ def _row(r: RegistryRecord) -> tuple[object, ...]:
     return (
         r.id, r.display_name, r.kind.value, r.url, r.host, r.username, r.registry_ca_pem,
         r.region, r.allow_basic_passthrough, r.credential_version, ref, r.creator,
-        r.create_time, r.update_time, r.etag, r.state.value, previous,
+        r.create_time, r.update_time, r.etag, r.state.value, previous, list(r.repositories),
     )  # fmt: skip
 
 
@@ -199,6 +199,7 @@ def _record(row: tuple[Any, ...]) -> RegistryRecord:
         etag=row[14],
         state=RecordState(row[15]),
         previous_secret_ref=SecretRef.from_json(row[16]) if row[16] else None,
+        repositories=tuple(row[17] or ()),
     )
 
 

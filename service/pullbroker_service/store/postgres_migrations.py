@@ -4,8 +4,11 @@
 runs at start-up, on every replica: inside one transaction it takes an advisory lock (so
 replicas starting together migrate once, the others wait and then find nothing to do), reads
 `schema_version`, refuses a database newer than this code (SchemaTooNew: upgrade the broker),
-applies the missing files and records each version. A failing file rolls the whole run back.
-A file is never edited once released: a change is a new file.
+applies every file whose version it has not recorded, in order, and records each version. A
+failing file rolls the whole run back. A file is never edited once released: a change is a new
+file. Numbers must be unique but may leave gaps, and a file numbered below the newest applied
+one is still applied when it is missing (branches developed side by side each take a number;
+their files must not depend on one another's).
 """
 
 from __future__ import annotations
@@ -37,8 +40,9 @@ def migrations() -> list[Migration]:
         if match is not None:
             found.append(Migration(int(match[1]), entry.name, entry.read_text(encoding="utf-8")))
     found.sort(key=lambda m: m.version)
-    if [m.version for m in found] != list(range(1, len(found) + 1)):
-        raise RuntimeError("schema migrations must be numbered 0001, 0002, ... without gaps")
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions) or (versions and versions[0] != 1):
+        raise RuntimeError("schema migrations must be numbered uniquely, starting at 0001")
     return found
 
 
@@ -58,7 +62,8 @@ async def migrate(db: PostgresDatabase, known: list[Migration] | None = None) ->
             " name TEXT NOT NULL,"
             " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
         )
-        current = await _current_version(conn)
+        done = await _applied_versions(conn)
+        current = max(done, default=0)
         newest = known[-1].version if known else 0
         if current > newest:
             raise SchemaTooNew(
@@ -67,7 +72,7 @@ async def migrate(db: PostgresDatabase, known: list[Migration] | None = None) ->
             )
         applied = []
         for migration in known:
-            if migration.version > current:
+            if migration.version not in done:
                 await conn.execute(migration.sql.encode())
                 await conn.execute(
                     "INSERT INTO schema_version (version, name) VALUES (%s, %s)",
@@ -77,8 +82,6 @@ async def migrate(db: PostgresDatabase, known: list[Migration] | None = None) ->
         return applied
 
 
-async def _current_version(conn: Connection) -> int:
-    cur = await conn.execute("SELECT coalesce(max(version), 0) FROM schema_version")
-    row = await cur.fetchone()
-    assert row is not None  # an aggregate always answers one row
-    return int(row[0])
+async def _applied_versions(conn: Connection) -> set[int]:
+    cur = await conn.execute("SELECT version FROM schema_version")
+    return {int(row[0]) for row in await cur.fetchall()}

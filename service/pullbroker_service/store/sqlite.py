@@ -8,6 +8,7 @@ several replicas share a database (PostgreSQL), another replica's write shows wi
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Callable
@@ -30,8 +31,9 @@ from pullbroker_service.infra.sqlite_worker import (
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
-"""2: previous_secret_ref, the version a rotation replaced (kept for a rollback)."""
+SCHEMA_VERSION = 3
+"""2: previous_secret_ref, the version a rotation replaced (kept for a rollback).
+3: repositories, the record's repository globs (a JSON list; '[]': every repository)."""
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS registries (
@@ -51,14 +53,15 @@ CREATE TABLE IF NOT EXISTS registries (
     update_time TEXT NOT NULL,
     etag TEXT NOT NULL,
     state TEXT NOT NULL,
-    previous_secret_ref TEXT
+    previous_secret_ref TEXT,
+    repositories TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS registries_host ON registries (host, state);
 """
 _COLUMNS = (
     "id, display_name, kind, url, host, username, registry_ca_pem, region, "
     "allow_basic_passthrough, credential_version, secret_ref, creator, create_time, "
-    "update_time, etag, state, previous_secret_ref"
+    "update_time, etag, state, previous_secret_ref, repositories"
 )
 _SELECT = f"SELECT {_COLUMNS} FROM registries"  # noqa: S608 - constant column list
 
@@ -212,16 +215,23 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 def _upgrade(conn: sqlite3.Connection) -> None:
-    """Bring a file written by an older broker to SCHEMA_VERSION, in one transaction."""
+    """Bring a file written by an older broker to SCHEMA_VERSION, in one transaction: each
+    column a newer schema added is added where missing (existing rows get its default)."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(registries)")}
-    if "previous_secret_ref" in columns:
+    added = {
+        "previous_secret_ref": "ALTER TABLE registries ADD COLUMN previous_secret_ref TEXT",
+        "repositories": "ALTER TABLE registries ADD COLUMN repositories TEXT NOT NULL DEFAULT '[]'",
+    }
+    missing = [sql for column, sql in added.items() if column not in columns]
+    if not missing:
         return
 
-    def add_previous(c: sqlite3.Connection) -> None:
-        c.execute("ALTER TABLE registries ADD COLUMN previous_secret_ref TEXT")
+    def add_columns(c: sqlite3.Connection) -> None:
+        for sql in missing:
+            c.execute(sql)
         c.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
 
-    _transaction(conn, add_previous)
+    _transaction(conn, add_columns)
 
 
 def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], None]) -> None:
@@ -252,6 +262,7 @@ def _row(r: RegistryRecord) -> tuple[object, ...]:
         r.id, r.display_name, r.kind.value, r.url, r.host, r.username, r.registry_ca_pem,
         r.region, int(r.allow_basic_passthrough), r.credential_version, ref, r.creator,
         r.create_time.isoformat(), r.update_time.isoformat(), r.etag, r.state.value, previous,
+        json.dumps(list(r.repositories)),
     )  # fmt: skip
 
 
@@ -274,6 +285,7 @@ def _record(row: tuple[Any, ...]) -> RegistryRecord:
         etag=row[14],
         state=RecordState(row[15]),
         previous_secret_ref=SecretRef.from_json(row[16]) if row[16] else None,
+        repositories=tuple(json.loads(row[17] or "[]")),
     )
 
 

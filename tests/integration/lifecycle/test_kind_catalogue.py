@@ -37,7 +37,7 @@ def cli(broker: RunningBroker, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def registry_from(kind: Any, name: str, **overrides: str) -> Any:
+def registry_from(kind: Any, name: str, **overrides: Any) -> Any:
     values: dict[str, Any] = {**required_values(kind.fields), "display_name": name, **overrides}
     return registry_pb2.Registry(type=kind.type, **values)
 
@@ -65,7 +65,10 @@ class TestCatalogueDrivesCreate:
                 for n, credential_type in enumerate(types):
                     name = f"{kind.kind.replace('_', '-')}-{n}"
                     credential = credential_from(credential_type) if credential_type else None
-                    record = admin.create_registry(registry_from(kind, name), credential)
+                    # Records sharing a host are told apart by the optional repositories field.
+                    registry = registry_from(kind, name, repositories=[f"{name}/**"])
+                    record = admin.create_registry(registry, credential)
+                    assert list(record.repositories) == [f"{name}/**"]
                     assert record.type == kind.type
                     assert record.url.startswith("https://")
                     if kind.default_host:
@@ -78,6 +81,7 @@ class TestCatalogueDrivesCreate:
                         f"live-{kind.kind.replace('_', '-')}",
                         url=token_registry.url,
                         registry_ca_pem=token_registry.ca_pem,
+                        repositories=[f"{kind.kind}/**"],
                     )
                     secrets = {"username": ALICE, "password": token_registry.users[ALICE]}
                     admin.create_registry(live, credential_from(basic, **secrets), test=True)

@@ -12,7 +12,12 @@ from pullbroker_service.domain.errors import AlreadyExists, EtagMismatch, Schema
 from pullbroker_service.store.postgres import PostgresMetadataStore
 from pullbroker_service.store.postgres_db import PostgresDatabase
 from pullbroker_service.store.postgres_deployments import PostgresDeploymentStore
-from pullbroker_service.store.postgres_migrations import code_schema_version, migrate
+from pullbroker_service.store.postgres_migrations import (
+    Migration,
+    code_schema_version,
+    migrate,
+    migrations,
+)
 
 from tests.harness.postgres import PostgresServer
 from tests.integration.store.conftest import registry
@@ -42,9 +47,8 @@ class TestMigrations:
     ) -> None:
         """Concurrent start-ups apply each version exactly once; the rest find nothing to do."""
         applied = await asyncio.gather(*(migrate(db) for db in replicas))
-        assert sorted(applied, key=len) == [[]] * (REPLICAS - 1) + [
-            list(range(1, code_schema_version() + 1))
-        ]
+        every = [m.version for m in migrations()]
+        assert sorted(applied, key=len) == [[]] * (REPLICAS - 1) + [every]
 
     async def test_newer_schema_is_refused(
         self, replicas: list[PostgresDatabase], postgres: PostgresServer
@@ -59,6 +63,19 @@ class TestMigrations:
         with pytest.raises(SchemaTooNew, match="upgrade pullbroker") as raised:
             await migrate(replicas[1])
         assert raised.value.retry_after is None
+
+    async def test_a_missing_lower_number_is_applied_later(
+        self, replicas: list[PostgresDatabase]
+    ) -> None:
+        """Branches merged in either order: a database at 0001 and 0003 still gets a 0002
+        shipped afterwards, and a second run finds nothing to do."""
+        shipped = migrations()
+        gap = [m for m in shipped if m.version != 2]
+        assert await migrate(replicas[0], gap) == [m.version for m in gap]
+        late = Migration(2, "0002_late.sql", "CREATE TABLE late_branch (id TEXT PRIMARY KEY);")
+        merged = sorted([*gap, late], key=lambda m: m.version)
+        assert await migrate(replicas[1], merged) == [2]
+        assert await migrate(replicas[0], merged) == []
 
 
 class TestRaces:

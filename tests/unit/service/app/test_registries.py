@@ -206,7 +206,10 @@ class TestReadAndList:
     async def test_paging(self, core: Core) -> None:
         """Pages of two walk all five records in creation order, then the token is empty."""
         made = [
-            await core.registries.create(CALLER, generic(f"r{i}"), CRED, False) for i in range(5)
+            await core.registries.create(
+                CALLER, generic(f"r{i}", f"https://r{i}.example"), CRED, False
+            )
+            for i in range(5)
         ]
         seen: list[str] = []
         token = ""

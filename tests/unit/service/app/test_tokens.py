@@ -6,12 +6,14 @@ from dataclasses import replace
 
 import pytest
 from pullbroker_client.secret import Secret
+from pullbroker_service.app.tokens import choose_record
 from pullbroker_service.domain.errors import (
     AmbiguousRegistry,
     CredentialRejected,
     FailedPrecondition,
     HostMismatch,
     InvalidReference,
+    InvalidRegistry,
     RegistryNotFound,
     ScopeNotAllowed,
 )
@@ -27,10 +29,14 @@ NODE_CALLER = Identity(NODE, frozenset({"node"}))
 CRED = BasicCredential("robot", Secret("stored-password"))
 
 
-async def add(core: Core, name: str = "acme", url: str = "https://reg.example:5000") -> str:
-    record = await core.registries.create(
-        ADMIN_CALLER, RegistrySpec(name, RegistryKind.GENERIC, url), CRED, test=False
-    )
+async def add(
+    core: Core,
+    name: str = "acme",
+    url: str = "https://reg.example:5000",
+    repositories: tuple[str, ...] = (),
+) -> str:
+    spec = RegistrySpec(name, RegistryKind.GENERIC, url, repositories=repositories)
+    record = await core.registries.create(ADMIN_CALLER, spec, CRED, test=False)
     return record.id
 
 
@@ -93,6 +99,76 @@ class TestIssue:
             await core.issuer.issue(NODE_CALLER, "reg.example:5000/team/app:v1", None, False)
 
 
+class TestSeveralRecordsPerHost:
+    """Records of one host told apart by repository globs: a node never names one."""
+
+    async def test_globs_pick_the_record(self, core: Core) -> None:
+        """Each repository gets the record whose glob matches it; none matching says so."""
+        await add(core, "apps", repositories=("team/a*",))
+        await add(core, "base", repositories=("team/b*",))
+        for image, expected in (("team/app", "apps"), ("team/box:1", "base")):
+            _, record = await core.issuer.issue(
+                NODE_CALLER, f"reg.example:5000/{image}", None, False
+            )
+            assert record.display_name == expected
+        with pytest.raises(RegistryNotFound, match=r"serves repository team/cat.*'apps': team/a\*"):
+            await core.issuer.issue(NODE_CALLER, "reg.example:5000/team/cat", None, False)
+
+    async def test_most_specific_wins(self, core: Core) -> None:
+        """An exact name beats `*`, `*` beats `**`, and any glob beats a record without."""
+        await add(core, "catch-all")
+        await add(core, "deep", repositories=("team/**",))
+        await add(core, "flat", repositories=("team/*",))
+        await add(core, "exact", repositories=("team/app",))
+        found = await core.store.find_by_host("reg.example:5000")
+        chosen = {}
+        for repo in ("team/app", "team/web", "team/x/y", "other/z"):
+            chosen[repo] = choose_record(found, "reg.example:5000", repo).display_name
+        _, record = await core.issuer.issue(NODE_CALLER, "reg.example:5000/team/app", None, False)
+        assert record.display_name == "exact"
+        assert chosen == {
+            "team/app": "exact", "team/web": "flat", "team/x/y": "deep", "other/z": "catch-all",
+        }  # fmt: skip
+
+    async def test_tie_refused_at_create_with_the_fix(self, core: Core) -> None:
+        """A record tying with another for some repository is refused, naming the other record,
+        a repository both match, and the flag that tells them apart; nothing is stored."""
+        await add(core, "one", repositories=("team/a*",))
+        with pytest.raises(AmbiguousRegistry) as raised:
+            await add(core, "two", repositories=("team/*b",))
+        message = str(raised.value)
+        assert all(s in message for s in ("'one'", "team/ab", "--repositories", "reg.example"))
+        await add(core, "bare")
+        with pytest.raises(AmbiguousRegistry, match="neither has repository globs"):
+            await add(core, "bare-two")
+        stored = await core.store.find_by_host("reg.example:5000")
+        assert sorted(r.display_name for r in stored) == ["bare", "one"]
+
+    async def test_update_checks_globs(self, core: Core) -> None:
+        """Changing globs is refused when it would tie; a change that keeps records apart
+        takes effect for the next pull."""
+        await add(core, "one", repositories=("team/a*",))
+        await add(core, "two", repositories=("team/b*",))
+        two = await core.registries.get("two")
+        with pytest.raises(AmbiguousRegistry, match="'one'"):
+            await core.registries.update(
+                ADMIN_CALLER, "two", two.etag, display_name=None, registry_ca_pem=None,
+                allow_basic_passthrough=None, credential=None, repositories=("team/a*",),
+            )  # fmt: skip
+        await core.registries.update(
+            ADMIN_CALLER, "two", two.etag, display_name=None, registry_ca_pem=None,
+            allow_basic_passthrough=None, credential=None, repositories=("team/c*",),
+        )  # fmt: skip
+        _, record = await core.issuer.issue(NODE_CALLER, "reg.example:5000/team/cat", None, False)
+        assert record.display_name == "two"
+
+    async def test_invalid_globs_refused(self, core: Core) -> None:
+        """Globs that could never match a repository are refused with an example."""
+        for bad in ("/team/*", "Team/*", "team/[ab]", "", "reg.example:5000/team/*"):
+            with pytest.raises(InvalidRegistry, match="repositories"):
+                await add(core, "bad", repositories=(bad,))
+
+
 class TestRefusals:
     """Nothing is minted for a request that fails parsing, lookup, host or policy checks."""
 
@@ -107,13 +183,15 @@ class TestRefusals:
             await core.issuer.issue(NODE_CALLER, "elsewhere.example/team/app", None, False)
 
     async def test_ambiguous_host(self, core: Core) -> None:
-        """Two registries on one host need an explicit choice; naming one resolves it."""
+        """Two records tied for a host (written before globs existed: create refuses them
+        now) need an explicit choice; naming one resolves it."""
         await add(core, "one")
-        await add(core, "two")
-        with pytest.raises(AmbiguousRegistry, match="'one', 'two'"):
+        one = await core.store.get_by_display_name("one")
+        await core.store.create(replace(one, id="legacy-two", display_name="two", etag="e2"))
+        with pytest.raises(AmbiguousRegistry, match=r"'one', 'two'.*name one in the request"):
             await core.issuer.issue(NODE_CALLER, "reg.example:5000/team/app", None, False)
-        _, record = await core.issuer.issue(NODE_CALLER, "reg.example:5000/team/app", "two", False)
-        assert record.display_name == "two"
+        _, record = await core.issuer.issue(NODE_CALLER, "reg.example:5000/team/app", "one", False)
+        assert record.display_name == "one"
 
     async def test_host_mismatch(self, core: Core) -> None:
         """A registry named for an image on another host is refused before anything is sent."""

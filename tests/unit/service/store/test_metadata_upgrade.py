@@ -47,3 +47,32 @@ class TestUpgradeFromVersion1:
             assert conn.execute("SELECT version FROM schema_version").fetchall() == [
                 (SCHEMA_VERSION,)
             ]
+
+
+_V2 = (
+    _V1.replace("VALUES (1);", "VALUES (2);")
+    .replace("state TEXT NOT NULL\n);", "state TEXT NOT NULL,\n    previous_secret_ref TEXT\n);")
+    .replace("'e1', 'ready');", "'e1', 'ready', NULL);")
+)
+
+
+class TestUpgradeFromVersion2:
+    """Schema 2 files (before repository globs) gain the column: every record serves its whole
+    host, as it did."""
+
+    async def test_upgrade(self, tmp_path: Path) -> None:
+        """The record reads with no globs; globs can be stored and read back; version is 3."""
+        path = tmp_path / "metadata.db"
+        with sqlite3.connect(path) as conn:
+            conn.executescript(_V2)
+        store = SqliteMetadataStore(path)
+        try:
+            record = await store.get("r1")
+            assert record.repositories == ()
+            await store.replace(replace(record, repositories=("acme/*", "x/**"), etag="e2"), "e1")
+            assert (await store.get("r1")).repositories == ("acme/*", "x/**")
+            assert [r.display_name for r in await store.find_by_host("reg.example")] == ["acme"]
+        finally:
+            await store.close()
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
