@@ -160,10 +160,9 @@ def build_parser() -> Parser:
         "--no-store", action="store_true", help="oci: only - download straight into the layout"
     )
     add_tracing_option(pull)
-    for add in (add_run_parser, add_pull_secret_parser):
+    for add in (add_run_parser, add_pull_secret_parser, add_mirror_config_parser):
         add_common_options(add(commands))
     add_install_parser(commands)
-    add_mirror_config_parser(commands)
     return parser
 
 

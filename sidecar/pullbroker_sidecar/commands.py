@@ -97,6 +97,12 @@ def add_mirror_options(run: argparse.ArgumentParser) -> None:
         help="serve a tag's last manifest this long while its registry is unreachable (default 0)",
     )
     mirror.add_argument(
+        "--mirror-store",
+        metavar="DIR",
+        help="the node content store the mirror fills (default HOME/store; a writable "
+        "folder when the home is read-only, e.g. /var/lib/pullbroker/store)",
+    )
+    mirror.add_argument(
         "--store-max-size",
         default="20GiB",
         metavar="SIZE",
@@ -169,4 +175,10 @@ def add_mirror_config_parser(commands: argparse._SubParsersAction[Any]) -> argpa
         "--image", action="append", default=[], metavar="REF", help="an image whose host to add"
     )
     config.add_argument("--images-file", metavar="FILE", help="more images, one per line")
+    config.add_argument(
+        "--no-broker",
+        action="store_true",
+        help="configure only the registries named here, without asking the broker which "
+        "ones this node may pull from",
+    )
     return config

@@ -165,9 +165,10 @@ class SidecarMetrics:
         self._mirror_seconds = {k: seconds.labels(k) for k in MIRROR_KINDS}
         blob_bytes = counter(
             "pullbroker_sidecar_mirror_blob_bytes",
-            "Blob bytes the mirror answered with, by source: store (already on the node, no "
-            "upstream request) or upstream (downloaded now, once for every reader); a ranged "
-            "answer counts its whole blob.",
+            "Blob bytes the mirror answered with, by source: upstream (this request started "
+            "the blob's one download) or store (no new download: from the node store, or "
+            "sharing a download another request started); a ranged answer counts its whole "
+            "blob.",
             ["source"],
             registry=self.registry,
         )

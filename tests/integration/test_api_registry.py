@@ -92,7 +92,10 @@ class TestCreateGetList:
     def test_list_pages_through_every_record_once(self, admin_client: BrokerClient) -> None:
         """ListRegistries pages with next_page_token until every record was seen exactly once."""
         names = {
-            admin_client.create_registry(registry(f"page-{i}"), credential()).name for i in range(5)
+            admin_client.create_registry(
+                registry(f"page-{i}", repositories=[f"page{i}/*"]), credential()
+            ).name
+            for i in range(5)
         }
         seen: list[str] = []
         token, pages = "", 0

@@ -13,21 +13,26 @@
     mirror-config --runtime docker
         prints the daemon.json `registry-mirrors` entry (dockerd mirrors Docker Hub only).
 
-Hosts come from `--host`, and from the registries of `--image`/`--images-file` (the
-images this node declared to `run`). A broker RPC listing the hosts a node may pull from
-does not exist yet; until it does, name them here. Every file is written atomically (a
-temp file in the same folder, then a rename), so a runtime never reads half of one.
+Hosts are every registry the node's policy may pull from, as the broker lists them
+(ListPullableRegistries, over the node's mTLS identity: --home, --broker, --ca/--cert/--key
+as for `run`), plus any named with `--host` or by the images of `--image`/`--images-file`.
+`--no-broker` writes only the named ones (a node without a broker yet). Every file is
+written atomically (a temp file in the same folder, then a rename), so a runtime never
+reads half of one.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import tempfile
 from pathlib import Path
 
+from pullbroker_client.broker import AsyncBrokerClient, BrokerTarget
 from pullbroker_client.errors import ClientError
+from pullbroker_client.home import Home
 from pullbroker_client.registry.reference import DOCKER_HUB, parse_reference
 
 from pullbroker_sidecar.daemon.run import images_from
@@ -96,6 +101,25 @@ def write_atomically(path: Path, text: str) -> None:
         raise
 
 
+async def pullable_hosts(args: argparse.Namespace) -> list[str]:
+    """The registry hosts the broker says this node's policy may pull from."""
+    target = BrokerTarget.from_home(
+        Home.resolve(args.home),
+        "node",
+        address=args.broker,
+        ca=_path(args.ca),
+        cert=_path(args.cert),
+        key=_path(args.key),
+    )
+    async with AsyncBrokerClient(target) as broker:
+        listed = await broker.list_pullable_registries()
+    return sorted({registry.host for registry in listed.registries})
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value).expanduser() if value else None
+
+
 def run_command(args: argparse.Namespace) -> int:
     """Write (or print) the runtime's mirror configuration; the exit status."""
     mirror = args.mirror or DEFAULT_MIRROR
@@ -103,8 +127,13 @@ def run_command(args: argparse.Namespace) -> int:
         print(docker_daemon_json(mirror))
         return 0
     hosts = hosts_from(args)
+    if not args.no_broker:
+        hosts = sorted(set(hosts) | set(asyncio.run(pullable_hosts(args))))
     if not hosts:
-        raise InvalidOption("name at least one registry with --host, --image or --images-file")
+        raise InvalidOption(
+            "no registry to configure: the broker lists none this node may pull from; name "
+            "one with --host, --image or --images-file"
+        )
     if args.runtime == "containerd":
         if not args.hosts_dir:
             raise InvalidOption(

@@ -69,8 +69,10 @@ class Blobs:
         if download is None:
             self.from_upstream += 1
             download = self._downloads.start(Descriptor(OCTET_STREAM, digest, size), upstream)
-        if self._metrics is not None:
-            self._metrics.mirror_blob("upstream", size)
+            if self._metrics is not None:
+                self._metrics.mirror_blob("upstream", size)
+        elif self._metrics is not None:
+            self._metrics.mirror_blob("store", size)  # another request's download: no new one
         return await _send_growing(download, request, writer)
 
     def _count(self, source: str, digest: str, request: Request) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from pathlib import Path
 
 import structlog
 from pullbroker_client.home import Home
@@ -50,7 +51,9 @@ async def start_mirror(
     config = mirror_config(args)
     if config is None:
         return None
-    store = await asyncio.to_thread(ContentStore.open, home.root / STORE_DIR)
+    chosen = getattr(args, "mirror_store", None)
+    folder = Path(chosen) if chosen else home.root / STORE_DIR
+    store = await asyncio.to_thread(ContentStore.open, folder)
     server = MirrorServer(config, broker, store, metrics)
     try:
         await server.start()

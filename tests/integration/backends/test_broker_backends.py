@@ -193,12 +193,15 @@ def raft(world: VaultWorld) -> OpenBaoRaft:
     return world.server
 
 
-def generic(name: str, registry: TokenAuthRegistry) -> Any:
+def generic(name: str, registry: TokenAuthRegistry, *globs: str) -> Any:
+    """A generic record on the harness registry; a second record for the same host needs
+    repository `globs` to tell it apart (a record named in a pull serves it regardless)."""
     return registry_pb2.Registry(
         display_name=name,
         type=registry_pb2.REGISTRY_TYPE_GENERIC,
         url=registry.url,
         registry_ca_pem=registry.ca_pem,
+        repositories=list(globs),
     )
 
 
@@ -327,7 +330,7 @@ class TestDegradeDontDie:
                 eventually(lambda: broker.health(SECRETS_HEALTH) == SERVING, "SERVING again")
                 assert broker.health("") == SERVING
                 other = admin.create_registry(
-                    generic("other", token_registry), login(token_registry, BOB)
+                    generic("other", token_registry, "other/*"), login(token_registry, BOB)
                 )
                 fresh = node.issue_pull_token(image, registry=other.name)
                 assert manifest_status(token_registry, fresh.token, "team/app") == 200
@@ -350,7 +353,7 @@ class TestDegradeDontDie:
         for call in (
             lambda: node.issue_pull_token(image, force_refresh=True),
             lambda: admin.create_registry(
-                generic("other", token_registry), login(token_registry, BOB)
+                generic("other", token_registry, "other/*"), login(token_registry, BOB)
             ),
         ):
             with pytest.raises(BrokerCallError) as caught:

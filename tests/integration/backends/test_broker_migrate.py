@@ -149,7 +149,7 @@ class TestMigrate:
             with broker.client() as admin:
                 for name, user in USERS.items():
                     admin.create_registry(
-                        generic(name, world.registry), login(world.registry, user)
+                        generic(name, world.registry, f"{name}/*"), login(world.registry, user)
                     )
         finally:
             broker.stop()

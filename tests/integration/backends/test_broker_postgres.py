@@ -90,7 +90,7 @@ class TestDatabaseOutage:
                 eventually(lambda: broker.health(STORE_HEALTH) == SERVING, "SERVING again")
                 assert broker.health("") == SERVING
                 other = admin.create_registry(
-                    generic("other", token_registry), login(token_registry, BOB)
+                    generic("other", token_registry, "other/*"), login(token_registry, BOB)
                 )
                 fresh = node.issue_pull_token(image, registry=other.name)
                 assert manifest_status(token_registry, fresh.token, "team/app") == 200
@@ -112,7 +112,7 @@ class TestDatabaseOutage:
         assert node.issue_pull_token(image).token.reveal() == cached.reveal(), "cached token"
         for call in (
             lambda: admin.create_registry(
-                generic("other", token_registry), login(token_registry, BOB)
+                generic("other", token_registry, "other/*"), login(token_registry, BOB)
             ),
             lambda: list(admin.iter_registries()),
         ):

@@ -117,8 +117,15 @@ class TestRetryAfter:
         registry, server = seeded.registry, seeded.registry.token_server
         first = seeded.credential(DOCKER_HUB.puller)
         other = seeded.credential(KIND_USERS[RegistryKind.GENERIC].puller)
-        await world.add(RegistryKind.DOCKER_HUB, registry.url, registry.ca_pem, first, name="a")
-        await world.add(RegistryKind.GENERIC, registry.url, registry.ca_pem, other, name="b")
+        # Two records for one host: globs of different specificity, so neither is ambiguous.
+        await world.add(
+            RegistryKind.DOCKER_HUB, registry.url, registry.ca_pem, first, name="a",
+            repositories=("team/app",),
+        )  # fmt: skip
+        await world.add(
+            RegistryKind.GENERIC, registry.url, registry.ca_pem, other, name="b",
+            repositories=("team/*",),
+        )  # fmt: skip
         server.fail_next(429, retry_after=60)
         with pytest.raises(RateLimited):
             await world.pull_token(f"{registry.host}/team/app:v1", "a")

@@ -136,9 +136,15 @@ class World:
         name: str = "reg",
         test: bool = False,
         allow_basic_passthrough: bool = False,
+        repositories: tuple[str, ...] = (),
     ) -> RegistryRecord:
         spec = RegistrySpec(
-            name, kind, url, registry_ca_pem=ca_pem, allow_basic_passthrough=allow_basic_passthrough
+            name,
+            kind,
+            url,
+            registry_ca_pem=ca_pem,
+            allow_basic_passthrough=allow_basic_passthrough,
+            repositories=repositories,
         )
         return await self.registries.create(ADMIN, spec, credential, test)
 

@@ -49,10 +49,12 @@ def mirror_metrics() -> Scrape:
 
 @pytest.fixture(scope="module")
 def hosts_dir(node_world: NodeWorld, node_dir: Path, mirror: int) -> Path:
-    """containerd's hosts dir, written by `mirror-config`."""
+    """containerd's hosts dir, written by `mirror-config` for every registry host the broker
+    says this node may pull from (ListPullableRegistries over the node's identity)."""
     folder = node_dir / "certs.d"
-    mirror_config("--runtime", "containerd", "--hosts-dir", str(folder), "--mirror",
-                  f"127.0.0.1:{mirror}", "--host", node_world.door.host)  # fmt: skip
+    out = mirror_config("--runtime", "containerd", "--hosts-dir", str(folder), "--mirror",
+                        f"127.0.0.1:{mirror}", "--home", str(node_world.home))  # fmt: skip
+    assert (folder / node_world.door.host / "hosts.toml").exists(), out
     return folder
 
 
@@ -111,7 +113,7 @@ class TestContainerd:
             bytes_total, source="store"
         )
         assert upstream_first > 300_000  # the 300 kB layer (and the rest) came from upstream
-        assert from_store == upstream_first  # the same blobs, now all from the node store
+        assert from_store == upstream_first  # the same blobs, none downloaded again
         blob_requests = "pullbroker_sidecar_mirror_requests_total"
         assert after_second.value(blob_requests, kind="blob", status="2xx") > 0
         assert after_second.value(blob_requests, kind="manifest", status="2xx") > 0
@@ -188,7 +190,8 @@ class TestPodmanSkopeo:
         """podman stores the image, skopeo copies it to a layout, both via the mirror."""
         conf = node_dir / "registries-mirror.conf"
         mirror_config("--runtime", "podman", "--registries-conf", str(conf), "--mirror",
-                      f"127.0.0.1:{mirror}", "--host", node_world.door.host)  # fmt: skip
+                      f"127.0.0.1:{mirror}", "--host", node_world.door.host,
+                      "--no-broker")  # fmt: skip
         leaks.folders.append(podman.root)
         env = {**os.environ, "CONTAINERS_REGISTRIES_CONF": str(conf)}
         reference = node_world.via_door("team/app", "v1")

@@ -38,7 +38,7 @@ def test_every_replica_writes_one_append_only_trail(
     with replicas.client(0) as admin:
         admin.create_registry(generic("team", token_registry), login(token_registry, ALICE))
         admin.create_registry(
-            generic("canary", token_registry), basic_credential("robot", Secret(canary))
+            generic("canary", token_registry, "canary/*"), basic_credential("robot", Secret(canary))
         )
     tokens = []
     for i in (1, 2):

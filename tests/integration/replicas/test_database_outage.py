@@ -114,7 +114,9 @@ async def test_postgres_stopped_and_started_under_three_replicas(
 def _while_down(replicas: ReplicaSet, token_registry: TokenAuthRegistry) -> None:
     for i in range(len(replicas)):
         with replicas.client(i) as admin, pytest.raises(BrokerCallError) as caught:
-            admin.create_registry(generic(f"down-{i}", token_registry), login(token_registry, BOB))
+            admin.create_registry(
+                generic(f"down-{i}", token_registry, f"down{i}/*"), login(token_registry, BOB)
+            )
         assert caught.value.code is grpc.StatusCode.UNAVAILABLE
         assert caught.value.retry_after is not None
     time.sleep(1.0)  # traffic keeps flowing while the database is gone
@@ -143,7 +145,8 @@ def _recovered(replicas: ReplicaSet, token_registry: TokenAuthRegistry) -> None:
             for i in range(len(replicas)):
                 with replicas.client(i) as admin:
                     admin.create_registry(
-                        generic(f"after-{i}", token_registry), login(token_registry, BOB)
+                        generic(f"after-{i}", token_registry, f"after{i}/*"),
+                        login(token_registry, BOB),
                     )
         except BrokerCallError:
             return False

@@ -44,7 +44,8 @@ class TestCommand:
         """--host and --image hosts get a hosts.toml; an unrelated host's file is untouched."""
         (tmp_path / "other.io").mkdir()
         (tmp_path / "other.io" / "hosts.toml").write_text("mine")
-        status = main(["mirror-config", "--runtime", "containerd", "--hosts-dir", str(tmp_path),
+        status = main(["mirror-config", "--no-broker", "--runtime", "containerd",
+                       "--hosts-dir", str(tmp_path),
                        "--host", "ghcr.io", "--image", "quay.io/org/app:1"])  # fmt: skip
         assert status == 0
         assert (tmp_path / "other.io" / "hosts.toml").read_text() == "mine"
