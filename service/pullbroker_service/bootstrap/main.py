@@ -48,6 +48,7 @@ from pullbroker_service.app.tokens import TokenIssuer
 from pullbroker_service.bootstrap.backend_watch import first_check, start_background
 from pullbroker_service.bootstrap.broker_home import (
     HomeLock,
+    database_move_record,
     migration_marker,
     prepare_home,
     remove_broker_json,
@@ -342,9 +343,13 @@ async def check_secret_references(home: Home, store: MetadataStore, backend: str
     another backend than the configured one (the configuration was not switched)."""
     marker = migration_marker(home)
     if marker.exists():
+        command = "--to BACKEND"
+        with suppress(OSError, ValueError):
+            if json.loads(marker.read_text(encoding="utf-8")).get("to") == "database":
+                command = "--to-database"
         raise BackendMismatch(
             f"a secrets migration on {home.root} did not finish ({marker.name} is present): "
-            "run `pullbroker secrets migrate --to BACKEND` again to finish it"
+            f"run `pullbroker secrets migrate {command}` again to finish it"
         )
     counts = await _backend_counts(store)
     foreign = {name: n for name, n in counts.items() if name != backend}
@@ -404,6 +409,13 @@ async def run_database_move(config: BrokerConfig) -> MoveReport:
     lock = HomeLock.acquire(home, exclusive=True)
     closers: list[Closer] = [lock.release]
     try:
+        done = database_move_record(home)
+        if done.exists():
+            raise BackendMismatch(
+                f"the metadata of {home.root} was already moved to the database "
+                f"({done.name}): brokers on the database may have changed it since, and a "
+                "second copy would overwrite that with the older SQLite records"
+            )
         target = await open_stores(config)
         closers.append(target.close)
         registries = SqliteMetadataStore(home.metadata_db)
@@ -427,6 +439,8 @@ async def run_database_move(config: BrokerConfig) -> MoveReport:
             target.envelopes,
         )
         report = await move.run()
+        finished = {"finished": datetime.now(UTC).isoformat(), "pid": os.getpid()}
+        done.write_text(json.dumps(finished) + "\n", encoding="utf-8")
         marker.unlink()
         return report
     finally:
