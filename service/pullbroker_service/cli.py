@@ -13,7 +13,7 @@ from pullbroker_client.cli.common import UsageError
 from pullbroker_client.errors import ClientError
 from pullbroker_client.home import Home
 
-from pullbroker_service.bootstrap.main import run_migration, serve
+from pullbroker_service.bootstrap.main import run_database_move, run_migration, serve
 from pullbroker_service.config.broker import (
     DEFAULT_LISTEN,
     SECRET_BACKENDS,
@@ -32,6 +32,11 @@ refuses while a broker runs on the home folder (and a broker refuses to start wh
 migration is unfinished). Safe to interrupt: run it again to resume; records already moved
 are skipped and half-made copies are cleaned up. Then set `secret_backend: BACKEND` in the
 config file and start the broker. Settings of both backends come from --config.
+
+With --to-database instead: copy the registries, deployments and the local secret store's
+envelopes from the home's SQLite files into the PostgreSQL database named by the config's
+`database` section, and verify every record and envelope. Resumable the same way; the SQLite
+files are only read.
 """
 
 
@@ -103,8 +108,11 @@ def add_serve_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
 
 
 def cmd_secrets_migrate(args: argparse.Namespace) -> int:
-    """Move every credential to --to; exit 1 if some could not be moved."""
+    """Move every credential to --to; exit 1 if some could not be moved. With
+    --to-database, move the home's SQLite metadata into PostgreSQL instead."""
     config = _config(args)
+    if args.to_database:
+        return _move_to_database(config)
     try:
         require_backend_settings(config.secrets, args.to)
     except ConfigError as exc:
@@ -134,6 +142,20 @@ def cmd_secrets_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _move_to_database(config: BrokerConfig) -> int:
+    try:
+        report = asyncio.run(run_database_move(config))
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    except BrokerError as exc:
+        raise ClientError(
+            f"the move to the database stopped: {exc}. The SQLite files were not changed: fix "
+            "the cause and run the same command again to resume"
+        ) from None
+    print(report.summary())
+    return 0
+
+
 def add_secrets_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     secrets = subparsers.add_parser("secrets", help="manage the secret backend (broker stopped)")
     actions = secrets.add_subparsers(dest="secrets_command", metavar="COMMAND", required=True)
@@ -143,12 +165,19 @@ def add_secrets_commands(subparsers: argparse._SubParsersAction[argparse.Argumen
         description=_MIGRATE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    migrate.add_argument(
+    where = migrate.add_mutually_exclusive_group(required=True)
+    where.add_argument(
         "--to",
-        required=True,
         choices=SECRET_BACKENDS,
         metavar="BACKEND",
         help=f"where the credentials go: {', '.join(SECRET_BACKENDS)}",
+    )
+    where.add_argument(
+        "--to-database",
+        action="store_true",
+        help="copy the registries, deployments and local secret envelopes from the home's "
+        "SQLite files into the PostgreSQL database the config's `database` section names, "
+        "then verify the copy (the KEK stays where it is; SQLite is left unchanged)",
     )
     migrate.add_argument(
         "--config", default=None, metavar="FILE", help="the broker's settings file"

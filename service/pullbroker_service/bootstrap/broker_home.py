@@ -70,3 +70,10 @@ class HomeLock:
 def migration_marker(home: Home) -> Path:
     """Present while a migration runs, and after one was interrupted: no broker starts then."""
     return home.secrets_dir / "migration.json"
+
+
+def database_move_record(home: Home) -> Path:
+    """Written when `secrets migrate --to-database` verified its copy: from then on the
+    database is the newer copy, and a re-run (which would overwrite it with the SQLite
+    files' older records) is refused."""
+    return home.secrets_dir / "moved-to-database.json"

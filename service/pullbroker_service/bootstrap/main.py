@@ -34,6 +34,7 @@ from pullbroker_service.app.audit_forward import TrailForwarder
 from pullbroker_service.app.deployments import Deployments
 from pullbroker_service.app.lifecycle import DeletionRules
 from pullbroker_service.app.migrate import Migration, MigrationReport
+from pullbroker_service.app.move_to_database import DatabaseMove, MoveReport
 from pullbroker_service.app.pod_identity import PodIdentityVerifier
 from pullbroker_service.app.policy_memo import PolicyMemo
 from pullbroker_service.app.policy_source import PolicySource
@@ -47,6 +48,7 @@ from pullbroker_service.app.tokens import TokenIssuer
 from pullbroker_service.bootstrap.backend_watch import first_check, start_background
 from pullbroker_service.bootstrap.broker_home import (
     HomeLock,
+    database_move_record,
     migration_marker,
     prepare_home,
     remove_broker_json,
@@ -71,7 +73,12 @@ from pullbroker_service.minting.ecr import EcrConfig, EcrMinter
 from pullbroker_service.minting.google import GoogleConfig, GoogleMinter
 from pullbroker_service.minting.upstream_backoff import UpstreamBackoff
 from pullbroker_service.secrets.factory import GuardedBackend, build_secret_backend
+from pullbroker_service.secrets.sqlite_envelopes import SqliteEnvelopeTable
 from pullbroker_service.store.base import MetadataStore
+from pullbroker_service.store.postgres import PostgresMetadataStore
+from pullbroker_service.store.postgres_deployments import PostgresDeploymentStore
+from pullbroker_service.store.sqlite import SqliteMetadataStore
+from pullbroker_service.store.sqlite_deployments import SqliteDeploymentStore
 
 # Everything start_broker builds is closed, last built first, by one of these.
 Closer = Callable[[], Awaitable[object]]
@@ -336,9 +343,13 @@ async def check_secret_references(home: Home, store: MetadataStore, backend: str
     another backend than the configured one (the configuration was not switched)."""
     marker = migration_marker(home)
     if marker.exists():
+        command = "--to BACKEND"
+        with suppress(OSError, ValueError):
+            if json.loads(marker.read_text(encoding="utf-8")).get("to") == "database":
+                command = "--to-database"
         raise BackendMismatch(
             f"a secrets migration on {home.root} did not finish ({marker.name} is present): "
-            "run `pullbroker secrets migrate --to BACKEND` again to finish it"
+            f"run `pullbroker secrets migrate {command}` again to finish it"
         )
     counts = await _backend_counts(store)
     foreign = {name: n for name, n in counts.items() if name != backend}
@@ -384,6 +395,56 @@ async def run_migration(
         return report
     finally:
         await _close_all([lock.release, stores.close, *(b.close for b in backends.values())])
+
+
+async def run_database_move(config: BrokerConfig) -> MoveReport:
+    """`pullbroker secrets migrate --to-database`: the home's SQLite metadata and local
+    envelopes into the configured PostgreSQL database, with the home locked against brokers.
+    The migration marker stays until the copy is verified, so no broker starts on half of it."""
+    if config.database is None:
+        raise ConfigError("--to-database needs a `database` section in the config file")
+    home = config.home
+    prepare_home(home)
+    configure_logging(log_file=home.logs_dir / "migrate.log", level=config.log_level, stderr=False)
+    lock = HomeLock.acquire(home, exclusive=True)
+    closers: list[Closer] = [lock.release]
+    try:
+        done = database_move_record(home)
+        if done.exists():
+            raise BackendMismatch(
+                f"the metadata of {home.root} was already moved to the database "
+                f"({done.name}): brokers on the database may have changed it since, and a "
+                "second copy would overwrite that with the older SQLite records"
+            )
+        target = await open_stores(config)
+        closers.append(target.close)
+        registries = SqliteMetadataStore(home.metadata_db)
+        deployments = SqliteDeploymentStore(home.metadata_db)
+        closers += [registries.close, deployments.close]
+        envelopes = SqliteEnvelopeTable(home.secrets_db) if home.secrets_db.exists() else None
+        if envelopes is not None:
+            closers.append(envelopes.close)
+        marker = migration_marker(home)
+        started = {"to": "database", "started": datetime.now(UTC).isoformat(), "pid": os.getpid()}
+        marker.write_text(json.dumps(started) + "\n", encoding="utf-8")
+        # config.database is set: open_stores opened the PostgreSQL stores.
+        assert isinstance(target.metadata, PostgresMetadataStore)
+        assert isinstance(target.deployments, PostgresDeploymentStore)
+        move = DatabaseMove(
+            registries,
+            deployments,
+            envelopes,
+            target.metadata,
+            target.deployments,
+            target.envelopes,
+        )
+        report = await move.run()
+        finished = {"finished": datetime.now(UTC).isoformat(), "pid": os.getpid()}
+        done.write_text(json.dumps(finished) + "\n", encoding="utf-8")
+        marker.unlink()
+        return report
+    finally:
+        await _close_all(closers)
 
 
 async def _backend_counts(store: MetadataStore) -> Counter[str]:

@@ -128,6 +128,11 @@ class HomeInUse(FailedPrecondition):
     pass
 
 
+class MigrationMismatch(FailedPrecondition):
+    """A copy read back differs from its original (`pullbroker secrets migrate
+    --to-database`); the message names what differs."""
+
+
 class PermissionDenied(BrokerError):
     pass
 

@@ -27,6 +27,14 @@ class EnvelopeTable(Protocol):
         `seal(version)` under it, and return it: one transaction."""
         ...
 
+    async def insert_version(
+        self, key: str, version: int, envelope: Envelope, created_at: datetime
+    ) -> None:
+        """Store `envelope` as version `version` of `key`, as copied from another table
+        (same key, version and KEK): replaces one stored there already, and raises the
+        key's version counter to at least `version`. Idempotent."""
+        ...
+
     async def select(self, key: str, version: int) -> Envelope | None: ...
 
     async def update(self, key: str, version: int, envelope: Envelope) -> None:

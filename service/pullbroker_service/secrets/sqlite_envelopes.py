@@ -64,6 +64,11 @@ class SqliteEnvelopeTable:
     async def insert_next_version(self, key: str, seal: Sealer) -> int:
         return await self._run(lambda c: _store_new_version(c, key, seal))
 
+    async def insert_version(
+        self, key: str, version: int, envelope: Envelope, created_at: datetime
+    ) -> None:
+        await self._run(lambda c: _store_version(c, key, version, envelope, created_at))
+
     async def select(self, key: str, version: int) -> Envelope | None:
         reader = self._reader or await self._open_reader()
         try:
@@ -165,6 +170,29 @@ def _store_new_version(conn: sqlite3.Connection, key: str, seal: Sealer) -> int:
         raise
     conn.execute("COMMIT")
     return int(version)
+
+
+def _store_version(
+    conn: sqlite3.Connection, key: str, version: int, envelope: Envelope, created_at: datetime
+) -> None:
+    kek, wrapped, nonce, ciphertext = envelope
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            "INSERT INTO key_versions (key, last_version) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET "
+            "last_version = max(last_version, excluded.last_version)",
+            (key, version),
+        )
+        conn.execute(
+            "INSERT OR REPLACE INTO envelopes (key, version, kek, wrapped_key, nonce, "
+            "ciphertext, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (key, version, kek, wrapped, nonce, ciphertext, created_at.isoformat()),
+        )
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def _envelope(row: tuple[Any, ...]) -> Envelope:

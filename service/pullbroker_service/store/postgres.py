@@ -43,6 +43,8 @@ _COLUMNS = ", ".join(_FIELDS)
 _SELECT = f"SELECT {_COLUMNS} FROM registries"  # noqa: S608 - constant column list
 _INSERT = f"INSERT INTO registries ({_COLUMNS}) VALUES ({', '.join(['%s'] * len(_FIELDS))})"  # noqa: S608
 _SETS = ", ".join(f"{c} = %s" for c in _FIELDS[1:])
+_EXCLUDED = ", ".join(f"{c} = EXCLUDED.{c}" for c in _FIELDS[1:])
+_UPSERT = f"{_INSERT} ON CONFLICT (id) DO UPDATE SET {_EXCLUDED}"
 _UPDATE = f"UPDATE registries SET {_SETS} WHERE id = %s AND etag = %s RETURNING id"  # noqa: S608
 _LAST_KNOWN_MAX = 4096
 
@@ -59,6 +61,11 @@ class PostgresMetadataStore:
 
     async def create(self, record: RegistryRecord) -> None:
         await self._write(lambda c: c.execute(_INSERT, _row(record)), record.display_name)
+
+    async def upsert(self, record: RegistryRecord) -> None:
+        """Insert `record`, or overwrite the record with its id whatever its etag (copying
+        records from another store: a re-run writes the same rows again)."""
+        await self._write(lambda c: c.execute(_UPSERT, _row(record)), record.display_name)
 
     async def get(self, registry_id: str) -> RegistryRecord:
         sql = f"{_SELECT} WHERE id = %s"

@@ -33,6 +33,10 @@ _CREATE = (
     f"INSERT INTO deployments ({_COLUMNS}) VALUES ({', '.join(['%s'] * len(_FIELDS))}) "  # noqa: S608
     f"ON CONFLICT (id) DO UPDATE SET {_EXCLUDED} WHERE deployments.state = %s RETURNING id"
 )
+_UPSERT = (
+    f"INSERT INTO deployments ({_COLUMNS}) VALUES ({', '.join(['%s'] * len(_FIELDS))}) "  # noqa: S608
+    f"ON CONFLICT (id) DO UPDATE SET {_EXCLUDED}"
+)
 _UPDATE = f"UPDATE deployments SET {_SETS} WHERE id = %s AND etag = %s RETURNING id"  # noqa: S608
 
 
@@ -53,6 +57,12 @@ class PostgresDeploymentStore:
                     f"deployment {record.id!r} already exists: terminate it first or choose "
                     "another id"
                 )
+
+    async def upsert(self, record: DeploymentRecord) -> None:
+        """Insert `record`, or overwrite the deployment with its id whatever its state or
+        etag (copying records from another store: a re-run writes the same rows again)."""
+        async with self._db.connection() as conn:
+            await conn.execute(_UPSERT, _row(record))
 
     async def get(self, deployment_id: str) -> DeploymentRecord:
         async with self._db.connection() as conn:

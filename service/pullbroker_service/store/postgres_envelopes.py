@@ -44,6 +44,26 @@ class PostgresEnvelopeTable:
             )
         return version
 
+    async def insert_version(
+        self, key: str, version: int, envelope: Envelope, created_at: datetime
+    ) -> None:
+        kek, wrapped, nonce, ciphertext = envelope
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO secret_key_versions AS v (key, last_version) VALUES (%s, %s) "
+                "ON CONFLICT (key) DO UPDATE SET "
+                "last_version = GREATEST(v.last_version, EXCLUDED.last_version)",
+                (key, version),
+            )
+            await conn.execute(
+                "INSERT INTO secret_envelopes (key, version, kek, wrapped_key, nonce, "
+                "ciphertext, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (key, version) DO UPDATE SET kek = EXCLUDED.kek, "
+                "wrapped_key = EXCLUDED.wrapped_key, nonce = EXCLUDED.nonce, "
+                "ciphertext = EXCLUDED.ciphertext, created_at = EXCLUDED.created_at",
+                (key, version, kek, wrapped, nonce, ciphertext, created_at),
+            )
+
     async def select(self, key: str, version: int) -> Envelope | None:
         async with self._db.connection() as conn:
             cur = await conn.execute(

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 from pullbroker_service.domain.model import RecordState, RegistryKind, RegistryRecord, SecretRef
+from pullbroker_service.secrets.envelopes import EnvelopeTable
 from pullbroker_service.secrets.kek import FileKeyWrapper
 from pullbroker_service.secrets.local import LocalSecretBackend
+from pullbroker_service.secrets.sqlite_envelopes import SqliteEnvelopeTable
 from pullbroker_service.store.base import MetadataStore
 from pullbroker_service.store.deployments import DeploymentStore
 from pullbroker_service.store.postgres import PostgresMetadataStore
@@ -40,6 +42,8 @@ class Stores:
     metadata: MetadataStore
     deployments: DeploymentStore
     secrets: LocalSecretBackend
+    envelopes: EnvelopeTable
+    """The table under `secrets`."""
 
 
 def registry(rid: str, name: str, host: str = "reg.example", **changes: object) -> RegistryRecord:
@@ -76,20 +80,24 @@ async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     """The stores on SQLite, then on PostgreSQL."""
     wrapper = FileKeyWrapper.open(tmp_path / "kek.key")
     if request.param == "sqlite":
+        table: EnvelopeTable = SqliteEnvelopeTable(tmp_path / "secrets.db")
         made = Stores(
             "sqlite",
             SqliteMetadataStore(tmp_path / "metadata.db", cache_ttl=0.0),
             SqliteDeploymentStore(tmp_path / "metadata.db"),
-            LocalSecretBackend(tmp_path / "secrets.db", wrapper),
+            LocalSecretBackend(table, wrapper),
+            table,
         )
         db = None
     else:
         db = await migrated(request.getfixturevalue("postgres"))
+        table = PostgresEnvelopeTable(db)
         made = Stores(
             "postgres",
             PostgresMetadataStore(db),
             PostgresDeploymentStore(db),
-            LocalSecretBackend(PostgresEnvelopeTable(db), wrapper),
+            LocalSecretBackend(table, wrapper),
+            table,
         )
     try:
         yield made

@@ -193,6 +193,21 @@ class TestEnvelopes:
         listed = await stores.secrets.list_versions("r1")
         assert [ref.version for ref, _ in listed] == ["1", "3"]
 
+    async def test_insert_a_given_version(self, stores: Stores) -> None:
+        """insert_version copies an envelope in as it is (idempotent); the key's counter
+        rises past it, so the next put does not reuse the number; the copy decrypts."""
+        original = await stores.secrets.put("r1", b"one")
+        envelope = await stores.envelopes.select("r1", 1)
+        assert envelope is not None
+        [(_, at)] = await stores.envelopes.list_versions("r1")
+        for _ in range(2):
+            await stores.envelopes.insert_version("r2", 5, envelope, at)
+        assert await stores.envelopes.select("r2", 5) == envelope
+        assert await stores.envelopes.list_versions("r2") == [(5, at)]
+        assert (await stores.secrets.put("r2", b"next")).version == "6"
+        await stores.envelopes.insert_version("r1", 1, envelope, at)
+        assert await stores.secrets.get(original) == b"one"
+
     async def test_delete_and_list_keys(self, stores: Stores) -> None:
         """delete removes every version of a key; list_keys shows what is left."""
         ref = await stores.secrets.put("r1", b"x")
