@@ -102,18 +102,19 @@ class TestContainerd:
         assert len(node_world.door.blob_authorizations) - before == fetched
         listed = containerd.ctr(["images", "ls"], namespace="mirror").stdout
         assert image.digest in listed
-        # The mirror's metrics tell the same story: layer bytes came from upstream the first
-        # time and from the store the second; every request answered 2xx and was timed.
+        # The mirror's metrics tell the same story: the first pull's layer bytes came from
+        # upstream, the second pull made no upstream download (whatever containerd asked for
+        # again came from the store; `python -m bench mirror` checks the full 256 MiB case).
         after_second = mirror_metrics()
         bytes_total = "pullbroker_sidecar_mirror_blob_bytes_total"
         upstream_first = after_first.value(bytes_total, source="upstream") - metrics_before.value(
             bytes_total, source="upstream"
         )
-        from_store = after_second.value(bytes_total, source="store") - after_first.value(
-            bytes_total, source="store"
+        upstream_second = after_second.value(bytes_total, source="upstream") - after_first.value(
+            bytes_total, source="upstream"
         )
         assert upstream_first > 300_000  # the 300 kB layer (and the rest) came from upstream
-        assert from_store == upstream_first  # the same blobs, none downloaded again
+        assert upstream_second == 0
         blob_requests = "pullbroker_sidecar_mirror_requests_total"
         assert after_second.value(blob_requests, kind="blob", status="2xx") > 0
         assert after_second.value(blob_requests, kind="manifest", status="2xx") > 0
