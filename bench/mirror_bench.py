@@ -14,6 +14,11 @@ tokens from it. One real containerd 1.6 (own root, state and socket) then pulls 
     giving the registry's CA;
 (c) through the mirror again with the node store kept: every blob is served from the store.
 
+Two more rows split (c)'s time: (a') and (c') are the same two mirror pulls with `ctr
+content fetch` (no unpack into snapshots), and (d) is curl reading the layers from the
+mirror's store into /dev/null, one after another: the mirror's own share. Every round also
+checks, on the mirror's metrics, that (a) took its layers from upstream and (c) none.
+
 Before every round containerd forgets the image and all its content (`ctr images rm`, then
 `ctr content rm` of everything listed). Reported: wall medians, (a)/(b) and (c)/(a), and
 the mirror daemon's peak RSS (VmHWM of its process, read at the end of the run).
@@ -23,6 +28,7 @@ the mirror daemon's peak RSS (VmHWM of its process, read at the end of the run).
 
 from __future__ import annotations
 
+import json
 import shutil
 import statistics
 import subprocess
@@ -63,6 +69,7 @@ class Rounds:
     stored: list[float] = field(default_factory=list)
     fetch_mirror: list[float] = field(default_factory=list)
     fetch_stored: list[float] = field(default_factory=list)
+    curl_stored: list[float] = field(default_factory=list)
     upstream_mib: list[float] = field(default_factory=list)  # per (a) pull
     store_mib: list[float] = field(default_factory=list)  # per (c) pull
 
@@ -133,6 +140,27 @@ def empty_store(home: Path) -> None:
             path.unlink()
 
 
+def layer_digests(image: BuiltImage) -> list[str]:
+    """The layer digests of the (single-platform) image in its cached layout."""
+    algorithm, hex_digest = image.digest.split(":", 1)
+    manifest = json.loads((image.layout_dir / "blobs" / algorithm / hex_digest).read_text())
+    return [layer["digest"] for layer in manifest["layers"]]
+
+
+def timed_curl(port: int, image: str, host: str, digests: list[str]) -> float:
+    """Every layer from the mirror into /dev/null with curl, one after another: the mirror's
+    own serving speed, without containerd's ingest."""
+    argv = ["curl", "-sSf", "--noproxy", "*"]
+    for digest in digests:
+        argv += ["-o", "/dev/null", f"http://127.0.0.1:{port}/v2/{image}/blobs/{digest}?ns={host}"]
+    start = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"curl from the mirror failed: {done.stderr.strip()[-400:]}")
+    return wall
+
+
 def blob_mib(metrics_port: int) -> tuple[float, float]:
     """Layer bytes the mirror served so far, (from upstream, from the store), MiB."""
     sample = scrape(f"http://127.0.0.1:{metrics_port}/metrics")
@@ -183,6 +211,7 @@ def compare(work: Path, node: Path, rounds: int) -> tuple[Rounds, float]:
         via_mirror = ["--hosts-dir", str(mirror_hosts), reference]
         direct = ["--user", f"{ALICE}:{password}", "--hosts-dir", str(direct_hosts), reference]
         result = Rounds()
+        digests = layer_digests(built)
         for i in range(rounds + 1):  # round 0 warms caches and is not counted
             forget(containerd, reference)
             empty_store(home)
@@ -194,6 +223,7 @@ def compare(work: Path, node: Path, rounds: int) -> tuple[Rounds, float]:
             forget(containerd, reference)
             c = timed_pull(containerd, via_mirror, built.digest)  # store kept from (a)
             up2, st2 = blob_mib(metrics_port)
+            d = timed_curl(port, REPOSITORY, registry.host, digests)
             if up2 != up1:
                 raise RuntimeError(f"(c) fetched {up2 - up1:.1f} MiB upstream; store expected")
             # The same two mirror pulls without containerd's unpack (`ctr content fetch`).
@@ -205,13 +235,14 @@ def compare(work: Path, node: Path, rounds: int) -> tuple[Rounds, float]:
             forget(containerd, reference)
             print(f"  round {i}{' (warm-up)' if not i else ''}: mirror {a:.2f} s, "
                   f"direct {b:.2f} s, from store {c:.2f} s; fetch only: mirror {fa:.2f} s, "
-                  f"from store {fc:.2f} s", flush=True)  # fmt: skip
+                  f"from store {fc:.2f} s; curl from store {d:.2f} s", flush=True)  # fmt: skip
             if i:
                 result.mirror.append(a)
                 result.direct.append(b)
                 result.stored.append(c)
                 result.fetch_mirror.append(fa)
                 result.fetch_stored.append(fc)
+                result.curl_stored.append(d)
                 result.upstream_mib.append(up1 - up0)
                 result.store_mib.append(st2 - st1)
         forget(containerd, reference)
@@ -231,6 +262,7 @@ def report(result: Rounds, rss: float, rounds: int) -> str:
     c = statistics.median(result.stored)
     fa = statistics.median(result.fetch_mirror)
     fc = statistics.median(result.fetch_stored)
+    d = statistics.median(result.curl_stored)
 
     def verdict(ok: bool) -> str:
         return "met" if ok else "MISSED"
@@ -255,7 +287,9 @@ def report(result: Rounds, rss: float, rounds: int) -> str:
         "(a') via mirror, node store empty".ljust(38) + f"{fa:>10.2f}",
         "(c') via mirror, from node store".ljust(38) + f"{fc:>10.2f}",
         "ratio (c')/(a')".ljust(38) + f"{fc / fa:>9.2f}x",
-        "rounds (a/b/c/a'/c', s): "
+        f"{'(d) mirror store -> curl -> /dev/null':38}{d:>10.2f}    "
+        f"({sum(LAYER_MIB) / d:.0f} MiB/s; (d)/(a) {d / a:.2f}x)",
+        "rounds (a/b/c/a'/c'/d, s): "
         + ", ".join(
             "/".join(f"{t:.2f}" for t in times)
             for times in zip(
@@ -264,6 +298,7 @@ def report(result: Rounds, rss: float, rounds: int) -> str:
                 result.stored,
                 result.fetch_mirror,
                 result.fetch_stored,
+                result.curl_stored,
                 strict=True,
             )
         ),
