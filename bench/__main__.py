@@ -1,6 +1,7 @@
 """`make bench`: run every benchmark in one process, each printing its side-by-side table.
 
-Usage: python -m bench [NAME ...]   (names: token, pull, backends, helper, replicas; default all)
+Usage: python -m bench [NAME ...]
+(names: token, pull, backends, helper, replicas, mirror; default all)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ BENCHMARKS = {
     "backends": "bench.backend_bench",
     "helper": "bench.helper_bench",
     "replicas": "bench.replica_bench",
+    "mirror": "bench.mirror_bench",
 }
 
 

@@ -1,0 +1,324 @@
+"""Mirror benchmark: containerd pulling through `run --mirror` beside pulling straight from
+the registry with the credential, same registry, same image, same containerd.
+
+A ≥256 MiB image of four random 64 MiB layers is built once (cached under .cache/bench)
+and pushed to a fresh token-auth registry from the test harness; a real broker holds the
+registry credential and the node's mirror (`pullbroker-sidecar run --mirror`) gets its
+tokens from it. One real containerd 1.6 (own root, state and socket) then pulls with
+`ctr images pull`, rounds alternating:
+
+(a) through the mirror, first pull: `--hosts-dir` written by `mirror-config --no-broker
+    --host H`; before the round the mirror's node store is emptied, so every blob comes
+    from upstream through the mirror;
+(b) straight from the registry: `--user u:p --hosts-dir DIR2`, DIR2's hosts.toml only
+    giving the registry's CA;
+(c) through the mirror again with the node store kept: every blob is served from the store.
+
+Two more rows split (c)'s time: (a') and (c') are the same two mirror pulls with `ctr
+content fetch` (no unpack into snapshots), and (d) is curl reading the layers from the
+mirror's store into /dev/null, one after another: the mirror's own share. Every round also
+checks, on the mirror's metrics, that (a) took its layers from upstream and (c) none.
+
+Before every round containerd forgets the image and all its content (`ctr images rm`, then
+`ctr content rm` of everything listed). Reported: wall medians, (a)/(b) and (c)/(a), and
+the mirror daemon's peak RSS (VmHWM of its process, read at the end of the run).
+
+    python -m bench mirror            (or: python -m bench.mirror_bench [ROUNDS])
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.pull_bench import CACHE, MIB, build_image_record
+from tests.harness.broker_process import BrokerProcess
+from tests.harness.certs import TestCA
+from tests.harness.images import BuiltImage, build_image, push_image
+from tests.harness.registry import TokenAuthRegistry
+from tests.harness.scrape import scrape
+from tests.harness.sidecar import SidecarDaemon
+from tests.harness.standard import ALICE, PUSHER, add_standard_users
+from tests.integration.nodes.mirror_world import free_port, mirror_config, mirror_daemon
+from tests.integration.nodes.runtimes import Containerd, missing, remove_tree, short_dir
+
+LAYER_MIB = (64, 64, 64, 64)  # 256 MiB in four layers
+TAG = "big"
+REPOSITORY = "team/mirror-bench"
+NAMESPACE = "bench"
+ROUNDS = 3
+TARGET_FIRST = 1.15  # (a)/(b)
+TARGET_STORED = 0.3  # (c)/(a)
+TARGET_RSS_MIB = 150.0
+
+
+@dataclass
+class Rounds:
+    """Wall seconds of every measured pull, per mode."""
+
+    mirror: list[float] = field(default_factory=list)
+    direct: list[float] = field(default_factory=list)
+    stored: list[float] = field(default_factory=list)
+    fetch_mirror: list[float] = field(default_factory=list)
+    fetch_stored: list[float] = field(default_factory=list)
+    curl_stored: list[float] = field(default_factory=list)
+    upstream_mib: list[float] = field(default_factory=list)  # per (a) pull
+    store_mib: list[float] = field(default_factory=list)  # per (c) pull
+
+
+def cached_image() -> BuiltImage:
+    """The benchmark image, built on first use (fixed seed: same bytes every time)."""
+    layout = CACHE / f"mirror-image-{'-'.join(map(str, LAYER_MIB))}"
+    done = layout / ".built"
+    if not done.exists():
+        shutil.rmtree(layout, ignore_errors=True)
+        print(f"building a {sum(LAYER_MIB)} MiB image in {layout} (once)...", flush=True)
+        build_image(layout, TAG, [n * MIB for n in LAYER_MIB], seed=20241106)
+        done.write_text("ok\n")
+    return build_image_record(layout)
+
+
+def direct_hosts_dir(folder: Path, registry: TokenAuthRegistry) -> Path:
+    """A hosts dir that only tells containerd the registry's CA (no mirror)."""
+    ca = folder / "ca.crt"
+    folder.mkdir(parents=True)
+    ca.write_text(registry.ca.pem)
+    host_dir = folder / registry.host
+    host_dir.mkdir()
+    (host_dir / "hosts.toml").write_text(
+        f'server = "https://{registry.host}"\n\n'
+        f'[host."https://{registry.host}"]\n'
+        '  capabilities = ["pull", "resolve"]\n'
+        f'  ca = "{ca}"\n'
+    )
+    return folder
+
+
+def forget(containerd: Containerd, reference: str) -> None:
+    """Remove the image and every content blob from containerd."""
+    containerd.ctr(["images", "rm", "--sync", reference], namespace=NAMESPACE)
+    listed = containerd.ctr(["content", "ls", "-q"], namespace=NAMESPACE).stdout.split()
+    if listed:
+        containerd.ctr(["content", "rm", *listed], namespace=NAMESPACE)
+    left = containerd.ctr(["content", "ls", "-q"], namespace=NAMESPACE).stdout.split()
+    if left:
+        raise RuntimeError(f"containerd still holds {len(left)} blobs after content rm")
+
+
+def timed_pull(
+    containerd: Containerd, args: list[str], digest: str, command: str = "images pull"
+) -> float:
+    """`ctr COMMAND ARGS`: wall seconds; fails unless containerd then lists `digest` (when
+    one is given: `content fetch` makes no image)."""
+    argv = ["ctr", "--address", str(containerd.socket), "--namespace", NAMESPACE]
+    argv += [*command.split(), *args]
+    start = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"ctr {command} failed: {done.stderr.strip()[-400:]}")
+    listed = containerd.ctr(["images", "ls"], namespace=NAMESPACE).stdout
+    if digest and digest not in listed:
+        raise RuntimeError(f"containerd does not list {digest} after the pull")
+    return wall
+
+
+def empty_store(home: Path) -> None:
+    """Remove every blob (and its verified marker) from the mirror's node store, keeping
+    the store's folders: the daemon keeps running on them."""
+    store = home / "store"
+    for path in sorted(store.rglob("*")) if store.exists() else []:
+        if path.is_file() and path.parent != store:
+            path.unlink()
+
+
+def layer_digests(image: BuiltImage) -> list[str]:
+    """The layer digests of the (single-platform) image in its cached layout."""
+    algorithm, hex_digest = image.digest.split(":", 1)
+    manifest = json.loads((image.layout_dir / "blobs" / algorithm / hex_digest).read_text())
+    return [layer["digest"] for layer in manifest["layers"]]
+
+
+def timed_curl(port: int, image: str, host: str, digests: list[str]) -> float:
+    """Every layer from the mirror into /dev/null with curl, one after another: the mirror's
+    own serving speed, without containerd's ingest."""
+    argv = ["curl", "-sSf", "--noproxy", "*"]
+    for digest in digests:
+        argv += ["-o", "/dev/null", f"http://127.0.0.1:{port}/v2/{image}/blobs/{digest}?ns={host}"]
+    start = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"curl from the mirror failed: {done.stderr.strip()[-400:]}")
+    return wall
+
+
+def blob_mib(metrics_port: int) -> tuple[float, float]:
+    """Layer bytes the mirror served so far, (from upstream, from the store), MiB."""
+    sample = scrape(f"http://127.0.0.1:{metrics_port}/metrics")
+    name = "pullbroker_sidecar_mirror_blob_bytes_total"
+    return sample.value(name, source="upstream") / MIB, sample.value(name, source="store") / MIB
+
+
+def peak_rss_mib(daemon: SidecarDaemon) -> float:
+    """VmHWM of the daemon's process, MiB."""
+    assert daemon.proc is not None
+    for line in Path(f"/proc/{daemon.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc status")
+
+
+def compare(work: Path, node: Path, rounds: int) -> tuple[Rounds, float]:
+    """Start registry, broker, mirror and containerd; push; alternate measured pulls."""
+    absent = missing("containerd", "ctr")
+    if absent:
+        raise RuntimeError(f"{', '.join(absent)} not installed (make debs installs them)")
+    built = cached_image()
+    ca = TestCA.create(work / "ca", "mirror bench CA")
+    registry = TokenAuthRegistry(work / "registry", ca)
+    add_standard_users(registry)
+    broker = BrokerProcess(work / "home")
+    containerd = Containerd(node / "ctrd")
+    (node / "ctrd").mkdir()
+    daemon: SidecarDaemon | None = None
+    registry.start()
+    try:
+        push_image(built, registry, REPOSITORY, username=PUSHER, password=registry.users[PUSHER])
+        broker.start()
+        password = registry.users[ALICE]
+        broker.register("bench", registry.url, ca.pem, ALICE, password)
+        home = broker.home.root
+        metrics_port = free_port()
+        daemon, port = mirror_daemon(
+            home, node, "mirror", "--metrics-listen", f"127.0.0.1:{metrics_port}"
+        )
+        mirror_hosts = node / "mirror.d"
+        mirror_config("--runtime", "containerd", "--hosts-dir", str(mirror_hosts), "--mirror",
+                      f"127.0.0.1:{port}", "--no-broker", "--host", registry.host,
+                      "--home", str(home))  # fmt: skip
+        direct_hosts = direct_hosts_dir(node / "direct.d", registry)
+        containerd.start()
+        reference = f"{registry.host}/{REPOSITORY}:{TAG}"
+        via_mirror = ["--hosts-dir", str(mirror_hosts), reference]
+        direct = ["--user", f"{ALICE}:{password}", "--hosts-dir", str(direct_hosts), reference]
+        result = Rounds()
+        digests = layer_digests(built)
+        for i in range(rounds + 1):  # round 0 warms caches and is not counted
+            forget(containerd, reference)
+            empty_store(home)
+            up0, _ = blob_mib(metrics_port)
+            a = timed_pull(containerd, via_mirror, built.digest)
+            up1, st1 = blob_mib(metrics_port)
+            forget(containerd, reference)
+            b = timed_pull(containerd, direct, built.digest)
+            forget(containerd, reference)
+            c = timed_pull(containerd, via_mirror, built.digest)  # store kept from (a)
+            up2, st2 = blob_mib(metrics_port)
+            d = timed_curl(port, REPOSITORY, registry.host, digests)
+            if up2 != up1:
+                raise RuntimeError(f"(c) fetched {up2 - up1:.1f} MiB upstream; store expected")
+            # The same two mirror pulls without containerd's unpack (`ctr content fetch`).
+            forget(containerd, reference)
+            fc = timed_pull(containerd, via_mirror, "", "content fetch")
+            forget(containerd, reference)
+            empty_store(home)
+            fa = timed_pull(containerd, via_mirror, "", "content fetch")
+            forget(containerd, reference)
+            print(f"  round {i}{' (warm-up)' if not i else ''}: mirror {a:.2f} s, "
+                  f"direct {b:.2f} s, from store {c:.2f} s; fetch only: mirror {fa:.2f} s, "
+                  f"from store {fc:.2f} s; curl from store {d:.2f} s", flush=True)  # fmt: skip
+            if i:
+                result.mirror.append(a)
+                result.direct.append(b)
+                result.stored.append(c)
+                result.fetch_mirror.append(fa)
+                result.fetch_stored.append(fc)
+                result.curl_stored.append(d)
+                result.upstream_mib.append(up1 - up0)
+                result.store_mib.append(st2 - st1)
+        forget(containerd, reference)
+        return result, peak_rss_mib(daemon)
+    finally:
+        containerd.stop()
+        if daemon is not None:
+            daemon.stop()
+        broker.stop()
+        registry.stop()
+
+
+def report(result: Rounds, rss: float, rounds: int) -> str:
+    """The side-by-side table."""
+    a = statistics.median(result.mirror)
+    b = statistics.median(result.direct)
+    c = statistics.median(result.stored)
+    fa = statistics.median(result.fetch_mirror)
+    fc = statistics.median(result.fetch_stored)
+    d = statistics.median(result.curl_stored)
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "MISSED"
+
+    rows = [
+        f"containerd 1.6 `ctr images pull` of {sum(LAYER_MIB)} MiB ({len(LAYER_MIB)} layers) "
+        f"from a local TLS token-auth registry, median of {rounds} rounds",
+        f"{'':38}{'wall s':>10}",
+        f"{'(a) via mirror, node store empty':38}{a:>10.2f}",
+        f"{'(b) straight, --user (credential)':38}{b:>10.2f}",
+        f"{'(c) via mirror, from node store':38}{c:>10.2f}",
+        f"{'ratio (a)/(b)':38}{a / b:>9.2f}x   target <= {TARGET_FIRST:.2f}x "
+        f"({verdict(a <= TARGET_FIRST * b)})",
+        f"{'ratio (c)/(a)':38}{c / a:>9.2f}x   target <= {TARGET_STORED:.2f}x "
+        f"({verdict(c <= TARGET_STORED * a)})",
+        f"{'mirror daemon peak RSS (VmHWM) MiB':38}{rss:>10.1f}    target <= "
+        f"{TARGET_RSS_MIB:.0f} MiB ({verdict(rss <= TARGET_RSS_MIB)})",
+        f"layer MiB the mirror sent per pull: (a) {statistics.median(result.upstream_mib):.1f} "
+        f"from upstream, (c) {statistics.median(result.store_mib):.1f} from the store "
+        "(0 upstream, checked)",
+        "without containerd's unpack (`ctr content fetch`, same hosts dir):",
+        "(a') via mirror, node store empty".ljust(38) + f"{fa:>10.2f}",
+        "(c') via mirror, from node store".ljust(38) + f"{fc:>10.2f}",
+        "ratio (c')/(a')".ljust(38) + f"{fc / fa:>9.2f}x",
+        f"{'(d) mirror store -> curl -> /dev/null':38}{d:>10.2f}    "
+        f"({sum(LAYER_MIB) / d:.0f} MiB/s; (d)/(a) {d / a:.2f}x)",
+        "rounds (a/b/c/a'/c'/d, s): "
+        + ", ".join(
+            "/".join(f"{t:.2f}" for t in times)
+            for times in zip(
+                result.mirror,
+                result.direct,
+                result.stored,
+                result.fetch_mirror,
+                result.fetch_stored,
+                result.curl_stored,
+                strict=True,
+            )
+        ),
+    ]
+    return "\n".join(rows)
+
+
+def main(argv: Sequence[str] = ()) -> int:
+    """Run the comparison and print the table; `argv` may hold the number of rounds (>= 3)."""
+    rounds = max(3, int(argv[0]) if argv else ROUNDS)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    node = short_dir("mbench")  # containerd's socket path must stay short
+    try:
+        with tempfile.TemporaryDirectory(prefix="mirror-bench-", dir=CACHE) as tmp:
+            result, rss = compare(Path(tmp), node, rounds)
+    finally:
+        remove_tree(node)
+    print(report(result, rss, rounds), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
