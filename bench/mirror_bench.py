@@ -43,12 +43,12 @@ from bench.pull_bench import CACHE, MIB, build_image_record
 from tests.harness.broker_process import BrokerProcess
 from tests.harness.certs import TestCA
 from tests.harness.images import BuiltImage, build_image, push_image
+from tests.harness.mirror_world import free_port, mirror_config, mirror_daemon
 from tests.harness.registry import TokenAuthRegistry
+from tests.harness.runtimes import Containerd, missing, remove_tree, short_dir
 from tests.harness.scrape import scrape
 from tests.harness.sidecar import SidecarDaemon
 from tests.harness.standard import ALICE, PUSHER, add_standard_users
-from tests.integration.nodes.mirror_world import free_port, mirror_config, mirror_daemon
-from tests.integration.nodes.runtimes import Containerd, missing, remove_tree, short_dir
 
 LAYER_MIB = (64, 64, 64, 64)  # 256 MiB in four layers
 TAG = "big"

@@ -38,10 +38,10 @@ from pullbroker_client.broker import (
 )
 from pullbroker_client.secret import Secret
 
+from tests.harness.fleet import Fleet, start_fleet
 from tests.harness.postgres import PostgresServer
 from tests.harness.registry import TokenAuthRegistry
 from tests.harness.standard import ALICE, add_standard_users
-from tests.integration.failover.fleet import Fleet, start_fleet
 
 STORM = 10_000
 CONCURRENCY = 32

@@ -49,12 +49,9 @@ class Blobs:
         digest = route.reference
         download = self._downloads.find(digest)
         if download is None:
-            stored = await asyncio.to_thread(self._open_stored, digest)
-            if stored is not None:
-                self.from_store += 1
-                self._count("store", digest, request)
-                with stored:
-                    return await _send_stored(stored, digest, request, writer)
+            served = await self._from_store(digest, request, writer)
+            if served is not None:
+                return served
             download = self._downloads.find(digest)
         size = download.descriptor.size if download else await upstream.blob_size(digest)
         if size > self._max_blob:
@@ -66,6 +63,15 @@ class Blobs:
             writer.write(head_bytes(200, _headers(digest, size)))
             await writer.drain()
             return True
+        # Asking for the size awaited: another request may have started the download, or
+        # finished it, meanwhile. A download is in `find` until the loop sees it end, and in
+        # the store from its commit (on the worker thread) on, so checking both with no await
+        # in between leaves no gap for a second download.
+        download = download or self._downloads.find(digest)
+        if download is None and self._store.stored_size(digest) is not None:
+            served = await self._from_store(digest, request, writer)
+            if served is not None:
+                return served
         if download is None:
             self.from_upstream += 1
             download = self._downloads.start(Descriptor(OCTET_STREAM, digest, size), upstream)
@@ -74,6 +80,18 @@ class Blobs:
         elif self._metrics is not None:
             self._metrics.mirror_blob("store", size)  # another request's download: no new one
         return await _send_growing(download, request, writer)
+
+    async def _from_store(
+        self, digest: str, request: Request, writer: asyncio.StreamWriter
+    ) -> bool | None:
+        """Answer from the node store; None when the store does not hold the blob."""
+        stored = await asyncio.to_thread(self._open_stored, digest)
+        if stored is None:
+            return None
+        self.from_store += 1
+        self._count("store", digest, request)
+        with stored:
+            return await _send_stored(stored, digest, request, writer)
 
     def _count(self, source: str, digest: str, request: Request) -> None:
         if self._metrics is not None and request.method == "GET":

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.fleet import Fleet, start_fleet
 from tests.harness.postgres import PostgresServer
-from tests.integration.failover.fleet import Fleet, start_fleet
 
 
 @pytest.fixture

@@ -22,11 +22,11 @@ from pullbroker_client.broker import (
 from pullbroker_client.secret import Secret
 from pullbroker_sidecar.daemon.channel import BrokerChannel, ChannelConfig
 
+from tests.harness.fleet import REPLICAS, Fleet
 from tests.harness.process import free_port
 from tests.harness.registry import TokenAuthRegistry
 from tests.harness.standard import ALICE
 from tests.harness.token_server import TokenServer
-from tests.integration.failover.fleet import REPLICAS, Fleet
 
 pytestmark = pytest.mark.integration
 

@@ -29,6 +29,7 @@ from pullbroker_service.domain.model import (
 from tests.harness.canary import new_canary
 from tests.harness.images import build_image
 from tests.harness.registry import HtpasswdRegistry
+from tests.harness.runtimes import remove_tree, short_dir
 from tests.harness.sidecar import SidecarDaemon, make_helper_bin
 from tests.harness.skopeo import push_image
 from tests.integration.cloud import conftest as cloud
@@ -36,7 +37,6 @@ from tests.integration.cloud.aws_world import REGISTRY_HOST, ROLE_ARN, AwsWorld
 from tests.integration.cloud.fixtures_azure import AzureWorld
 from tests.integration.cloud.fixtures_google import READER, GoogleWorld
 from tests.integration.logins.broker import POLICY, LoginBroker, cloud_minters
-from tests.integration.nodes.runtimes import remove_tree, short_dir
 from tests.integration.nodes.world import scan_for_leaks
 
 pytestmark = pytest.mark.integration

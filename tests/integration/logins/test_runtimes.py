@@ -20,9 +20,9 @@ import pytest
 import yaml
 
 from tests.harness.process import require_tool
+from tests.harness.runtimes import run
 from tests.harness.sidecar import DOCKER_HELPER, SidecarDaemon, node_env
 from tests.integration.logins.conftest import LoginWorld
-from tests.integration.nodes.runtimes import run
 
 pytestmark = pytest.mark.integration
 

@@ -17,9 +17,7 @@ import pytest
 from tests.harness.broker_process import BrokerProcess
 from tests.harness.certs import TestCA
 from tests.harness.registry import TokenAuthRegistry
-from tests.harness.sidecar import SidecarDaemon, make_helper_bin
-from tests.harness.standard import ALICE, StandardImages
-from tests.integration.nodes.runtimes import (
+from tests.harness.runtimes import (
     DOCKERD_HINT,
     PODMAN_HINT,
     Containerd,
@@ -29,6 +27,8 @@ from tests.integration.nodes.runtimes import (
     remove_tree,
     short_dir,
 )
+from tests.harness.sidecar import SidecarDaemon, make_helper_bin
+from tests.harness.standard import ALICE, StandardImages
 from tests.integration.nodes.world import (
     CAROL,
     DAVE,

@@ -23,8 +23,8 @@ from pullbroker_service.bootstrap.devca import CertificateAuthority, LeafSpec
 
 from tests.harness.broker_process import BrokerProcess
 from tests.harness.process import HarnessError
+from tests.harness.runtimes import remove_tree, run, short_dir
 from tests.harness.sidecar import SidecarDaemon
-from tests.integration.nodes.runtimes import remove_tree, run, short_dir
 from tests.integration.nodes.world import CAROL, LeakCheck, NodeWorld
 
 pytestmark = pytest.mark.integration

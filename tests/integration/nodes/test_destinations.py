@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from tests.harness.images import build_image, push_image
+from tests.harness.runtimes import Containerd, Dockerd
 from tests.harness.skopeo import run_skopeo
 from tests.harness.standard import PUSHER
-from tests.integration.nodes.runtimes import Containerd, Dockerd
 from tests.integration.nodes.world import LeakCheck, NodeWorld
 
 pytestmark = pytest.mark.integration

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.runtimes import Dockerd
 from tests.harness.sidecar import SidecarDaemon, node_env
-from tests.integration.nodes.runtimes import Dockerd
 from tests.integration.nodes.world import LeakCheck, NodeWorld
 
 pytestmark = pytest.mark.integration

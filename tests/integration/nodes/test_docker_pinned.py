@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.nodes.runtimes import Dockerd
+from tests.harness.runtimes import Dockerd
 from tests.integration.nodes.world import LeakCheck, NodeWorld
 
 pytestmark = pytest.mark.integration

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.runtimes import run
 from tests.harness.sidecar import (
     DOCKER_HELPER,
     KUBELET_PROVIDER,
@@ -17,7 +18,6 @@ from tests.harness.sidecar import (
     installed,
     node_env,
 )
-from tests.integration.nodes.runtimes import run
 from tests.integration.nodes.world import CAROL, LeakCheck, NodeWorld
 
 pytestmark = pytest.mark.integration

@@ -11,8 +11,8 @@ import jsonschema  # type: ignore[import-untyped]  # no stubs in the dev set (ty
 import pytest
 
 from tests.harness.canary import new_canary
+from tests.harness.runtimes import run
 from tests.harness.sidecar import KUBELET_PROVIDER, SidecarDaemon, node_env
-from tests.integration.nodes.runtimes import run
 from tests.integration.nodes.world import LeakCheck, NodeWorld, registry_get
 
 pytestmark = pytest.mark.integration

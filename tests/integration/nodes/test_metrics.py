@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.harness.canary import find_in_text
+from tests.harness.runtimes import remove_tree, short_dir
 from tests.harness.scrape import scrape
 from tests.harness.sidecar import SidecarDaemon
-from tests.integration.nodes.runtimes import remove_tree, short_dir
 from tests.integration.nodes.world import NodeWorld
 
 pytestmark = pytest.mark.integration

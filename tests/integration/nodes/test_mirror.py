@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from tests.harness.certs import TestCA
+from tests.harness.mirror_world import ask, free_port, mirror_config, mirror_daemon
+from tests.harness.runtimes import Containerd, Podman, run
 from tests.harness.scrape import Scrape, scrape
-from tests.integration.nodes.mirror_world import ask, free_port, mirror_config, mirror_daemon
-from tests.integration.nodes.runtimes import Containerd, Podman, run
 from tests.integration.nodes.world import LeakCheck, NodeWorld
 
 pytestmark = pytest.mark.integration

@@ -12,9 +12,9 @@ import pytest
 from tests.harness.images import inspect_raw
 from tests.harness.process import HarnessError, require_tool
 from tests.harness.registry import TokenAuthRegistry
+from tests.harness.runtimes import Podman, run
 from tests.harness.sidecar import SidecarDaemon, node_env
 from tests.harness.standard import ALICE
-from tests.integration.nodes.runtimes import Podman, run
 from tests.integration.nodes.world import ACCEPT, LeakCheck, NodeWorld
 
 pytestmark = pytest.mark.integration

@@ -9,8 +9,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.harness.runtimes import run
 from tests.harness.sidecar import SidecarDaemon
-from tests.integration.nodes.runtimes import run
 
 
 def free_port() -> int:
