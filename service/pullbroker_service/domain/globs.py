@@ -15,7 +15,9 @@ class GlobError(ValueError):
     """A pattern this glob dialect does not accept."""
 
 
-def _translate(pattern: str) -> str:
+def translate(pattern: str, *, star: str = "[^/]*", one: str = "[^/]") -> str:
+    """`pattern` as a regex body; `star` and `one` are what `*` and `?` become (a caller
+    comparing two globs narrows them, see repository_globs.py)."""
     out: list[str] = []
     i = 0
     while i < len(pattern):
@@ -26,10 +28,10 @@ def _translate(pattern: str) -> str:
             out.append(".*")
             i += 2
         elif pattern[i] == "*":
-            out.append("[^/]*")
+            out.append(star)
             i += 1
         elif pattern[i] == "?":
-            out.append("[^/]")
+            out.append(one)
             i += 1
         elif pattern[i] in "[]":
             raise GlobError(f"pattern {pattern!r}: character classes ([...]) are not supported")
@@ -49,7 +51,7 @@ class Glob:
     def __post_init__(self) -> None:
         if not self.pattern:
             raise GlobError("empty pattern: use '*' to match everything in one segment")
-        object.__setattr__(self, "_regex", re.compile(_translate(self.pattern), re.DOTALL))
+        object.__setattr__(self, "_regex", re.compile(translate(self.pattern), re.DOTALL))
 
     def matches(self, text: str) -> bool:
         return self._regex.fullmatch(text) is not None

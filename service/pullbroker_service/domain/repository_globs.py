@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from pullbroker_service.domain.errors import InvalidRegistry
-from pullbroker_service.domain.globs import Glob, GlobError
+from pullbroker_service.domain.globs import Glob, GlobError, translate
 
 MAX_GLOBS = 64
 # Repository names are lowercase path components (the Docker reference grammar) plus glob
@@ -289,22 +289,5 @@ def _covers(outer: str, inner: str) -> bool:
     # Encode inner's wildcards as characters outer's wildcards may only stand for when they
     # are at least as wide: \x01 for `**`, \x02 for `*`, \x03 for `?`.
     encoded = inner.replace("**", "\x01").replace("*", "\x02").replace("?", "\x03")
-    regex = []
-    i = 0
-    while i < len(outer):
-        if outer.startswith("**/", i):
-            regex.append("(?:.*/)?")
-            i += 3
-        elif outer.startswith("**", i):
-            regex.append(".*")
-            i += 2
-        elif outer[i] == "*":
-            regex.append("[^/\x01]*")
-            i += 1
-        elif outer[i] == "?":
-            regex.append("[^/\x01\x02]")
-            i += 1
-        else:
-            regex.append(re.escape(outer[i]))
-            i += 1
-    return re.fullmatch("".join(regex), encoded, re.DOTALL) is not None
+    regex = translate(outer, star="[^/\x01]*", one="[^/\x01\x02]")
+    return re.fullmatch(regex, encoded, re.DOTALL) is not None
