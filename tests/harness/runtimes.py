@@ -96,11 +96,23 @@ class Dockerd:
         self.proc = None
 
 
+# The CRI plugin would read /etc/cni and listen on TCP: off unless a test asks for it.
+_NO_CRI = ['disabled_plugins = ["io.containerd.grpc.v1.cri"]']
+
+
 @dataclass
 class Containerd:
-    """containerd with its own root, state and socket; the CRI plugin is off (not needed)."""
+    """containerd with its own root, state and socket.
+
+    The CRI plugin (`runtime.v1.ImageService`, what the kubelet calls) is off unless
+    `cri_hosts_dir` is given: then it is on, reads registry hosts from that folder
+    (`config_path`, where `mirror-config` writes hosts.toml) and CNI config only from
+    folders under `root`, and serves no TCP streaming port. Image pulls (all the tests
+    make) need neither CNI nor a pause image.
+    """
 
     root: Path
+    cri_hosts_dir: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -112,24 +124,49 @@ class Containerd:
         return self.root / "containerd.log"
 
     def start(self) -> Containerd:
-        config = "\n".join(
-            [
-                "version = 2",
-                f'root = "{self.root / "root"}"',
-                f'state = "{self.root / "state"}"',
-                'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
-                "[grpc]",
-                f'  address = "{self.socket}"',
-                "[ttrpc]",
-                f'  address = "{self.root / "ttrpc.sock"}"',
-                "",
-            ]
-        )
-        (self.root / "config.toml").write_text(config)
+        lines = [
+            "version = 2",
+            f'root = "{self.root / "root"}"',
+            f'state = "{self.root / "state"}"',
+            *([] if self.cri_hosts_dir else _NO_CRI),  # a top-level key: before any table
+            "[grpc]",
+            f'  address = "{self.socket}"',
+            "[ttrpc]",
+            f'  address = "{self.root / "ttrpc.sock"}"',
+            *self._cri_config(),
+        ]
+        (self.root / "config.toml").write_text("\n".join([*lines, ""]))
         argv = ["containerd", "--config", str(self.root / "config.toml")]
         self.proc = spawn(argv, log_path=self.log_path)
-        _wait(lambda: self.ctr(["version"]).returncode == 0, self.proc, self.log_path, "containerd")
+        _wait(self._ready, self.proc, self.log_path, "containerd")
         return self
+
+    def _cri_config(self) -> list[str]:
+        if self.cri_hosts_dir is None:
+            return []
+        cri = '[plugins."io.containerd.grpc.v1.cri"'
+        return [
+            f"{cri}]",
+            '  sandbox_image = "registry.k8s.io/pause:3.9"',
+            "  disable_tcp_service = true",
+            '  stream_server_address = "127.0.0.1"',
+            '  stream_server_port = "0"',
+            f"{cri}.cni]",
+            f'  conf_dir = "{self.root / "cni" / "conf"}"',
+            f'  bin_dir = "{self.root / "cni" / "bin"}"',
+            f"{cri}.registry]",
+            f'  config_path = "{self.cri_hosts_dir}"',
+        ]
+
+    def _ready(self) -> bool:
+        """The socket answers, and with CRI on, the CRI plugin loaded (`ok`, not `error`)."""
+        if self.cri_hosts_dir is None:
+            return self.ctr(["version"]).returncode == 0
+        listed = self.ctr(["plugins", "ls"])
+        return listed.returncode == 0 and any(
+            line.split()[1:2] == ["cri"] and line.split()[-1] == "ok"
+            for line in listed.stdout.splitlines()
+        )
 
     def ctr(
         self, args: list[str], namespace: str | None = None
