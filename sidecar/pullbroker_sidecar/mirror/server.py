@@ -204,4 +204,4 @@ async def _refuse(writer: asyncio.StreamWriter, refusal: MirrorRefusal, *, head:
     headers = {**API_VERSION, "Content-Type": "application/json"}
     if refusal.retry_after is not None:
         headers["Retry-After"] = str(refusal.retry_after)
-    await send(writer, refusal.status, headers, error_body(refusal), head)
+    await send(writer, refusal.status, headers, error_body(refusal), head, refusal.message)

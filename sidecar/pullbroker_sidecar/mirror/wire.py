@@ -80,19 +80,45 @@ def _parse(head: list[bytes]) -> Request:
     return Request(method, unquote(parts.path), query, headers, keep_alive)
 
 
-def head_bytes(status: int, headers: Mapping[str, str]) -> bytes:
-    """A status line and headers, ready to write."""
-    reason = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Status"
-    lines = [f"HTTP/1.1 {status} {reason}"]
+REASON_LIMIT = 200
+"""Characters of a refusal's message carried in the status line's reason phrase."""
+
+
+def reason_phrase(status: int, detail: str = "") -> str:
+    """The status line's reason: the standard phrase, then `detail` when given.
+
+    A runtime resolving a tag sends HEAD, whose answer has no body; containerd and the
+    kubelet then show only the status line ("403 Forbidden"). Carrying the refusal's message
+    there makes the pod's event say why. The detail is cut to printable ASCII (no CR/LF can
+    split the head) and `REASON_LIMIT` characters.
+    """
+    phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Status"
+    clean = " ".join("".join(c if " " <= c <= "~" else " " for c in detail).split())
+    if not clean:
+        return phrase
+    if len(clean) > REASON_LIMIT:
+        clean = clean[: REASON_LIMIT - 3] + "..."
+    return f"{phrase}: {clean}"
+
+
+def head_bytes(status: int, headers: Mapping[str, str], detail: str = "") -> bytes:
+    """A status line and headers, ready to write; `detail` extends the reason phrase."""
+    lines = [f"HTTP/1.1 {status} {reason_phrase(status, detail)}"]
     lines += [f"{name}: {value}" for name, value in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
 async def send(
-    writer: asyncio.StreamWriter, status: int, headers: Mapping[str, str], body: bytes, head: bool
+    writer: asyncio.StreamWriter,
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    head: bool,
+    detail: str = "",
 ) -> None:
-    """A whole answer held in memory (manifests, errors); `head`: headers only."""
-    writer.write(head_bytes(status, {**headers, "Content-Length": str(len(body))}))
+    """A whole answer held in memory (manifests, errors); `head`: headers only; `detail`
+    extends the reason phrase (see `reason_phrase`)."""
+    writer.write(head_bytes(status, {**headers, "Content-Length": str(len(body))}, detail))
     if not head:
         writer.write(body)
     await writer.drain()

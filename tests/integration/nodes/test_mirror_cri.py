@@ -192,14 +192,16 @@ class TestWithoutTheMirror:
     def test_repository_outside_policy(
         self, node_world: NodeWorld, cri: ImageServiceClient, mirror: MirrorNode
     ) -> None:
-        """team/other is outside the node's policy: PullImage fails on the mirror's 403
-        (containerd resolves with HEAD, so the OCI error body with the broker's reason is
-        what a GET gets, and the mirror logs the refusal)."""
+        """team/other is outside the node's policy: PullImage fails on the mirror's 403, and
+        the error the kubelet gets carries the broker's reason (containerd resolves with HEAD,
+        whose answer has no body: the mirror puts the reason in the status line); a GET gets
+        the OCI error body, and the mirror logs the refusal."""
         reference = node_world.via_door("team/other", "v1")
         with pytest.raises(CriCallError) as refused:
             cri.pull(reference)
         assert f"pulling from host {mirror.address} failed" in refused.value.details
-        assert "403 Forbidden" in refused.value.details
+        assert "403 Forbidden: the broker refused: " in refused.value.details
+        assert "team/other" in refused.value.details.split("403 Forbidden", 1)[1]
         logged = mirror.events("mirror_refused")
         assert any(
             e["code"] == "DENIED" and e["path"].startswith("/v2/team/other/manifests/")

@@ -6,7 +6,15 @@ import asyncio
 
 import pytest
 from pullbroker_sidecar.errors import MirrorRefusal
-from pullbroker_sidecar.mirror.wire import MAX_HEADERS, Request, byte_range, read_request
+from pullbroker_sidecar.mirror.wire import (
+    MAX_HEADERS,
+    REASON_LIMIT,
+    Request,
+    byte_range,
+    head_bytes,
+    read_request,
+    reason_phrase,
+)
 
 
 def _read(raw: bytes) -> Request | None:
@@ -74,3 +82,29 @@ class TestByteRange:
         with pytest.raises(MirrorRefusal) as caught:
             byte_range("bytes=100-", 100)
         assert caught.value.status == 416
+
+
+class TestReasonPhrase:
+    """A HEAD answer has no body: the refusal's message rides in the status line."""
+
+    def test_standard_phrase_without_detail(self) -> None:
+        assert head_bytes(404, {}).startswith(b"HTTP/1.1 404 Not Found\r\n")
+
+    def test_detail_follows_the_phrase(self) -> None:
+        head = head_bytes(403, {"A": "b"}, "the broker refused: team/other is not allowed")
+        assert head.startswith(b"HTTP/1.1 403 Forbidden: the broker refused: team/other is")
+        assert head.endswith(b"\r\nA: b\r\n\r\n")
+
+    def test_line_breaks_and_non_ascii_cannot_split_the_head(self) -> None:
+        phrase = reason_phrase(403, "a\r\nSet-Cookie: x=1\x00 \u00e9t\u00e9")
+        assert phrase == "Forbidden: a Set-Cookie: x=1 t"
+        assert head_bytes(403, {}, "a\r\nB: c").count(b"\r\n") == 2
+
+    def test_long_detail_is_cut(self) -> None:
+        phrase = reason_phrase(503, "x" * 1000)
+        assert phrase.startswith("Service Unavailable: xxx")
+        assert phrase.endswith("...")
+        assert len(phrase) == len("Service Unavailable: ") + REASON_LIMIT
+
+    def test_blank_detail_keeps_the_standard_phrase(self) -> None:
+        assert reason_phrase(429, " \r\n ") == "Too Many Requests"
