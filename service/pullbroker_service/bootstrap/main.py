@@ -206,7 +206,12 @@ def _build_services(
     )
     closers.append(audit.aclose)
     limiter = RateLimiter(rate_limits(config), metrics=metrics)
-    cache = TokenCache(metrics=metrics)
+    cache = TokenCache(
+        max_entries=config.token_cache.max_entries,
+        max_bytes=config.token_cache.max_bytes,
+        mint_deadline=config.token_cache.mint_deadline_seconds,
+        metrics=metrics,
+    )
     registries = Registries(
         store,
         secrets,

@@ -9,13 +9,10 @@ inline secret is refused. Relative paths in the file are relative to the file's 
 
 from __future__ import annotations
 
-import tomllib
-from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pullbroker_client.home import Home
 from pullbroker_client.metrics_http import parse_listen
 
@@ -27,6 +24,7 @@ from pullbroker_service.config.database import (
     validate_database,
 )
 from pullbroker_service.config.errors import ConfigError
+from pullbroker_service.config.reader import SettingsReader, read_file, to_path
 from pullbroker_service.config.secret_backends import (
     KEY_WRAPPERS,
     SECRET_BACKENDS,
@@ -39,6 +37,7 @@ from pullbroker_service.config.secret_backends import (
     require_backend_settings,
     validate_secrets,
 )
+from pullbroker_service.config.token_cache import TokenCacheConfig, validate_token_cache
 from pullbroker_service.config.tracing import TracingConfig, resolve_tracing
 
 __all__ = [
@@ -57,6 +56,7 @@ __all__ = [
     "SecretsConfig",
     "ServerLimits",
     "TlsConfig",
+    "TokenCacheConfig",
     "TracingConfig",
     "VaultAuthConfig",
     "VaultConfig",
@@ -241,6 +241,9 @@ class BrokerConfig:
     audit: AuditConfig = field(default_factory=AuditConfig)
     """The audit file's rotation by size."""
 
+    token_cache: TokenCacheConfig = field(default_factory=TokenCacheConfig)
+    """Minted tokens in this replica's memory (config/token_cache.py)."""
+
     tracing: TracingConfig | None = None
     """OpenTelemetry spans to an OTLP/HTTP collector (config/tracing.py); None (the default,
     unless --otlp-endpoint or $OTEL_EXPORTER_OTLP_ENDPOINT is set) imports no OpenTelemetry."""
@@ -268,12 +271,12 @@ def load_config(
     `home` is the --home flag; None means the file's `home`, else $PULLBROKER_HOME, else
     ~/.pullbroker.
     """
-    data = _read_file(config_file) if config_file is not None else {}
+    data = read_file(config_file) if config_file is not None else {}
     where = str(config_file) if config_file is not None else "flags"
     base = config_file.parent if config_file is not None else Path.cwd()
     file_home = data.pop("home", None)
     if home is None:
-        home = Home.resolve(_to_path(f"{where}: home", file_home, base) if file_home else None)
+        home = Home.resolve(to_path(f"{where}: home", file_home, base) if file_home else None)
     config = _apply(BrokerConfig(home=home), data, where, base)
     if listen is not None:
         config = replace(config, listen=listen)
@@ -285,22 +288,6 @@ def load_config(
     _validate(config)
     validate_secrets(config.secrets)
     return config
-
-
-def _read_file(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    try:
-        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text) or {}
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    except yaml.YAMLError:
-        raise ConfigError(f"config file {path} is not valid YAML") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must be a mapping of settings")
-    return data
 
 
 _SECRETS_KEYS = {"secret_backend": "backend", "local": "local", "vault": "vault", "aws": "aws"}
@@ -318,102 +305,38 @@ _SECTIONS: dict[str, type] = {
         DatabaseConfig,
         TracingConfig,
         AuditConfig,
+        TokenCacheConfig,
     )
 }
 
 
 def _apply(config: BrokerConfig, data: dict[str, Any], where: str, base: Path) -> BrokerConfig:
+    reader = SettingsReader(where, base, _SECTIONS, _inline_refusal)
     secrets_data = {_SECRETS_KEYS[k]: data.pop(k) for k in list(data) if k in _SECRETS_KEYS}
     known = {f.name for f in fields(BrokerConfig)} - {"home", "insecure_dev_port", "secrets"}
-    _check_keys(data, known | set(_SECRETS_KEYS) | {"home"}, where, "")
-    values = _convert(BrokerConfig, data, where, "", base)
-    backend = _scalar("str", secrets_data.pop("backend", "local"), f"{where}: secret_backend", base)
-    secrets = _build(SecretsConfig, secrets_data, where, "", base)
+    reader.check_keys(data, known | set(_SECRETS_KEYS) | {"home"}, "")
+    values = reader.convert(BrokerConfig, data, "")
+    backend = reader.scalar("str", secrets_data.pop("backend", "local"), f"{where}: secret_backend")
+    secrets = reader.build(SecretsConfig, secrets_data, "")
     return replace(config, secrets=replace(secrets, backend=backend), **values)
 
 
-def _check_keys(data: Mapping[Any, Any], known: set[str], where: str, prefix: str) -> None:
-    for key in data:
-        if prefix == "database." and key in INLINE_URL_KEYS:
-            raise ConfigError(inline_url_message(where, prefix + str(key)))
-        if key in _INLINE_SECRETS:
-            raise ConfigError(_inline_secret_message(where, prefix + str(key)))
-        if key not in known:
-            section = f" in {prefix.rstrip('.')}" if prefix else ""
-            raise ConfigError(
-                f"{where}: unknown setting {prefix + str(key)!r}; known{section}: "
-                + ", ".join(sorted(known))
-            )
-
-
-def _build(cls: type, data: object, where: str, prefix: str, base: Path) -> Any:
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{where}: {prefix.rstrip('.')} must be a mapping")
-    _check_keys(data, {f.name for f in fields(cls)}, where, prefix)
-    return cls(**_convert(cls, dict(data), where, prefix, base))
-
-
-def _convert(
-    cls: type, data: dict[str, Any], where: str, prefix: str, base: Path
-) -> dict[str, Any]:
-    """Each value checked against its field's declared type (the annotation's text)."""
-    types = {f.name: str(f.type) for f in fields(cls)}
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        section = _SECTIONS.get(types[key].removesuffix(" | None"))
-        if section is not None:
-            out[key] = (
-                None if value is None else _build(section, value, where, f"{prefix}{key}.", base)
-            )
-        else:
-            out[key] = _scalar(types[key], value, f"{where}: {prefix}{key}", base)
-    return out
-
-
-def _scalar(kind: str, value: object, label: str, base: Path) -> object:
-    optional = kind.endswith(" | None")
-    kind = kind.removesuffix(" | None")
-    if value is None:
-        if optional:
-            return None
-        raise ConfigError(f"{label} must be set (it cannot be empty)")
-    if kind == "Path":
-        return _to_path(label, value, base)
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise ConfigError(f"{label} must be true or false")
-        return value
-    if kind == "int":
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ConfigError(f"{label} must be a non-negative integer")
-        return value
-    if kind == "float":
-        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-            raise ConfigError(f"{label} must be a non-negative number")
-        return float(value)
-    if not isinstance(value, str):
-        raise ConfigError(f"{label} must be a string")
-    return value
-
-
-def _to_path(label: str, value: object, base: Path) -> Path:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{label} must be a path")
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else base / path
-
-
-def _inline_secret_message(where: str, name: str) -> str:
-    leaf = name.rsplit(".", 1)[-1]
-    section = name.rpartition(".")[0]
+def _inline_refusal(prefix: str, key: str) -> str | None:
+    """Why `prefix + key` may not hold a value in the file, or None."""
+    name = prefix + key
+    if prefix == "database." and key in INLINE_URL_KEYS:
+        return inline_url_message(name)
+    if key not in _INLINE_SECRETS:
+        return None
+    section = prefix.rstrip(".")
     hint = (
-        f"write `{leaf}_file: /path/to/a/0600/file` (or `{leaf}_env: VARIABLE`)"
+        f"write `{key}_file: /path/to/a/0600/file` (or `{key}_env: VARIABLE`)"
         if section.startswith("vault")
-        else f"write `{leaf}_file: /path/to/a/0600/file`, or leave it out and use the standard "
+        else f"write `{key}_file: /path/to/a/0600/file`, or leave it out and use the standard "
         "AWS variables or ~/.aws files"
     )
     return (
-        f"{where}: {name} holds a credential inline; the config file never holds secrets "
+        f"{name} holds a credential inline; the config file never holds secrets "
         f"(it is read by people, backups and config management): {hint} under {section}"
     )
 
@@ -439,6 +362,7 @@ def _validate(config: BrokerConfig) -> None:
             raise ConfigError(f"{name} must be more than 0 seconds")
     if config.database is not None:
         validate_database(config.database)
+    validate_token_cache(config.token_cache)
     k8s = config.kubernetes
     if k8s is not None and (not k8s.issuer or not k8s.audience or k8s.jwks_file is None):
         raise ConfigError(

@@ -74,9 +74,10 @@ def database_url(db: DatabaseConfig) -> Secret:
     return Secret(text)
 
 
-def inline_url_message(where: str, name: str) -> str:
+def inline_url_message(name: str) -> str:
+    """Why the setting `name` may not be in the file, and what to write instead."""
     return (
-        f"{where}: {name} would put the database connection string or its password inline; "
+        f"{name} would put the database connection string or its password inline; "
         "the config file never holds secrets (it is read by people, backups and "
         "config management): write `url_file: /path/to/a/0600/file` or `url_env: VARIABLE` "
         "under database"

@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from pullbroker_service.config.token_cache import TokenCacheConfig
 from pullbroker_service.domain.errors import RegistryUnreachable
 from pullbroker_service.domain.model import MintedToken
 from pullbroker_service.infra.metrics import NO_KIND, BrokerMetrics
@@ -36,9 +37,9 @@ CacheKey = tuple[str, int, str]
 
 Clock = Callable[[], datetime]
 
-DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_BYTES = TokenCacheConfig.max_bytes
 """64 MiB: about 30,000 real tokens of 2 KiB, or 1,000 of the largest answer accepted."""
-DEFAULT_MINT_DEADLINE = 30.0
+DEFAULT_MINT_DEADLINE = TokenCacheConfig.mint_deadline_seconds
 """Seconds a whole mint may take (ping, token request, cloud exchanges): three times the
 per-read timeout, and still under a node's own patience for a pull token."""
 ENTRY_OVERHEAD = 512
@@ -76,7 +77,7 @@ class TokenCache:
     def __init__(
         self,
         *,
-        max_entries: int = 10_000,
+        max_entries: int = TokenCacheConfig.max_entries,
         max_bytes: int = DEFAULT_MAX_BYTES,
         mint_deadline: float = DEFAULT_MINT_DEADLINE,
         clock: Clock = utc_now,

@@ -52,3 +52,41 @@ class TestLoadConfig:
         path.write_text(text)
         with pytest.raises(ConfigError, match=match):
             load_config(home=Home(tmp_path), config_file=path)
+
+
+class TestTokenCacheSection:
+    def test_defaults_match_the_cache(self, tmp_path: Path) -> None:
+        """Without the section: 10,000 tokens, 64 MiB, a 30 s mint deadline."""
+        cache = load_config(home=Home(tmp_path)).token_cache
+        assert (cache.max_entries, cache.max_bytes, cache.mint_deadline_seconds) == (
+            10_000,
+            64 * 1024 * 1024,
+            30.0,
+        )
+
+    def test_read_from_the_file(self, tmp_path: Path) -> None:
+        path = tmp_path / "broker.yaml"
+        path.write_text(
+            "token_cache:\n  max_entries: 50\n  max_bytes: 1048576\n  mint_deadline_seconds: 5\n"
+        )
+        cache = load_config(home=Home(tmp_path), config_file=path).token_cache
+        assert (cache.max_entries, cache.max_bytes, cache.mint_deadline_seconds) == (
+            50,
+            1048576,
+            5.0,
+        )
+
+    @pytest.mark.parametrize(
+        ("text", "match"),
+        [
+            ("token_cache:\n  max_entries: 0\n", "token_cache.max_entries must be more than 0"),
+            ("token_cache:\n  mint_deadline_seconds: 0\n", "token_cache.mint_deadline_seconds"),
+            ("token_cache:\n  ttl: 5\n", "unknown setting 'token_cache.ttl'"),
+            ("token_cache: 5\n", "token_cache must be a mapping"),
+        ],
+    )
+    def test_bad_values_are_named(self, tmp_path: Path, text: str, match: str) -> None:
+        path = tmp_path / "broker.yaml"
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=match):
+            load_config(home=Home(tmp_path), config_file=path)
