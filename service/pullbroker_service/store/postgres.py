@@ -4,7 +4,9 @@ Race-free across replicas: `replace` and `delete` are one conditional statement
 (`UPDATE ... WHERE id = $id AND etag = $old RETURNING id`), so of two writers holding the same
 etag exactly one wins and the other gets EtagMismatch carrying the etag the row has now; the
 UNIQUE constraint on display_name makes two concurrent creates of one name yield one record
-(the loser gets AlreadyExists).
+(the loser gets AlreadyExists). A write with a HostCheck (store/base.py) takes a lock on its
+host inside its transaction before it reads the host's records, so of two replicas creating
+records that may not coexist on one host, the second reads the first's and is refused.
 
 Reads go to the database every time, so a write on one replica is read on every other at
 once. The token path's reads (`get`, `get_by_display_name`, `find_by_host`) also remember
@@ -29,6 +31,7 @@ from pullbroker_service.domain.errors import (
     RegistryNotFound,
 )
 from pullbroker_service.domain.model import RecordState, RegistryKind, RegistryRecord, SecretRef
+from pullbroker_service.store.base import HostCheck
 from pullbroker_service.store.postgres_db import Connection, PostgresDatabase
 
 T = TypeVar("T")
@@ -47,6 +50,12 @@ _EXCLUDED = ", ".join(f"{c} = EXCLUDED.{c}" for c in _FIELDS[1:])
 _UPSERT = f"{_INSERT} ON CONFLICT (id) DO UPDATE SET {_EXCLUDED}"
 _UPDATE = f"UPDATE registries SET {_SETS} WHERE id = %s AND etag = %s RETURNING id"  # noqa: S608
 _LAST_KNOWN_MAX = 4096
+# Checked writes take a transaction-scoped advisory lock per host. The two-key form keeps
+# these out of the one-key space of the migration and periodic-jobs locks; two hosts whose
+# hashes collide only wait for each other.
+_HOST_LOCKS = 0x70627267  # 'pbrg'
+_LOCK_HOST = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
+_HOST_OTHERS = f"{_SELECT} WHERE host = %s AND id <> %s ORDER BY id"
 
 
 class PostgresMetadataStore:
@@ -59,8 +68,12 @@ class PostgresMetadataStore:
     def __repr__(self) -> str:
         return f"PostgresMetadataStore({self._db!r})"
 
-    async def create(self, record: RegistryRecord) -> None:
-        await self._write(lambda c: c.execute(_INSERT, _row(record)), record.display_name)
+    async def create(self, record: RegistryRecord, check: HostCheck | None = None) -> None:
+        async def insert(conn: Connection) -> None:
+            await _check_host(conn, record, check)
+            await conn.execute(_INSERT, _row(record))
+
+        await self._write(insert, record.display_name)
 
     async def upsert(self, record: RegistryRecord) -> None:
         """Insert `record`, or overwrite the record with its id whatever its etag (copying
@@ -97,11 +110,14 @@ class PostgresMetadataStore:
         async with self._db.connection() as conn:
             return await _many(conn, sql, RecordState.PENDING.value)
 
-    async def replace(self, record: RegistryRecord, expected_etag: str) -> None:
+    async def replace(
+        self, record: RegistryRecord, expected_etag: str, check: HostCheck | None = None
+    ) -> None:
         if record.etag == expected_etag:
             raise ValueError("a replaced record needs a new etag")
 
         async def update(conn: Connection) -> None:
+            await _check_host(conn, record, check)
             cur = await conn.execute(_UPDATE, (*_row(record)[1:], record.id, expected_etag))
             if await cur.fetchone() is None:
                 await _raise_missing_or_stale(conn, record.id, record.display_name)
@@ -148,7 +164,7 @@ class PostgresMetadataStore:
         # did not take (BackendUnavailable) keeps it: a refused admin write must not end
         # the cached answers every node is getting through the outage.
         try:
-            async with self._db.connection() as conn:
+            async with self._db.transaction() as conn:
                 await fn(conn)
         except BackendUnavailable:
             raise
@@ -163,6 +179,16 @@ class PostgresMetadataStore:
             self._last_known.clear()
             raise
         self._last_known.clear()
+
+
+async def _check_host(conn: Connection, record: RegistryRecord, check: HostCheck | None) -> None:
+    """Run `check` on the host's other records, holding the host's lock until the transaction
+    ends: a checked write on another replica waits here, then reads what this one wrote (under
+    READ COMMITTED each statement reads what was committed before it began)."""
+    if check is None:
+        return
+    await conn.execute(_LOCK_HOST, (_HOST_LOCKS, record.host))
+    check(await _many(conn, _HOST_OTHERS, record.host, record.id))
 
 
 async def _raise_missing_or_stale(conn: Connection, registry_id: str, name: str) -> None:

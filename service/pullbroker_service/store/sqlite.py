@@ -28,6 +28,7 @@ from pullbroker_service.infra.sqlite_worker import (
     check_schema_version,
     open_private_database,
 )
+from pullbroker_service.store.base import HostCheck
 
 T = TypeVar("T")
 
@@ -98,8 +99,9 @@ class SqliteMetadataStore:
     def __repr__(self) -> str:
         return f"SqliteMetadataStore({str(self._path)!r})"
 
-    async def create(self, record: RegistryRecord) -> None:
+    async def create(self, record: RegistryRecord, check: HostCheck | None = None) -> None:
         def insert(conn: sqlite3.Connection) -> None:
+            _check_host(conn, record, check)
             marks = ", ".join("?" * len(_COLUMNS.split(",")))
             conn.execute(f"INSERT INTO registries ({_COLUMNS}) VALUES ({marks})", _row(record))  # noqa: S608
 
@@ -137,11 +139,14 @@ class SqliteMetadataStore:
         sql = f"{_SELECT} WHERE state = ? ORDER BY id"
         return await self._run(lambda c: _many(c, sql, RecordState.PENDING.value))
 
-    async def replace(self, record: RegistryRecord, expected_etag: str) -> None:
+    async def replace(
+        self, record: RegistryRecord, expected_etag: str, check: HostCheck | None = None
+    ) -> None:
         if record.etag == expected_etag:
             raise ValueError("a replaced record needs a new etag")
 
         def update(conn: sqlite3.Connection) -> None:
+            _check_host(conn, record, check)
             sets = ", ".join(f"{c.strip()} = ?" for c in _COLUMNS.split(",")[1:])
             cur = conn.execute(
                 f"UPDATE registries SET {sets} WHERE id = ? AND etag = ?",  # noqa: S608
@@ -242,6 +247,16 @@ def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], No
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def _check_host(conn: sqlite3.Connection, record: RegistryRecord, check: HostCheck | None) -> None:
+    """Run `check` on the host's other records. Every write is a BEGIN IMMEDIATE transaction
+    (`_transaction`), which holds SQLite's one write lock from before this read until the
+    write commits, so no other writer, in this process or another, lands in between."""
+    if check is not None:
+        check(
+            _many(conn, f"{_SELECT} WHERE host = ? AND id <> ? ORDER BY id", record.host, record.id)
+        )
 
 
 def _raise_missing_or_stale(conn: sqlite3.Connection, registry_id: str, name: str) -> None:
