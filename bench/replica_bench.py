@@ -119,8 +119,12 @@ async def _registry_ops(fleet: ReplicaSet, address: str, url: str, tag: str) -> 
     async with AsyncBrokerClient(BrokerTarget(address, fleet.tls("admin")), timeout=30) as admin:
 
         async def create(i: int) -> None:
+            # Records of one host must not tie (AmbiguousRegistry): a glob each tells them apart.
             record = registry_pb2.Registry(
-                display_name=f"{tag}-{i}", type=registry_pb2.REGISTRY_TYPE_GENERIC, url=url
+                display_name=f"{tag}-{i}",
+                type=registry_pb2.REGISTRY_TYPE_GENERIC,
+                url=url,
+                repositories=[f"{tag}-{i}/*"],
             )
             made = await admin.create_registry(record, basic_credential("u", Secret(f"pw{i}")))
             names[i] = made.name
