@@ -30,18 +30,15 @@ from pullbroker_service.domain.errors import (
     EtagMismatch,
     RegistryNotFound,
 )
-from pullbroker_service.domain.model import RecordState, RegistryKind, RegistryRecord, SecretRef
+from pullbroker_service.domain.model import RecordState, RegistryRecord
 from pullbroker_service.store.base import HostCheck
 from pullbroker_service.store.postgres_db import Connection, PostgresDatabase
+from pullbroker_service.store.rows import POSTGRES, REGISTRY_FIELDS, registry_record, registry_row
 
 T = TypeVar("T")
 log = structlog.get_logger()
 
-_FIELDS = (
-    "id", "display_name", "kind", "url", "host", "username", "registry_ca_pem", "region",
-    "allow_basic_passthrough", "credential_version", "secret_ref", "creator", "create_time",
-    "update_time", "etag", "state", "previous_secret_ref", "repositories",
-)  # fmt: skip
+_FIELDS = REGISTRY_FIELDS
 _COLUMNS = ", ".join(_FIELDS)
 _SELECT = f"SELECT {_COLUMNS} FROM registries"  # noqa: S608 - constant column list
 _INSERT = f"INSERT INTO registries ({_COLUMNS}) VALUES ({', '.join(['%s'] * len(_FIELDS))})"  # noqa: S608
@@ -71,14 +68,16 @@ class PostgresMetadataStore:
     async def create(self, record: RegistryRecord, check: HostCheck | None = None) -> None:
         async def insert(conn: Connection) -> None:
             await _check_host(conn, record, check)
-            await conn.execute(_INSERT, _row(record))
+            await conn.execute(_INSERT, registry_row(record, POSTGRES))
 
         await self._write(insert, record.display_name)
 
     async def upsert(self, record: RegistryRecord) -> None:
         """Insert `record`, or overwrite the record with its id whatever its etag (copying
         records from another store: a re-run writes the same rows again)."""
-        await self._write(lambda c: c.execute(_UPSERT, _row(record)), record.display_name)
+        await self._write(
+            lambda c: c.execute(_UPSERT, registry_row(record, POSTGRES)), record.display_name
+        )
 
     async def get(self, registry_id: str) -> RegistryRecord:
         sql = f"{_SELECT} WHERE id = %s"
@@ -118,7 +117,9 @@ class PostgresMetadataStore:
 
         async def update(conn: Connection) -> None:
             await _check_host(conn, record, check)
-            cur = await conn.execute(_UPDATE, (*_row(record)[1:], record.id, expected_etag))
+            cur = await conn.execute(
+                _UPDATE, (*registry_row(record, POSTGRES)[1:], record.id, expected_etag)
+            )
             if await cur.fetchone() is None:
                 await _raise_missing_or_stale(conn, record.id, record.display_name)
 
@@ -203,45 +204,12 @@ async def _raise_missing_or_stale(conn: Connection, registry_id: str, name: str)
     )
 
 
-def _row(r: RegistryRecord) -> tuple[object, ...]:
-    ref = r.secret_ref.to_json() if r.secret_ref is not None else None
-    previous = r.previous_secret_ref.to_json() if r.previous_secret_ref is not None else None
-    return (
-        r.id, r.display_name, r.kind.value, r.url, r.host, r.username, r.registry_ca_pem,
-        r.region, r.allow_basic_passthrough, r.credential_version, ref, r.creator,
-        r.create_time, r.update_time, r.etag, r.state.value, previous, list(r.repositories),
-    )  # fmt: skip
-
-
-def _record(row: tuple[Any, ...]) -> RegistryRecord:
-    return RegistryRecord(
-        id=row[0],
-        display_name=row[1],
-        kind=RegistryKind(row[2]),
-        url=row[3],
-        host=row[4],
-        username=row[5],
-        registry_ca_pem=row[6],
-        region=row[7],
-        allow_basic_passthrough=bool(row[8]),
-        credential_version=int(row[9]),
-        secret_ref=SecretRef.from_json(row[10]) if row[10] else None,
-        creator=row[11],
-        create_time=row[12],
-        update_time=row[13],
-        etag=row[14],
-        state=RecordState(row[15]),
-        previous_secret_ref=SecretRef.from_json(row[16]) if row[16] else None,
-        repositories=tuple(row[17] or ()),
-    )
-
-
 async def _one(conn: Connection, sql: str, *params: object) -> RegistryRecord | None:
     cur = await conn.execute(sql, params)
     row = await cur.fetchone()
-    return None if row is None else _record(row)
+    return None if row is None else registry_record(row, POSTGRES)
 
 
 async def _many(conn: Connection, sql: str, *params: object) -> list[RegistryRecord]:
     cur = await conn.execute(sql, params)
-    return [_record(row) for row in await cur.fetchall()]
+    return [registry_record(row, POSTGRES) for row in await cur.fetchall()]
