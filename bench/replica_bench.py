@@ -34,13 +34,14 @@ from pullbroker_client.broker import (
     AsyncBrokerClient,
     BrokerCallError,
     BrokerClient,
+    BrokerTarget,
     basic_credential,
 )
 from pullbroker_client.secret import Secret
 
-from tests.harness.fleet import Fleet, start_fleet
 from tests.harness.postgres import PostgresServer
 from tests.harness.registry import TokenAuthRegistry
+from tests.harness.replicas import NO_TOKEN_LIMIT, Replica, ReplicaSet
 from tests.harness.standard import ALICE, add_standard_users
 
 STORM = 10_000
@@ -48,6 +49,9 @@ CONCURRENCY = 32
 ROUNDS = 3
 OPS = 300
 CONCURRENCY_DB = 8
+# The storm from one node identity is unlimited, and calls wait for a pooled connection as
+# long as the product's default, not the test harness's fail-fast second.
+SETTINGS = {**NO_TOKEN_LIMIT, "database": {"acquire_timeout_seconds": 3}}
 
 
 @dataclass
@@ -90,16 +94,16 @@ async def _batch(count: int, concurrency: int, call: Callable[[int], Awaitable[o
     return run
 
 
-async def _storm(fleet: Fleet, address: str, image: str, registry: TokenAuthRegistry) -> Run:
+async def _storm(fleet: ReplicaSet, address: str, image: str, registry: TokenAuthRegistry) -> Run:
     server = registry.token_server
     before = server.count(user=ALICE)
-    async with AsyncBrokerClient(fleet.target("node", address), timeout=30) as node:
+    async with AsyncBrokerClient(BrokerTarget(address, fleet.tls("node")), timeout=30) as node:
         run = await _batch(STORM, CONCURRENCY, lambda _: node.issue_pull_token(image))
     run.upstream = server.count(user=ALICE) - before
     return run
 
 
-def _storms(fleet: Fleet, registry: TokenAuthRegistry) -> dict[str, list[Run]]:
+def _storms(fleet: ReplicaSet, registry: TokenAuthRegistry) -> dict[str, list[Run]]:
     sides = {"3 replicas": fleet.address, "1 replica": fleet.replicas[0].address}
     runs: dict[str, list[Run]] = {name: [] for name in sides}
     for round_ in range(ROUNDS):
@@ -109,14 +113,18 @@ def _storms(fleet: Fleet, registry: TokenAuthRegistry) -> dict[str, list[Run]]:
     return runs
 
 
-async def _registry_ops(fleet: Fleet, address: str, url: str, tag: str) -> tuple[Run, Run]:
+async def _registry_ops(fleet: ReplicaSet, address: str, url: str, tag: str) -> tuple[Run, Run]:
     names: dict[int, str] = {}
 
-    async with AsyncBrokerClient(fleet.target("admin", address), timeout=30) as admin:
+    async with AsyncBrokerClient(BrokerTarget(address, fleet.tls("admin")), timeout=30) as admin:
 
         async def create(i: int) -> None:
+            # Records of one host must not tie (AmbiguousRegistry): a glob each tells them apart.
             record = registry_pb2.Registry(
-                display_name=f"{tag}-{i}", type=registry_pb2.REGISTRY_TYPE_GENERIC, url=url
+                display_name=f"{tag}-{i}",
+                type=registry_pb2.REGISTRY_TYPE_GENERIC,
+                url=url,
+                repositories=[f"{tag}-{i}/*"],
             )
             made = await admin.create_registry(record, basic_credential("u", Secret(f"pw{i}")))
             names[i] = made.name
@@ -129,20 +137,20 @@ async def _registry_ops(fleet: Fleet, address: str, url: str, tag: str) -> tuple
     return created, read
 
 
-def _sqlite_broker(fleet: Fleet) -> Fleet:
+def _sqlite_broker(fleet: ReplicaSet) -> Replica:
     """A broker on SQLite files with the fleet's TLS, policy and secret backend settings."""
-    settings = yaml.safe_load(fleet.config.read_text())
+    settings = yaml.safe_load(fleet.config_path.read_text())
     del settings["database"]
     del settings["local"]  # its own KEK in its home: envelopes live in its own SQLite file
-    config = fleet.config.with_name("sqlite.yaml")
+    config = fleet.config_path.with_name("sqlite.yaml")
     config.write_text(yaml.safe_dump(settings))
-    sqlite = Fleet(fleet.shared, config)
-    sqlite.start("sqlite")
+    sqlite = Replica(0, fleet.root / "sqlite", config)
+    sqlite.start()
     return sqlite
 
 
-def _databases(fleet: Fleet, sqlite: Fleet, url: str) -> dict[str, list[tuple[Run, Run]]]:
-    sides = {"PostgreSQL": fleet.replicas[0].address, "SQLite": sqlite.replicas[0].address}
+def _databases(fleet: ReplicaSet, sqlite: Replica, url: str) -> dict[str, list[tuple[Run, Run]]]:
+    sides = {"PostgreSQL": fleet.replicas[0].address, "SQLite": sqlite.address}
     runs: dict[str, list[tuple[Run, Run]]] = {name: [] for name in sides}
     for round_ in range(ROUNDS):
         for name, address in sides.items():
@@ -190,14 +198,14 @@ def _print_databases(runs: dict[str, list[tuple[Run, Run]]]) -> None:
     )
 
 
-def _seed(fleet: Fleet, registry: TokenAuthRegistry) -> None:
+def _seed(fleet: ReplicaSet, registry: TokenAuthRegistry) -> None:
     record = registry_pb2.Registry(
         display_name="bench",
         type=registry_pb2.REGISTRY_TYPE_GENERIC,
         url=registry.url,
         registry_ca_pem=registry.ca_pem,
     )
-    with BrokerClient(fleet.target("admin"), timeout=30) as admin:
+    with BrokerClient(fleet.target_all("admin"), timeout=30) as admin:
         admin.create_registry(record, basic_credential(ALICE, Secret(registry.users[ALICE])))
 
 
@@ -210,7 +218,7 @@ def main() -> None:
         postgres = PostgresServer()
         fleet = sqlite = None
         try:
-            fleet = start_fleet(root / "fleet", postgres)
+            fleet = ReplicaSet(root / "fleet", postgres, settings=SETTINGS).start()
             _seed(fleet, registry)
             _print_storms(_storms(fleet, registry))
             sqlite = _sqlite_broker(fleet)

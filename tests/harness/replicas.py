@@ -1,11 +1,15 @@
 """N broker replicas on one PostgreSQL database: `pullbroker serve --config same.yaml`, N times.
 
+The one launcher of several broker processes: the replicas, failover and token-storm tests
+and bench/replica_bench.py use it.
+
 As an operator runs them: one config file for all, each process with its own state folder
 (`--home`: logs, broker.json, the home lock) and its own loopback port. The TLS material is
 shared files, referenced by the config's `tls:` section: one development CA made once (with
 the server, admin and node leaves) before any replica starts. The local secret backend's
 key file and the policy are shared files too, and the connection string is a 0600 file
-(`database.url_file`), so the config holds no secret.
+(`database.url_file`), so the config holds no secret. Clients may name one replica
+(`target(i)`) or all of them (`target_all()`, a multi-address target that fails over).
 
 Replicas are started on free ports picked here (a replica restarted after `kill_9` keeps its
 address), stopped by PID (SIGTERM, then SIGKILL), and `kill_9(i)` kills one at once, as a
@@ -49,6 +53,10 @@ rules:
     repositories: ["**"]
 """
 PULLBROKER = str(Path(sys.executable).with_name("pullbroker"))
+NO_TOKEN_LIMIT: dict[str, Any] = {
+    "rate_limits": {"issue_pull_token_per_second": 1e6, "issue_pull_token_burst": 10**6}
+}
+"""Settings for a storm of calls from one node identity: its per-identity limit lifted."""
 
 
 class Replica:
@@ -61,6 +69,8 @@ class Replica:
         self.port = free_port()
         self.log_path = home.parent / f"{home.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.exit_code: int | None = None
+        """How the last run ended once stopped: -9 after kill_9."""
 
     @property
     def address(self) -> str:
@@ -105,7 +115,9 @@ class Replica:
 
     def stop(self) -> None:
         """SIGTERM by PID, SIGKILL if it lingers; idempotent."""
-        stop(self.proc, timeout=10.0)
+        if self.proc is not None:
+            stop(self.proc, timeout=10.0)
+            self.exit_code = self.proc.returncode
         self.proc = None
 
     def kill_9(self) -> None:
@@ -115,8 +127,15 @@ class Replica:
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=10)
-        stop(self.proc)  # forget it (already reaped)
-        self.proc = None
+        self.stop()  # forget it (already reaped)
+
+    def issued(self) -> int:
+        """Tokens this replica logged as issued (its broker.log)."""
+        try:
+            text = self.home.broker_log.read_text(errors="replace")
+        except OSError:
+            return 0
+        return text.count('"token_issued"')
 
 
 class ReplicaSet:
@@ -150,12 +169,16 @@ class ReplicaSet:
         FileKeyWrapper.open(self.shared.kek_key)
 
     def _write_config(self, settings: dict[str, Any]) -> None:
+        """One config for all; `settings` add to it (`database` ones to its defaults)."""
         etc = self.config_path.parent
         etc.mkdir(mode=0o700, parents=True, exist_ok=True)
         url = etc / "database-url"
         url.write_text(self.postgres.dsn(self.database).reveal() + "\n")
         url.chmod(0o600)
         shared = self.shared
+        # Fail fast while the database is down (the outage tests); callers may wait longer.
+        database = {"url_file": str(url), "acquire_timeout_seconds": 1}
+        database.update(settings.get("database", {}))
         data: dict[str, Any] = {
             **TEST_SETTINGS,
             "log_to_stderr": False,
@@ -166,8 +189,8 @@ class ReplicaSet:
                 "key_file": str(shared.key("server")),
             },
             "local": {"kek_file": str(shared.kek_key)},
-            "database": {"url_file": str(url), "acquire_timeout_seconds": 1},
             **settings,
+            "database": database,
         }
         self.config_path.write_text(yaml.safe_dump(data, sort_keys=True))
 
@@ -204,12 +227,21 @@ class ReplicaSet:
     def addresses(self) -> list[str]:
         return [r.address for r in self.replicas]
 
+    @property
+    def address(self) -> str:
+        """Every replica's address, as a client's --broker list."""
+        return ",".join(self.addresses)
+
     def tls(self, role: str = "admin") -> TlsFiles:
         """The shared CA and the `role` leaf ("admin" or "node")."""
         return TlsFiles.from_home(self.shared, role)
 
     def target(self, index: int, role: str = "admin") -> BrokerTarget:
         return BrokerTarget(self.replicas[index].address, self.tls(role))
+
+    def target_all(self, role: str = "node") -> BrokerTarget:
+        """Every replica in one target: a client built on it spreads calls and fails over."""
+        return BrokerTarget(self.address, self.tls(role))
 
     def client(self, index: int, role: str = "admin", timeout: float = 20.0) -> BrokerClient:
         """A blocking client of replica `index`."""

@@ -11,6 +11,10 @@ written. Then it stores the new version and switches the reference (etag checked
 version it replaced is kept as the record's previous version, for a rollback, until the next
 rotation retires it; a rollback makes it current again and retires the rolled-back one.
 
+Two records of one host may not tie for a repository (app/ambiguity.py): create, and an
+update that changes the globs, are checked early (before a probe) and again by the store,
+atomically with the write, so concurrent writers on any replicas cannot both pass.
+
 Lifecycle: only the record's creator, or a member of an owner group the policy names for it,
 may delete it, and only while no deployment uses it (StillReferenced names them). Every
 operation, allowed or not, is an audit event when an AuditSink is given.
@@ -25,6 +29,7 @@ from typing import TypeVar
 
 import structlog
 
+from pullbroker_service.app.ambiguity import ambiguity_check
 from pullbroker_service.app.audit import AuditSink, audited
 from pullbroker_service.app.lifecycle import DeletionRules
 from pullbroker_service.app.lookup import (
@@ -39,7 +44,6 @@ from pullbroker_service.app.paging import paged
 from pullbroker_service.app.ratelimit import LimitKind, RateLimiter
 from pullbroker_service.domain.audit import Action, Outcome
 from pullbroker_service.domain.errors import (
-    AmbiguousRegistry,
     BrokerError,
     EtagMismatch,
     FailedPrecondition,
@@ -66,12 +70,11 @@ from pullbroker_service.domain.model import (
     credential_to_bytes,
     credential_username,
 )
-from pullbroker_service.domain.repository_globs import conflicts
 from pullbroker_service.minting.base import ProbeResult
 from pullbroker_service.minting.by_kind import MintersByKind
 from pullbroker_service.minting.cache import TokenCache
 from pullbroker_service.secrets.base import SecretBackend
-from pullbroker_service.store.base import MetadataStore
+from pullbroker_service.store.base import HostCheck, MetadataStore
 
 T = TypeVar("T")
 
@@ -119,7 +122,9 @@ class Registries:
         self, caller: Identity, spec: RegistrySpec, credential: Credential | None, test: bool
     ) -> RegistryRecord:
         valid = validate_registry(spec, credential, self._settings)
-        await self._refuse_ambiguity(valid.host, valid.spec.display_name, valid.spec.repositories)
+        unambiguous = ambiguity_check(valid.host, valid.spec.display_name, valid.spec.repositories)
+        # Early, before a probe, on what is READY; the store checks again, atomically.
+        unambiguous(await self._store.find_by_host(valid.host))
         minter = self._minters.for_kind(valid.spec.kind)
         if test:
             result = await minter.probe(self._build(valid, credential), credential, "")
@@ -133,7 +138,7 @@ class Registries:
             etag=new_etag(),
             state=RecordState.PENDING if credential is not None else RecordState.READY,
         )
-        await self._store.create(record)
+        await self._store.create(record, unambiguous)
         if credential is not None:
             record = await self._attach_secret(record, credential)
         log.info(
@@ -210,10 +215,12 @@ class Registries:
             ),
             self._settings,
         ).spec
+        unambiguous = None
         if valid.repositories != current.repositories:
-            await self._refuse_ambiguity(
+            unambiguous = ambiguity_check(
                 current.host, valid.display_name, valid.repositories, current.id
             )
+            unambiguous(await self._store.find_by_host(current.host))
         if credential is not None:
             check_credential(current.kind, credential, url=current.url, settings=self._settings)
             if test:
@@ -228,9 +235,9 @@ class Registries:
             etag=new_etag(),
         )
         if credential is None:
-            await self._store.replace(changed, etag)
+            await self._store.replace(changed, etag, unambiguous)
         else:
-            changed = await self._rotate(current, changed, credential)
+            changed = await self._rotate(current, changed, credential, unambiguous)
         # Settings such as the CA or pass-through change what a minted token may be.
         self._cache.invalidate_registry(current.id)
         log.info(
@@ -413,37 +420,6 @@ class Registries:
                 "create_rollback_failed", registry_id=registry_id, step="record", error=str(exc)
             )
 
-    async def _refuse_ambiguity(
-        self, host: str, display_name: str, repositories: tuple[str, ...], own_id: str = ""
-    ) -> None:
-        """AmbiguousRegistry when a record with `repositories` would tie with another record
-        of `host` for some repository (domain/repository_globs.py): a pull naming no record
-        could then not be served. The message says which record and how to tell them apart."""
-        # A record of the same name is refused by the store as AlreadyExists, which says more.
-        others = [
-            r
-            for r in await self._store.find_by_host(host)
-            if r.id != own_id and r.display_name != display_name
-        ]
-        found = conflicts(repositories, others)
-        if not found:
-            return
-        clash = found[0]
-        if clash.glob or clash.other_glob:
-            overlap = (
-                f"repository globs {clash.glob!r} (this one) and {clash.other_glob!r} (of "
-                f"{clash.other!r}) match {clash.example!r} equally specifically"
-            )
-        else:
-            overlap = "neither has repository globs, so both serve every repository"
-        raise AmbiguousRegistry(
-            f"registry {display_name!r} would make host {host} ambiguous with registry "
-            f"{clash.other!r}: {overlap}. Give the records repository globs that tell them "
-            f"apart, e.g. `--repositories 'acme/*'` on this one and `pullbroker registry update "
-            f"{clash.other} --repositories 'other/*'` (a more specific glob wins a repository "
-            "both match)"
-        )
-
     async def _current(self, name: str, etag: str) -> RegistryRecord:
         """The READY record `name`, if `etag` is still its etag."""
         if not etag:
@@ -475,7 +451,11 @@ class Registries:
         )
 
     async def _rotate(
-        self, current: RegistryRecord, changed: RegistryRecord, credential: Credential
+        self,
+        current: RegistryRecord,
+        changed: RegistryRecord,
+        credential: Credential,
+        check: HostCheck | None,
     ) -> RegistryRecord:
         new_ref = await self._secrets.put(current.id, credential_to_bytes(credential))
         old = current.secret_ref
@@ -489,7 +469,7 @@ class Registries:
             username=credential_username(credential),
         )
         try:
-            await self._store.replace(rotated, current.etag)
+            await self._store.replace(rotated, current.etag, check)
         except BaseException:
             try:
                 await self._secrets.delete_version(new_ref)

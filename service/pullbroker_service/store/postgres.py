@@ -4,7 +4,9 @@ Race-free across replicas: `replace` and `delete` are one conditional statement
 (`UPDATE ... WHERE id = $id AND etag = $old RETURNING id`), so of two writers holding the same
 etag exactly one wins and the other gets EtagMismatch carrying the etag the row has now; the
 UNIQUE constraint on display_name makes two concurrent creates of one name yield one record
-(the loser gets AlreadyExists).
+(the loser gets AlreadyExists). A write with a HostCheck (store/base.py) takes a lock on its
+host inside its transaction before it reads the host's records, so of two replicas creating
+records that may not coexist on one host, the second reads the first's and is refused.
 
 Reads go to the database every time, so a write on one replica is read on every other at
 once. The token path's reads (`get`, `get_by_display_name`, `find_by_host`) also remember
@@ -28,17 +30,15 @@ from pullbroker_service.domain.errors import (
     EtagMismatch,
     RegistryNotFound,
 )
-from pullbroker_service.domain.model import RecordState, RegistryKind, RegistryRecord, SecretRef
+from pullbroker_service.domain.model import RecordState, RegistryRecord
+from pullbroker_service.store.base import HostCheck
 from pullbroker_service.store.postgres_db import Connection, PostgresDatabase
+from pullbroker_service.store.rows import POSTGRES, REGISTRY_FIELDS, registry_record, registry_row
 
 T = TypeVar("T")
 log = structlog.get_logger()
 
-_FIELDS = (
-    "id", "display_name", "kind", "url", "host", "username", "registry_ca_pem", "region",
-    "allow_basic_passthrough", "credential_version", "secret_ref", "creator", "create_time",
-    "update_time", "etag", "state", "previous_secret_ref", "repositories",
-)  # fmt: skip
+_FIELDS = REGISTRY_FIELDS
 _COLUMNS = ", ".join(_FIELDS)
 _SELECT = f"SELECT {_COLUMNS} FROM registries"  # noqa: S608 - constant column list
 _INSERT = f"INSERT INTO registries ({_COLUMNS}) VALUES ({', '.join(['%s'] * len(_FIELDS))})"  # noqa: S608
@@ -47,6 +47,12 @@ _EXCLUDED = ", ".join(f"{c} = EXCLUDED.{c}" for c in _FIELDS[1:])
 _UPSERT = f"{_INSERT} ON CONFLICT (id) DO UPDATE SET {_EXCLUDED}"
 _UPDATE = f"UPDATE registries SET {_SETS} WHERE id = %s AND etag = %s RETURNING id"  # noqa: S608
 _LAST_KNOWN_MAX = 4096
+# Checked writes take a transaction-scoped advisory lock per host. The two-key form keeps
+# these out of the one-key space of the migration and periodic-jobs locks; two hosts whose
+# hashes collide only wait for each other.
+_HOST_LOCKS = 0x70627267  # 'pbrg'
+_LOCK_HOST = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
+_HOST_OTHERS = f"{_SELECT} WHERE host = %s AND id <> %s ORDER BY id"
 
 
 class PostgresMetadataStore:
@@ -59,13 +65,19 @@ class PostgresMetadataStore:
     def __repr__(self) -> str:
         return f"PostgresMetadataStore({self._db!r})"
 
-    async def create(self, record: RegistryRecord) -> None:
-        await self._write(lambda c: c.execute(_INSERT, _row(record)), record.display_name)
+    async def create(self, record: RegistryRecord, check: HostCheck | None = None) -> None:
+        async def insert(conn: Connection) -> None:
+            await _check_host(conn, record, check)
+            await conn.execute(_INSERT, registry_row(record, POSTGRES))
+
+        await self._write(insert, record.display_name)
 
     async def upsert(self, record: RegistryRecord) -> None:
         """Insert `record`, or overwrite the record with its id whatever its etag (copying
         records from another store: a re-run writes the same rows again)."""
-        await self._write(lambda c: c.execute(_UPSERT, _row(record)), record.display_name)
+        await self._write(
+            lambda c: c.execute(_UPSERT, registry_row(record, POSTGRES)), record.display_name
+        )
 
     async def get(self, registry_id: str) -> RegistryRecord:
         sql = f"{_SELECT} WHERE id = %s"
@@ -97,12 +109,17 @@ class PostgresMetadataStore:
         async with self._db.connection() as conn:
             return await _many(conn, sql, RecordState.PENDING.value)
 
-    async def replace(self, record: RegistryRecord, expected_etag: str) -> None:
+    async def replace(
+        self, record: RegistryRecord, expected_etag: str, check: HostCheck | None = None
+    ) -> None:
         if record.etag == expected_etag:
             raise ValueError("a replaced record needs a new etag")
 
         async def update(conn: Connection) -> None:
-            cur = await conn.execute(_UPDATE, (*_row(record)[1:], record.id, expected_etag))
+            await _check_host(conn, record, check)
+            cur = await conn.execute(
+                _UPDATE, (*registry_row(record, POSTGRES)[1:], record.id, expected_etag)
+            )
             if await cur.fetchone() is None:
                 await _raise_missing_or_stale(conn, record.id, record.display_name)
 
@@ -148,7 +165,7 @@ class PostgresMetadataStore:
         # did not take (BackendUnavailable) keeps it: a refused admin write must not end
         # the cached answers every node is getting through the outage.
         try:
-            async with self._db.connection() as conn:
+            async with self._db.transaction() as conn:
                 await fn(conn)
         except BackendUnavailable:
             raise
@@ -165,6 +182,16 @@ class PostgresMetadataStore:
         self._last_known.clear()
 
 
+async def _check_host(conn: Connection, record: RegistryRecord, check: HostCheck | None) -> None:
+    """Run `check` on the host's other records, holding the host's lock until the transaction
+    ends: a checked write on another replica waits here, then reads what this one wrote (under
+    READ COMMITTED each statement reads what was committed before it began)."""
+    if check is None:
+        return
+    await conn.execute(_LOCK_HOST, (_HOST_LOCKS, record.host))
+    check(await _many(conn, _HOST_OTHERS, record.host, record.id))
+
+
 async def _raise_missing_or_stale(conn: Connection, registry_id: str, name: str) -> None:
     cur = await conn.execute("SELECT etag FROM registries WHERE id = %s", (registry_id,))
     row = await cur.fetchone()
@@ -177,45 +204,12 @@ async def _raise_missing_or_stale(conn: Connection, registry_id: str, name: str)
     )
 
 
-def _row(r: RegistryRecord) -> tuple[object, ...]:
-    ref = r.secret_ref.to_json() if r.secret_ref is not None else None
-    previous = r.previous_secret_ref.to_json() if r.previous_secret_ref is not None else None
-    return (
-        r.id, r.display_name, r.kind.value, r.url, r.host, r.username, r.registry_ca_pem,
-        r.region, r.allow_basic_passthrough, r.credential_version, ref, r.creator,
-        r.create_time, r.update_time, r.etag, r.state.value, previous, list(r.repositories),
-    )  # fmt: skip
-
-
-def _record(row: tuple[Any, ...]) -> RegistryRecord:
-    return RegistryRecord(
-        id=row[0],
-        display_name=row[1],
-        kind=RegistryKind(row[2]),
-        url=row[3],
-        host=row[4],
-        username=row[5],
-        registry_ca_pem=row[6],
-        region=row[7],
-        allow_basic_passthrough=bool(row[8]),
-        credential_version=int(row[9]),
-        secret_ref=SecretRef.from_json(row[10]) if row[10] else None,
-        creator=row[11],
-        create_time=row[12],
-        update_time=row[13],
-        etag=row[14],
-        state=RecordState(row[15]),
-        previous_secret_ref=SecretRef.from_json(row[16]) if row[16] else None,
-        repositories=tuple(row[17] or ()),
-    )
-
-
 async def _one(conn: Connection, sql: str, *params: object) -> RegistryRecord | None:
     cur = await conn.execute(sql, params)
     row = await cur.fetchone()
-    return None if row is None else _record(row)
+    return None if row is None else registry_record(row, POSTGRES)
 
 
 async def _many(conn: Connection, sql: str, *params: object) -> list[RegistryRecord]:
     cur = await conn.execute(sql, params)
-    return [_record(row) for row in await cur.fetchall()]
+    return [registry_record(row, POSTGRES) for row in await cur.fetchall()]

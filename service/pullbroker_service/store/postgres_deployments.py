@@ -9,21 +9,20 @@ that may only replace a TERMINATED row (`ON CONFLICT (id) DO UPDATE ... WHERE st
 
 from __future__ import annotations
 
-from typing import Any
-
 from pullbroker_service.domain.deployment import (
     DeploymentRecord,
     DeploymentState,
-    FailureCategory,
-    Target,
 )
 from pullbroker_service.domain.errors import AlreadyExists, DeploymentNotFound, EtagMismatch
 from pullbroker_service.store.postgres_db import Connection, PostgresDatabase
+from pullbroker_service.store.rows import (
+    DEPLOYMENT_FIELDS,
+    POSTGRES,
+    deployment_record,
+    deployment_row,
+)
 
-_FIELDS = (
-    "id", "image", "registry_id", "inline_credential", "target", "state", "failure_category",
-    "message", "digest", "creator", "reported_by", "create_time", "update_time", "etag",
-)  # fmt: skip
+_FIELDS = DEPLOYMENT_FIELDS
 _COLUMNS = ", ".join(_FIELDS)
 _SELECT = f"SELECT {_COLUMNS} FROM deployments"  # noqa: S608 - constant column list
 _TERMINATED = DeploymentState.TERMINATED.value
@@ -51,7 +50,7 @@ class PostgresDeploymentStore:
 
     async def create(self, record: DeploymentRecord) -> None:
         async with self._db.connection() as conn:
-            cur = await conn.execute(_CREATE, (*_row(record), _TERMINATED))
+            cur = await conn.execute(_CREATE, (*deployment_row(record, POSTGRES), _TERMINATED))
             if await cur.fetchone() is None:
                 raise AlreadyExists(
                     f"deployment {record.id!r} already exists: terminate it first or choose "
@@ -62,7 +61,7 @@ class PostgresDeploymentStore:
         """Insert `record`, or overwrite the deployment with its id whatever its state or
         etag (copying records from another store: a re-run writes the same rows again)."""
         async with self._db.connection() as conn:
-            await conn.execute(_UPSERT, _row(record))
+            await conn.execute(_UPSERT, deployment_row(record, POSTGRES))
 
     async def get(self, deployment_id: str) -> DeploymentRecord:
         async with self._db.connection() as conn:
@@ -100,7 +99,9 @@ class PostgresDeploymentStore:
         if record.etag == expected_etag:
             raise ValueError("a replaced record needs a new etag")
         async with self._db.connection() as conn:
-            cur = await conn.execute(_UPDATE, (*_row(record)[1:], record.id, expected_etag))
+            cur = await conn.execute(
+                _UPDATE, (*deployment_row(record, POSTGRES)[1:], record.id, expected_etag)
+            )
             if await cur.fetchone() is None:
                 await _raise_missing_or_stale(conn, record.id)
 
@@ -124,33 +125,6 @@ async def _raise_missing_or_stale(conn: Connection, deployment_id: str) -> None:
     )
 
 
-def _row(r: DeploymentRecord) -> tuple[object, ...]:
-    return (
-        r.id, r.image, r.registry_id, r.inline_credential, r.target.policy_name,
-        r.state.value, r.failure_category.value, r.message, r.digest, r.creator,
-        r.reported_by, r.create_time, r.update_time, r.etag,
-    )  # fmt: skip
-
-
-def _record(row: tuple[Any, ...]) -> DeploymentRecord:
-    return DeploymentRecord(
-        id=row[0],
-        image=row[1],
-        registry_id=row[2],
-        inline_credential=bool(row[3]),
-        target=Target.parse(row[4]),
-        state=DeploymentState(row[5]),
-        failure_category=FailureCategory(row[6]),
-        message=row[7],
-        digest=row[8],
-        creator=row[9],
-        reported_by=row[10],
-        create_time=row[11],
-        update_time=row[12],
-        etag=row[13],
-    )
-
-
 async def _many(conn: Connection, sql: str, *params: object) -> list[DeploymentRecord]:
     cur = await conn.execute(sql, params)
-    return [_record(row) for row in await cur.fetchall()]
+    return [deployment_record(row, POSTGRES) for row in await cur.fetchall()]

@@ -8,12 +8,10 @@ several replicas share a database (PostgreSQL), another replica's write shows wi
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -22,12 +20,14 @@ from pullbroker_service.domain.errors import (
     EtagMismatch,
     RegistryNotFound,
 )
-from pullbroker_service.domain.model import RecordState, RegistryKind, RegistryRecord, SecretRef
+from pullbroker_service.domain.model import RecordState, RegistryRecord
 from pullbroker_service.infra.sqlite_worker import (
     SqliteWorker,
     check_schema_version,
     open_private_database,
 )
+from pullbroker_service.store.base import HostCheck
+from pullbroker_service.store.rows import REGISTRY_FIELDS, SQLITE, registry_record, registry_row
 
 T = TypeVar("T")
 
@@ -58,11 +58,7 @@ CREATE TABLE IF NOT EXISTS registries (
 );
 CREATE INDEX IF NOT EXISTS registries_host ON registries (host, state);
 """
-_COLUMNS = (
-    "id, display_name, kind, url, host, username, registry_ca_pem, region, "
-    "allow_basic_passthrough, credential_version, secret_ref, creator, create_time, "
-    "update_time, etag, state, previous_secret_ref, repositories"
-)
+_COLUMNS = ", ".join(REGISTRY_FIELDS)
 _SELECT = f"SELECT {_COLUMNS} FROM registries"  # noqa: S608 - constant column list
 
 
@@ -98,10 +94,14 @@ class SqliteMetadataStore:
     def __repr__(self) -> str:
         return f"SqliteMetadataStore({str(self._path)!r})"
 
-    async def create(self, record: RegistryRecord) -> None:
+    async def create(self, record: RegistryRecord, check: HostCheck | None = None) -> None:
         def insert(conn: sqlite3.Connection) -> None:
+            _check_host(conn, record, check)
             marks = ", ".join("?" * len(_COLUMNS.split(",")))
-            conn.execute(f"INSERT INTO registries ({_COLUMNS}) VALUES ({marks})", _row(record))  # noqa: S608
+            conn.execute(
+                f"INSERT INTO registries ({_COLUMNS}) VALUES ({marks})",  # noqa: S608
+                registry_row(record, SQLITE),
+            )
 
         await self._write(insert, record)
 
@@ -137,15 +137,18 @@ class SqliteMetadataStore:
         sql = f"{_SELECT} WHERE state = ? ORDER BY id"
         return await self._run(lambda c: _many(c, sql, RecordState.PENDING.value))
 
-    async def replace(self, record: RegistryRecord, expected_etag: str) -> None:
+    async def replace(
+        self, record: RegistryRecord, expected_etag: str, check: HostCheck | None = None
+    ) -> None:
         if record.etag == expected_etag:
             raise ValueError("a replaced record needs a new etag")
 
         def update(conn: sqlite3.Connection) -> None:
+            _check_host(conn, record, check)
             sets = ", ".join(f"{c.strip()} = ?" for c in _COLUMNS.split(",")[1:])
             cur = conn.execute(
                 f"UPDATE registries SET {sets} WHERE id = ? AND etag = ?",  # noqa: S608
-                (*_row(record)[1:], record.id, expected_etag),
+                (*registry_row(record, SQLITE)[1:], record.id, expected_etag),
             )
             if cur.rowcount == 0:
                 _raise_missing_or_stale(conn, record.id, record.display_name)
@@ -244,6 +247,16 @@ def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], No
     conn.execute("COMMIT")
 
 
+def _check_host(conn: sqlite3.Connection, record: RegistryRecord, check: HostCheck | None) -> None:
+    """Run `check` on the host's other records. Every write is a BEGIN IMMEDIATE transaction
+    (`_transaction`), which holds SQLite's one write lock from before this read until the
+    write commits, so no other writer, in this process or another, lands in between."""
+    if check is not None:
+        check(
+            _many(conn, f"{_SELECT} WHERE host = ? AND id <> ? ORDER BY id", record.host, record.id)
+        )
+
+
 def _raise_missing_or_stale(conn: sqlite3.Connection, registry_id: str, name: str) -> None:
     row = conn.execute("SELECT etag FROM registries WHERE id = ?", (registry_id,)).fetchone()
     if row is None:
@@ -255,44 +268,10 @@ def _raise_missing_or_stale(conn: sqlite3.Connection, registry_id: str, name: st
     )
 
 
-def _row(r: RegistryRecord) -> tuple[object, ...]:
-    ref = r.secret_ref.to_json() if r.secret_ref is not None else None
-    previous = r.previous_secret_ref.to_json() if r.previous_secret_ref is not None else None
-    return (
-        r.id, r.display_name, r.kind.value, r.url, r.host, r.username, r.registry_ca_pem,
-        r.region, int(r.allow_basic_passthrough), r.credential_version, ref, r.creator,
-        r.create_time.isoformat(), r.update_time.isoformat(), r.etag, r.state.value, previous,
-        json.dumps(list(r.repositories)),
-    )  # fmt: skip
-
-
-def _record(row: tuple[Any, ...]) -> RegistryRecord:
-    return RegistryRecord(
-        id=row[0],
-        display_name=row[1],
-        kind=RegistryKind(row[2]),
-        url=row[3],
-        host=row[4],
-        username=row[5],
-        registry_ca_pem=row[6],
-        region=row[7],
-        allow_basic_passthrough=bool(row[8]),
-        credential_version=int(row[9]),
-        secret_ref=SecretRef.from_json(row[10]) if row[10] else None,
-        creator=row[11],
-        create_time=datetime.fromisoformat(row[12]),
-        update_time=datetime.fromisoformat(row[13]),
-        etag=row[14],
-        state=RecordState(row[15]),
-        previous_secret_ref=SecretRef.from_json(row[16]) if row[16] else None,
-        repositories=tuple(json.loads(row[17] or "[]")),
-    )
-
-
 def _one(conn: sqlite3.Connection, sql: str, *params: object) -> RegistryRecord | None:
     row = conn.execute(sql, params).fetchone()
-    return None if row is None else _record(row)
+    return None if row is None else registry_record(row, SQLITE)
 
 
 def _many(conn: sqlite3.Connection, sql: str, *params: object) -> list[RegistryRecord]:
-    return [_record(row) for row in conn.execute(sql, params).fetchall()]
+    return [registry_record(row, SQLITE) for row in conn.execute(sql, params).fetchall()]

@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pullbroker_service.domain.deployment import (
     DeploymentRecord,
     DeploymentState,
-    FailureCategory,
-    Target,
 )
 from pullbroker_service.domain.errors import (
     AlreadyExists,
@@ -29,6 +26,12 @@ from pullbroker_service.domain.errors import (
     SchemaTooNew,
 )
 from pullbroker_service.infra.sqlite_worker import SqliteWorker, open_private_database
+from pullbroker_service.store.rows import (
+    DEPLOYMENT_FIELDS,
+    SQLITE,
+    deployment_record,
+    deployment_row,
+)
 
 T = TypeVar("T")
 
@@ -57,10 +60,7 @@ CREATE TABLE IF NOT EXISTS deployments (
 );
 CREATE INDEX IF NOT EXISTS deployments_registry ON deployments (registry_id, state);
 """
-_COLUMNS = (
-    "id, image, registry_id, inline_credential, target, state, failure_category, message, "
-    "digest, creator, reported_by, create_time, update_time, etag"
-)
+_COLUMNS = ", ".join(DEPLOYMENT_FIELDS)
 _SELECT = f"SELECT {_COLUMNS} FROM deployments"  # noqa: S608 - constant column list
 _TERMINATED = DeploymentState.TERMINATED.value
 
@@ -88,7 +88,10 @@ class SqliteDeploymentStore:
                 )
             conn.execute("DELETE FROM deployments WHERE id = ?", (record.id,))
             marks = ", ".join("?" * 14)
-            conn.execute(f"INSERT INTO deployments ({_COLUMNS}) VALUES ({marks})", _row(record))  # noqa: S608
+            conn.execute(
+                f"INSERT INTO deployments ({_COLUMNS}) VALUES ({marks})",  # noqa: S608
+                deployment_row(record, SQLITE),
+            )
 
         await self._run(lambda c: _transaction(c, insert))
 
@@ -129,7 +132,7 @@ class SqliteDeploymentStore:
             sets = ", ".join(f"{c.strip()} = ?" for c in _COLUMNS.split(",")[1:])
             cur = conn.execute(
                 f"UPDATE deployments SET {sets} WHERE id = ? AND etag = ?",  # noqa: S608
-                (*_row(record)[1:], record.id, expected_etag),
+                (*deployment_row(record, SQLITE)[1:], record.id, expected_etag),
             )
             if cur.rowcount == 0:
                 found = conn.execute("SELECT etag FROM deployments WHERE id = ?", (record.id,))
@@ -186,37 +189,10 @@ def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], An
     conn.execute("COMMIT")
 
 
-def _row(r: DeploymentRecord) -> tuple[object, ...]:
-    return (
-        r.id, r.image, r.registry_id, int(r.inline_credential), r.target.policy_name,
-        r.state.value, r.failure_category.value, r.message, r.digest, r.creator,
-        r.reported_by, r.create_time.isoformat(), r.update_time.isoformat(), r.etag,
-    )  # fmt: skip
-
-
-def _record(row: tuple[Any, ...]) -> DeploymentRecord:
-    return DeploymentRecord(
-        id=row[0],
-        image=row[1],
-        registry_id=row[2],
-        inline_credential=bool(row[3]),
-        target=Target.parse(row[4]),
-        state=DeploymentState(row[5]),
-        failure_category=FailureCategory(row[6]),
-        message=row[7],
-        digest=row[8],
-        creator=row[9],
-        reported_by=row[10],
-        create_time=datetime.fromisoformat(row[11]),
-        update_time=datetime.fromisoformat(row[12]),
-        etag=row[13],
-    )
-
-
 def _one(conn: sqlite3.Connection, sql: str, *params: object) -> DeploymentRecord | None:
     row = conn.execute(sql, params).fetchone()
-    return None if row is None else _record(row)
+    return None if row is None else deployment_record(row, SQLITE)
 
 
 def _many(conn: sqlite3.Connection, sql: str, *params: object) -> list[DeploymentRecord]:
-    return [_record(row) for row in conn.execute(sql, params).fetchall()]
+    return [deployment_record(row, SQLITE) for row in conn.execute(sql, params).fetchall()]

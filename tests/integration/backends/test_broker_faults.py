@@ -38,6 +38,7 @@ from pullbroker_service.domain.model import (
 from pullbroker_service.minting.by_kind import MintersByKind
 from pullbroker_service.minting.cache import TokenCache
 from pullbroker_service.secrets.factory import GuardedBackend, build_secret_backend
+from pullbroker_service.store.base import HostCheck
 from pullbroker_service.store.sqlite import SqliteMetadataStore
 
 from tests.harness.moto_server import MotoServer
@@ -116,9 +117,11 @@ class CrashingStore(SqliteMetadataStore):
         super().__init__(path)
         self.faults = faults
 
-    async def replace(self, record: RegistryRecord, expected_etag: str) -> None:
+    async def replace(
+        self, record: RegistryRecord, expected_etag: str, check: HostCheck | None = None
+    ) -> None:
         self.faults.check()
-        await super().replace(record, expected_etag)
+        await super().replace(record, expected_etag, check)
 
     async def delete(self, registry_id: str, expected_etag: str | None) -> None:
         self.faults.check()

@@ -3,9 +3,11 @@ store's envelopes, run on SQLite and on a real PostgreSQL (the `stores` fixture)
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
 import pytest
+from pullbroker_service.app.ambiguity import ambiguity_check
 from pullbroker_service.domain.deployment import (
     DeploymentRecord,
     DeploymentState,
@@ -14,12 +16,14 @@ from pullbroker_service.domain.deployment import (
 )
 from pullbroker_service.domain.errors import (
     AlreadyExists,
+    AmbiguousRegistry,
     DeploymentNotFound,
     EtagMismatch,
     RegistryNotFound,
     SecretMissing,
 )
-from pullbroker_service.domain.model import RecordState, SecretRef
+from pullbroker_service.domain.model import RecordState, RegistryRecord, SecretRef
+from pullbroker_service.store.base import HostCheck
 
 from tests.integration.store.conftest import NOW, Stores, registry
 
@@ -126,6 +130,58 @@ class TestRegistries:
         assert [r.id for r in await stores.metadata.find_by_host("reg.example")] == ["r1"]
         assert [r.id for r in await stores.metadata.list_pending()] == ["r2"]
         assert await stores.metadata.find_by_host("none.example") == []
+
+
+def unambiguous(record: RegistryRecord) -> HostCheck:
+    """The check the broker hands the store with a create or a glob change."""
+    return ambiguity_check(record.host, record.display_name, record.repositories, record.id)
+
+
+class TestHostChecks:
+    """A write's HostCheck and the write are one step: concurrent writers cannot both pass."""
+
+    RACERS = 8
+
+    async def test_racing_tying_creates_store_one(self, stores: Stores) -> None:
+        """RACERS concurrent creates of glob-less records on one host: one is stored, every
+        other gets AmbiguousRegistry; a record with globs on that host and one on another
+        host, created in the same burst, are stored too."""
+        tying = [registry(f"t{i}", f"tie-{i}") for i in range(self.RACERS)]
+        bystanders = [
+            registry("b1", "globbed", repositories=("other/*",)),
+            registry("b2", "elsewhere", host="other.example"),
+        ]
+        outcomes = await asyncio.gather(
+            *(stores.metadata.create(r, unambiguous(r)) for r in [*tying, *bystanders]),
+            return_exceptions=True,
+        )
+        refused = [o for o in outcomes if isinstance(o, BaseException)]
+        assert len(refused) == self.RACERS - 1, outcomes
+        assert all(isinstance(o, AmbiguousRegistry) for o in refused), refused
+        stored = {r.id for r in await stores.metadata.list_page(100, None)}
+        assert len(stored & {r.id for r in tying}) == 1
+        assert {"b1", "b2"} <= stored
+        assert len(stored) == 3
+
+    async def test_pending_record_holds_its_place(self, stores: Stores) -> None:
+        """A create still PENDING (its secret on the way) is checked against like a READY
+        record: a tying create is refused and not written."""
+        await stores.metadata.create(registry("r1", "first", state=RecordState.PENDING))
+        second = registry("r2", "second")
+        with pytest.raises(AmbiguousRegistry, match="'first'"):
+            await stores.metadata.create(second, unambiguous(second))
+        assert [r.id for r in await stores.metadata.list_page(10, None)] == ["r1"]
+
+    async def test_checked_replace_refused_leaves_the_record(self, stores: Stores) -> None:
+        """A replace whose new globs tie with another record is refused; the stored record
+        keeps its globs and etag."""
+        await stores.metadata.create(registry("r1", "teams", repositories=("team/*",)))
+        other = registry("r2", "others", repositories=("other/*",))
+        await stores.metadata.create(other)
+        moved = replace(other, repositories=("team/*",), etag="e2")
+        with pytest.raises(AmbiguousRegistry, match="'teams'"):
+            await stores.metadata.replace(moved, other.etag, unambiguous(moved))
+        assert await stores.metadata.get("r2") == other
 
 
 class TestDeployments:

@@ -28,7 +28,7 @@ from pullbroker_service.domain.model import (
 from pullbroker_service.secrets.factory import VersionedBackend
 from pullbroker_service.secrets.kek import FileKeyWrapper
 from pullbroker_service.secrets.local import LocalSecretBackend
-from pullbroker_service.store.base import MetadataStore
+from pullbroker_service.store.base import HostCheck, MetadataStore
 from pullbroker_service.store.sqlite import SqliteMetadataStore
 
 from tests.unit.service.conftest import ADMIN, NODE, Core, build_core
@@ -84,10 +84,12 @@ class DyingStore(SqliteMetadataStore):
         super().__init__(path)
         self.fate = fate
 
-    async def replace(self, record: RegistryRecord, expected_etag: str) -> None:
+    async def replace(
+        self, record: RegistryRecord, expected_etag: str, check: HostCheck | None = None
+    ) -> None:
         if self.fate.dead:
             raise Crash
-        await super().replace(record, expected_etag)
+        await super().replace(record, expected_etag, check)
 
 
 class Delegating:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from pullbroker_client.secret import Secret
 from pullbroker_service.app.lookup import new_registry_id
 from pullbroker_service.domain.errors import (
     AlreadyExists,
+    AmbiguousRegistry,
     BackendUnavailable,
     EtagMismatch,
     FailedPrecondition,
@@ -31,6 +33,7 @@ from pullbroker_service.domain.model import (
 from pullbroker_service.minting.base import ProbeResult
 from pullbroker_service.secrets.kek import FileKeyWrapper
 from pullbroker_service.secrets.local import LocalSecretBackend
+from pullbroker_service.store.base import HostCheck
 from pullbroker_service.store.sqlite import SqliteMetadataStore
 
 from tests.unit.service.conftest import ADMIN, Core, build_core
@@ -73,7 +76,9 @@ class LostReplyBackend(LocalSecretBackend):
 class FailingReplaceStore(SqliteMetadataStore):
     """Accepts creates, then fails every replace (the store went read-only)."""
 
-    async def replace(self, record: RegistryRecord, expected_etag: str) -> None:
+    async def replace(
+        self, record: RegistryRecord, expected_etag: str, check: HostCheck | None = None
+    ) -> None:
         raise BackendUnavailable("metadata store is read-only")
 
 
@@ -190,6 +195,55 @@ class TestCreate:
         with pytest.raises(BackendUnavailable, match="read-only"):
             await core.registries.create(CALLER, generic(), CRED, test=False)
         await nothing_left(core)
+
+
+class GatedBackend(LocalSecretBackend):
+    """Holds the first put until `release` is set; `entered` says it is being held."""
+
+    def __init__(self, path: Path, wrapper: FileKeyWrapper) -> None:
+        super().__init__(path, wrapper)
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def put(self, key: str, value: bytes) -> SecretRef:
+        if not self.entered.is_set():
+            self.entered.set()
+            await self.release.wait()
+        return await super().put(key, value)
+
+
+class TestCreateRaces:
+    """Records that would tie on one host, created at once: one is stored, with its secret."""
+
+    async def test_tie_with_a_create_in_flight(self, tmp_path: Path, custom: list[Core]) -> None:
+        """While a create's record is PENDING (its secret on the way), a tying create is
+        refused with AmbiguousRegistry naming it, and stores no secret."""
+        secrets = GatedBackend(tmp_path / "s.db", FileKeyWrapper.open(tmp_path / "kek"))
+        core = build_core(tmp_path, secrets=secrets)
+        custom.append(core)
+        first = asyncio.create_task(
+            core.registries.create(CALLER, generic("first"), CRED, test=False)
+        )
+        await asyncio.wait_for(secrets.entered.wait(), 10)
+        with pytest.raises(AmbiguousRegistry, match=r"'first'.*--repositories"):
+            await core.registries.create(CALLER, generic("second"), CRED, test=False)
+        secrets.release.set()
+        made = await asyncio.wait_for(first, 10)
+        assert [r.id for r in await core.store.list_page(10, None)] == [made.id]
+        assert await core.secrets.list_keys() == [made.id]
+
+    async def test_concurrent_tying_creates_one_wins(self, core: Core) -> None:
+        """Eight concurrent creates of glob-less records on one host: one record and one
+        secret; the other seven get AmbiguousRegistry."""
+        outcomes = await asyncio.gather(
+            *(core.registries.create(CALLER, generic(f"r{i}"), CRED, test=False) for i in range(8)),
+            return_exceptions=True,
+        )
+        made = [o for o in outcomes if isinstance(o, RegistryRecord)]
+        assert len(made) == 1, outcomes
+        assert all(isinstance(o, AmbiguousRegistry) for o in outcomes if o not in made)
+        assert [r.id for r in await core.store.list_page(10, None)] == [made[0].id]
+        assert await core.secrets.list_keys() == [made[0].id]
 
 
 class TestReadAndList:
