@@ -7,6 +7,7 @@ value inline; this module knows nothing of the broker's settings themselves.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -107,8 +108,13 @@ class SettingsReader:
                 raise ConfigError(f"{label} must be a non-negative integer")
             return value
         if kind == "float":
-            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"{label} must be a non-negative number")
+            if (
+                not isinstance(value, int | float)
+                or isinstance(value, bool)
+                or not math.isfinite(value)
+                or value < 0
+            ):
+                raise ConfigError(f"{label} must be a non-negative number (not inf or nan)")
             return float(value)
         if not isinstance(value, str):
             raise ConfigError(f"{label} must be a string")

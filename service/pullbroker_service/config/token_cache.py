@@ -24,8 +24,18 @@ class TokenCacheConfig:
     this long; its waiters get UNAVAILABLE with retry-after."""
 
 
+_RANGES: dict[str, tuple[float, float, str]] = {
+    "max_entries": (1, 1_000_000, "1 and 1000000"),
+    "max_bytes": (64 * 1024, 1024**3, "65536 (64 KiB) and 1073741824 (1 GiB)"),
+    "mint_deadline_seconds": (1.0, 600.0, "1 and 600 seconds"),
+}
+"""Bounds of each limit: a zero cache or deadline would refuse every pull, an unbounded
+cache or an endless mint would let one registry hold the broker's memory or its waiters."""
+
+
 def validate_token_cache(config: TokenCacheConfig) -> None:
-    """Every limit must be positive: a zero cache or deadline would refuse every pull."""
-    for name in ("max_entries", "max_bytes", "mint_deadline_seconds"):
-        if getattr(config, name) <= 0:
-            raise ConfigError(f"token_cache.{name} must be more than 0")
+    """Every limit within its bounds (`_RANGES`)."""
+    for name, (low, high, words) in _RANGES.items():
+        value = getattr(config, name)
+        if not low <= value <= high:
+            raise ConfigError(f"token_cache.{name} is {value}: it must be between {words}")

@@ -79,8 +79,13 @@ class TestTokenCacheSection:
     @pytest.mark.parametrize(
         ("text", "match"),
         [
-            ("token_cache:\n  max_entries: 0\n", "token_cache.max_entries must be more than 0"),
+            ("token_cache:\n  max_entries: 0\n", "token_cache.max_entries is 0: it must be"),
             ("token_cache:\n  mint_deadline_seconds: 0\n", "token_cache.mint_deadline_seconds"),
+            ("token_cache:\n  mint_deadline_seconds: .inf\n", "not inf or nan"),
+            ("token_cache:\n  mint_deadline_seconds: .nan\n", "not inf or nan"),
+            ("token_cache:\n  mint_deadline_seconds: 3600\n", "between 1 and 600 seconds"),
+            ("token_cache:\n  max_bytes: 100000000000000000000000\n", "1 GiB"),
+            ("token_cache:\n  max_entries: 10000000\n", "between 1 and 1000000"),
             ("token_cache:\n  ttl: 5\n", "unknown setting 'token_cache.ttl'"),
             ("token_cache: 5\n", "token_cache must be a mapping"),
         ],
