@@ -216,7 +216,9 @@ class Registries:
             self._settings,
         ).spec
         unambiguous = None
-        if valid.repositories != current.repositories:
+        # A rename is checked too: it changes which records of the host a racing create
+        # must be compared with, so it takes the host's turn like any checked write.
+        if (valid.repositories, valid.display_name) != (current.repositories, current.display_name):
             unambiguous = ambiguity_check(
                 current.host, valid.display_name, valid.repositories, current.id
             )

@@ -104,6 +104,7 @@ def _host_of(parts: SplitResult, field: str) -> str:
     check_dialable(name, field)
     if port is not None and not 1 <= port <= 65535:
         raise InvalidRegistry(f"{field} has an invalid port: use a number from 1 to 65535")
+    name = _compressed(name)
     shown = f"[{name}]" if ":" in name else name
     return shown if port in (None, 443) else f"{shown}:{port}"
 
@@ -181,7 +182,21 @@ def canonical_image_host(host: str) -> str:
     as `registry-1.docker.io`: `docker.io/library/nginx` matches a Docker Hub record.
     """
     name = host.lower().removesuffix(":443")
+    if name.startswith("["):
+        literal, _, rest = name[1:].partition("]")
+        name = f"[{_compressed(literal)}]{rest}"
     return _HOST_ALIASES.get(name, name)
+
+
+def _compressed(name: str) -> str:
+    """An IPv6 literal in its one shortest form (`2606:4700:0::1111` -> `2606:4700::1111`),
+    so two spellings of one address are one host; anything else unchanged."""
+    if ":" not in name:
+        return name
+    try:
+        return ipaddress.IPv6Address(name).compressed
+    except ValueError:
+        return name
 
 
 def expected_realm_hosts(registry_host: str) -> frozenset[str] | None:

@@ -52,6 +52,11 @@ _LAST_KNOWN_MAX = 4096
 # hashes collide only wait for each other.
 _HOST_LOCKS = 0x70627267  # 'pbrg'
 _LOCK_HOST = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
+HOST_LOCK_TIMEOUT_MS = 5000
+"""How long a checked write waits for its host's lock (and the rest of its transaction for
+any row lock): a holder whose session froze must not stall every replica's writes to the
+host, each holding a pool connection, until TCP gives up on it."""
+_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', %s, true)"
 _HOST_OTHERS = f"{_SELECT} WHERE host = %s AND id <> %s ORDER BY id"
 
 
@@ -188,7 +193,14 @@ async def _check_host(conn: Connection, record: RegistryRecord, check: HostCheck
     READ COMMITTED each statement reads what was committed before it began)."""
     if check is None:
         return
-    await conn.execute(_LOCK_HOST, (_HOST_LOCKS, record.host))
+    await conn.execute(_LOCK_TIMEOUT, (f"{HOST_LOCK_TIMEOUT_MS}ms",))
+    try:
+        await conn.execute(_LOCK_HOST, (_HOST_LOCKS, record.host))
+    except psycopg.errors.LockNotAvailable:
+        raise BackendUnavailable(
+            f"another write to the registries of host {record.host} held its turn for over "
+            f"{HOST_LOCK_TIMEOUT_MS / 1000:g} s: retry (nothing was written)"
+        ) from None
     check(await _many(conn, _HOST_OTHERS, record.host, record.id))
 
 

@@ -190,7 +190,11 @@ class TestWithoutTheMirror:
         assert cri.pull(reference) == host_manifest(image).config_digest
 
     def test_repository_outside_policy(
-        self, node_world: NodeWorld, cri: ImageServiceClient, mirror: MirrorNode
+        self,
+        node_world: NodeWorld,
+        cri: ImageServiceClient,
+        mirror: MirrorNode,
+        leaks: LeakCheck,
     ) -> None:
         """team/other is outside the node's policy: PullImage fails on the mirror's 403, and
         the error the kubelet gets carries the broker's reason (containerd resolves with HEAD,
@@ -200,6 +204,7 @@ class TestWithoutTheMirror:
         with pytest.raises(CriCallError) as refused:
             cri.pull(reference)
         assert f"pulling from host {mirror.address} failed" in refused.value.details
+        leaks.output(refused.value.details)  # the status line carries broker text now
         assert "403 Forbidden: the broker refused: " in refused.value.details
         assert "team/other" in refused.value.details.split("403 Forbidden", 1)[1]
         logged = mirror.events("mirror_refused")

@@ -8,7 +8,14 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import pytest
-from pullbroker_service.domain.errors import AlreadyExists, EtagMismatch, SchemaTooNew
+from pullbroker_service.app.ambiguity import ambiguity_check
+from pullbroker_service.domain.errors import (
+    AlreadyExists,
+    BackendUnavailable,
+    EtagMismatch,
+    SchemaTooNew,
+)
+from pullbroker_service.store import postgres
 from pullbroker_service.store.postgres import PostgresMetadataStore
 from pullbroker_service.store.postgres_db import PostgresDatabase
 from pullbroker_service.store.postgres_deployments import PostgresDeploymentStore
@@ -136,3 +143,61 @@ class TestRaces:
         assert (await other.get("r1")).username == "new"
         await one.delete("r1", "e2")
         assert await other.find_by_host(rec.host) == []
+
+
+class TestHostChecksAcrossReplicas:
+    """The per-host check and a rename racing it on another replica."""
+
+    async def test_rename_in_flight_cannot_free_a_name_for_a_tying_create(
+        self, replicas: list[PostgresDatabase]
+    ) -> None:
+        """Record A ("a", no globs) is renamed to "b" on one replica while another creates a
+        new "a" (no globs) on the same host. Had the check skipped same-named records
+        (leaving them to the unique index), the create would wait on the index for the
+        rename, then land beside the renamed record: two tying records. It is refused."""
+        await migrate(replicas[0])
+        first, second = PostgresMetadataStore(replicas[0]), PostgresMetadataStore(replicas[1])
+        await first.create(registry("r1", "a"))
+        renamer = await replicas[2].dedicated()
+        try:
+            await renamer.execute("BEGIN")
+            await renamer.execute("UPDATE registries SET display_name = 'b' WHERE id = 'r1'")
+            new = registry("r2", "a")
+            create = asyncio.create_task(
+                second.create(new, ambiguity_check(new.host, "a", (), new.id))
+            )
+            await asyncio.wait([create], timeout=1.0)  # the create's check runs meanwhile
+            await renamer.execute("COMMIT")
+            with pytest.raises(AlreadyExists, match="'a' already exists"):
+                await create
+        finally:
+            await renamer.close()
+        assert [r.id for r in await second.find_by_host("reg.example")] == ["r1"]
+        await first.close()
+        await second.close()
+
+    async def test_a_frozen_lock_holder_costs_a_retry_not_a_stall(
+        self, replicas: list[PostgresDatabase], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A session holding the host's lock and never ending (frozen, partitioned) makes a
+        checked create give up after the lock timeout with BackendUnavailable (UNAVAILABLE,
+        retry) that names the host; nothing is written; the next create after the holder
+        left succeeds."""
+        await migrate(replicas[0])
+        monkeypatch.setattr(postgres, "HOST_LOCK_TIMEOUT_MS", 300)
+        store = PostgresMetadataStore(replicas[0])
+        holder = await replicas[1].dedicated()
+        new = registry("r1", "a")
+        check = ambiguity_check(new.host, "a", (), new.id)
+        try:
+            await holder.execute(
+                "SELECT pg_advisory_lock(%s, hashtext(%s))", (postgres._HOST_LOCKS, new.host)
+            )
+            with pytest.raises(BackendUnavailable, match=r"host reg\.example held its turn"):
+                await asyncio.wait_for(store.create(new, check), 10)
+            assert await store.find_by_host(new.host) == []
+        finally:
+            await holder.close()
+        await store.create(new, check)
+        assert [r.id for r in await store.find_by_host(new.host)] == ["r1"]
+        await store.close()

@@ -217,7 +217,8 @@ class TestCreateRaces:
 
     async def test_tie_with_a_create_in_flight(self, tmp_path: Path, custom: list[Core]) -> None:
         """While a create's record is PENDING (its secret on the way), a tying create is
-        refused with AmbiguousRegistry naming it, and stores no secret."""
+        refused with AmbiguousRegistry naming it as still being created (its globs cannot be
+        changed yet: retry), and stores no secret."""
         secrets = GatedBackend(tmp_path / "s.db", FileKeyWrapper.open(tmp_path / "kek"))
         core = build_core(tmp_path, secrets=secrets)
         custom.append(core)
@@ -225,7 +226,7 @@ class TestCreateRaces:
             core.registries.create(CALLER, generic("first"), CRED, test=False)
         )
         await asyncio.wait_for(secrets.entered.wait(), 10)
-        with pytest.raises(AmbiguousRegistry, match=r"'first'.*--repositories"):
+        with pytest.raises(AmbiguousRegistry, match=r"'first', which is still being created"):
             await core.registries.create(CALLER, generic("second"), CRED, test=False)
         secrets.release.set()
         made = await asyncio.wait_for(first, 10)
