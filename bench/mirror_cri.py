@@ -194,7 +194,7 @@ def cri_rows(
     return [
         "the kubelet's path: CRI ImageService/PullImage, same containerd (`k8s.io`):",
         f"{'(a-cri) via mirror, node store empty':38}{a:>10.2f}",
-        f"{'(b-cri) straight, AuthConfig (credential)':38}{b:>10.2f}",
+        f"{'(b-cri) straight, AuthConfig creds':38}{b:>10.2f}",
         f"{'(c-cri) via mirror, from node store':38}{c:>10.2f}",
         f"{'ratio (a-cri)/(b-cri)':38}{a / b:>9.2f}x   target <= {first:.2f}x "
         f"({verdict(a <= first * b)})",
