@@ -1,11 +1,12 @@
 """Mirror benchmark: containerd pulling through `run --mirror` beside pulling straight from
-the registry with the credential, same registry, same image, same containerd.
+the registry with the credential, same registry, same image, same containerd; both as
+`ctr images pull` does and as the kubelet does (CRI PullImage).
 
 A ≥256 MiB image of four random 64 MiB layers is built once (cached under .cache/bench)
 and pushed to a fresh token-auth registry from the test harness; a real broker holds the
 registry credential and the node's mirror (`pullbroker-sidecar run --mirror`) gets its
-tokens from it. One real containerd 1.6 (own root, state and socket) then pulls with
-`ctr images pull`, rounds alternating:
+tokens from it. One real containerd 1.6 (own root, state and socket; CRI plugin on) then
+pulls, rounds alternating. With `ctr images pull` (namespace `bench`):
 
 (a) through the mirror, first pull: `--hosts-dir` written by `mirror-config --no-broker
     --host H`; before the round the mirror's node store is emptied, so every blob comes
@@ -19,9 +20,21 @@ content fetch` (no unpack into snapshots), and (d) is curl reading the layers fr
 mirror's store into /dev/null, one after another: the mirror's own share. Every round also
 checks, on the mirror's metrics, that (a) took its layers from upstream and (c) none.
 
-Before every round containerd forgets the image and all its content (`ctr images rm`, then
-`ctr content rm` of everything listed). Reported: wall medians, (a)/(b) and (c)/(a), and
-the mirror daemon's peak RSS (VmHWM of its process, read at the end of the run).
+`ctr` fetches in its own process and writes every byte to containerd over the content API;
+the kubelet has containerd's CRI plugin pull. So every round then makes the same three pulls
+with CRI `ImageService/PullImage` (namespace `k8s.io`; bench/mirror_cri.py): (a-cri) via
+the mirror with the store emptied and no `AuthConfig`, (b-cri) straight from the registry
+with the credential in `AuthConfig` (username/password, as the kubelet sends an
+imagePullSecret), (c-cri) via the mirror from the store. The CRI plugin reads the
+registry's hosts.toml in its `config_path` at every pull; it is swapped between the mirror's
+and the direct one between rows, and the mirror's metrics check that (a-cri) went through
+the mirror, (b-cri) did not, and (c-cri) took nothing from upstream. Once, before the
+rounds, a direct PullImage without `AuthConfig` must be refused.
+
+Before every pull containerd forgets the image and all its content (`ctr images rm` or CRI
+RemoveImage, then `ctr content rm` of everything listed in the namespace). Reported: wall
+medians, (a)/(b), (c)/(a), (a-cri)/(b-cri), (c-cri)/(a-cri), and the mirror daemon's peak
+RSS (VmHWM of its process, read at the end of the run).
 
     python -m bench mirror            (or: python -m bench.mirror_bench [ROUNDS])
 """
@@ -38,10 +51,20 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
+from bench.mirror_cri import (
+    CriRig,
+    CriRounds,
+    HostsSwitch,
+    check_direct_needs_auth,
+    cri_round,
+    cri_rows,
+)
 from bench.pull_bench import CACHE, MIB, build_image_record
 from tests.harness.broker_process import BrokerProcess
 from tests.harness.certs import TestCA
+from tests.harness.cri import ImageServiceClient, PullAuth
 from tests.harness.images import BuiltImage, build_image, push_image
 from tests.harness.mirror_world import free_port, mirror_config, mirror_daemon
 from tests.harness.registry import TokenAuthRegistry
@@ -60,6 +83,19 @@ TARGET_STORED = 0.3  # (c)/(a)
 TARGET_RSS_MIB = 150.0
 
 
+class CtrRound(NamedTuple):
+    """One round of the ctr rows: wall seconds, and the mirror's layer MiB."""
+
+    mirror: float
+    direct: float
+    stored: float
+    fetch_mirror: float
+    fetch_stored: float
+    curl_stored: float
+    upstream_mib: float  # per (a) pull
+    store_mib: float  # per (c) pull
+
+
 @dataclass
 class Rounds:
     """Wall seconds of every measured pull, per mode."""
@@ -72,6 +108,26 @@ class Rounds:
     curl_stored: list[float] = field(default_factory=list)
     upstream_mib: list[float] = field(default_factory=list)  # per (a) pull
     store_mib: list[float] = field(default_factory=list)  # per (c) pull
+
+    def add(self, one: CtrRound) -> None:
+        for name, value in one._asdict().items():
+            getattr(self, name).append(value)
+
+
+@dataclass
+class Rig:
+    """What the ctr rows pull with."""
+
+    containerd: Containerd
+    reference: str
+    via_mirror: list[str]  # ctr args
+    direct: list[str]
+    digest: str
+    home: Path  # the mirror's node home
+    port: int  # the mirror's
+    metrics_port: int
+    registry_host: str
+    layers: list[str]
 
 
 def cached_image() -> BuiltImage:
@@ -177,7 +233,51 @@ def peak_rss_mib(daemon: SidecarDaemon) -> float:
     raise RuntimeError("no VmHWM in /proc status")
 
 
-def compare(work: Path, node: Path, rounds: int) -> tuple[Rounds, float]:
+def ctr_round(rig: Rig) -> CtrRound:
+    """(a), (b), (c), (d), then (c') and (a'), once each."""
+    forget(rig.containerd, rig.reference)
+    empty_store(rig.home)
+    up0, _ = blob_mib(rig.metrics_port)
+    a = timed_pull(rig.containerd, rig.via_mirror, rig.digest)
+    up1, st1 = blob_mib(rig.metrics_port)
+    forget(rig.containerd, rig.reference)
+    b = timed_pull(rig.containerd, rig.direct, rig.digest)
+    forget(rig.containerd, rig.reference)
+    c = timed_pull(rig.containerd, rig.via_mirror, rig.digest)  # store kept from (a)
+    up2, st2 = blob_mib(rig.metrics_port)
+    d = timed_curl(rig.port, REPOSITORY, rig.registry_host, rig.layers)
+    if up2 != up1:
+        raise RuntimeError(f"(c) fetched {up2 - up1:.1f} MiB upstream; store expected")
+    # The same two mirror pulls without containerd's unpack (`ctr content fetch`).
+    forget(rig.containerd, rig.reference)
+    fc = timed_pull(rig.containerd, rig.via_mirror, "", "content fetch")
+    forget(rig.containerd, rig.reference)
+    empty_store(rig.home)
+    fa = timed_pull(rig.containerd, rig.via_mirror, "", "content fetch")
+    forget(rig.containerd, rig.reference)
+    return CtrRound(a, b, c, fa, fc, d, up1 - up0, st2 - st1)
+
+
+def run_rounds(rig: Rig, cri_rig: CriRig, rounds: int) -> tuple[Rounds, CriRounds]:
+    """Round 0 warms caches and is not counted; every round makes the ctr rows, then the
+    CRI rows."""
+    check_direct_needs_auth(cri_rig)
+    result, cri_result = Rounds(), CriRounds()
+    for i in range(rounds + 1):
+        one = ctr_round(rig)
+        cri = cri_round(cri_rig)
+        print(f"  round {i}{' (warm-up)' if not i else ''}: mirror {one.mirror:.2f} s, "
+              f"direct {one.direct:.2f} s, from store {one.stored:.2f} s; fetch only: mirror "
+              f"{one.fetch_mirror:.2f} s, from store {one.fetch_stored:.2f} s; curl from store "
+              f"{one.curl_stored:.2f} s; CRI: mirror {cri.mirror:.2f} s, direct "
+              f"{cri.direct:.2f} s, from store {cri.stored:.2f} s", flush=True)  # fmt: skip
+        if i:
+            result.add(one)
+            cri_result.rounds.append(cri)
+    return result, cri_result
+
+
+def compare(work: Path, node: Path, rounds: int) -> tuple[Rounds, CriRounds, float]:
     """Start registry, broker, mirror and containerd; push; alternate measured pulls."""
     absent = missing("containerd", "ctr")
     if absent:
@@ -187,7 +287,7 @@ def compare(work: Path, node: Path, rounds: int) -> tuple[Rounds, float]:
     registry = TokenAuthRegistry(work / "registry", ca)
     add_standard_users(registry)
     broker = BrokerProcess(work / "home")
-    containerd = Containerd(node / "ctrd")
+    containerd = Containerd(node / "ctrd", cri_hosts_dir=node / "cri.d")
     (node / "ctrd").mkdir()
     daemon: SidecarDaemon | None = None
     registry.start()
@@ -206,47 +306,19 @@ def compare(work: Path, node: Path, rounds: int) -> tuple[Rounds, float]:
                       f"127.0.0.1:{port}", "--no-broker", "--host", registry.host,
                       "--home", str(home))  # fmt: skip
         direct_hosts = direct_hosts_dir(node / "direct.d", registry)
+        hosts = HostsSwitch(node / "cri.d", registry.host, mirror_hosts, direct_hosts)
         containerd.start()
         reference = f"{registry.host}/{REPOSITORY}:{TAG}"
-        via_mirror = ["--hosts-dir", str(mirror_hosts), reference]
-        direct = ["--user", f"{ALICE}:{password}", "--hosts-dir", str(direct_hosts), reference]
-        result = Rounds()
-        digests = layer_digests(built)
-        for i in range(rounds + 1):  # round 0 warms caches and is not counted
-            forget(containerd, reference)
-            empty_store(home)
-            up0, _ = blob_mib(metrics_port)
-            a = timed_pull(containerd, via_mirror, built.digest)
-            up1, st1 = blob_mib(metrics_port)
-            forget(containerd, reference)
-            b = timed_pull(containerd, direct, built.digest)
-            forget(containerd, reference)
-            c = timed_pull(containerd, via_mirror, built.digest)  # store kept from (a)
-            up2, st2 = blob_mib(metrics_port)
-            d = timed_curl(port, REPOSITORY, registry.host, digests)
-            if up2 != up1:
-                raise RuntimeError(f"(c) fetched {up2 - up1:.1f} MiB upstream; store expected")
-            # The same two mirror pulls without containerd's unpack (`ctr content fetch`).
-            forget(containerd, reference)
-            fc = timed_pull(containerd, via_mirror, "", "content fetch")
-            forget(containerd, reference)
-            empty_store(home)
-            fa = timed_pull(containerd, via_mirror, "", "content fetch")
-            forget(containerd, reference)
-            print(f"  round {i}{' (warm-up)' if not i else ''}: mirror {a:.2f} s, "
-                  f"direct {b:.2f} s, from store {c:.2f} s; fetch only: mirror {fa:.2f} s, "
-                  f"from store {fc:.2f} s; curl from store {d:.2f} s", flush=True)  # fmt: skip
-            if i:
-                result.mirror.append(a)
-                result.direct.append(b)
-                result.stored.append(c)
-                result.fetch_mirror.append(fa)
-                result.fetch_stored.append(fc)
-                result.curl_stored.append(d)
-                result.upstream_mib.append(up1 - up0)
-                result.store_mib.append(st2 - st1)
-        forget(containerd, reference)
-        return result, peak_rss_mib(daemon)
+        rig = Rig(containerd, reference, ["--hosts-dir", str(mirror_hosts), reference],
+                  ["--user", f"{ALICE}:{password}", "--hosts-dir", str(direct_hosts), reference],
+                  built.digest, home, port, metrics_port, registry.host,
+                  layer_digests(built))  # fmt: skip
+        with ImageServiceClient(containerd.socket, timeout=600) as cri:
+            cri_rig = CriRig(containerd, cri, hosts, reference, PullAuth(ALICE, password),
+                             metrics_port, float(sum(LAYER_MIB)),
+                             lambda: empty_store(home))  # fmt: skip
+            result, cri_result = run_rounds(rig, cri_rig, rounds)
+        return result, cri_result, peak_rss_mib(daemon)
     finally:
         containerd.stop()
         if daemon is not None:
@@ -255,7 +327,7 @@ def compare(work: Path, node: Path, rounds: int) -> tuple[Rounds, float]:
         registry.stop()
 
 
-def report(result: Rounds, rss: float, rounds: int) -> str:
+def report(result: Rounds, cri: CriRounds, rss: float, rounds: int) -> str:
     """The side-by-side table."""
     a = statistics.median(result.mirror)
     b = statistics.median(result.direct)
@@ -268,9 +340,10 @@ def report(result: Rounds, rss: float, rounds: int) -> str:
         return "met" if ok else "MISSED"
 
     rows = [
-        f"containerd 1.6 `ctr images pull` of {sum(LAYER_MIB)} MiB ({len(LAYER_MIB)} layers) "
+        f"containerd 1.6 pulls of {sum(LAYER_MIB)} MiB ({len(LAYER_MIB)} layers) "
         f"from a local TLS token-auth registry, median of {rounds} rounds",
         f"{'':38}{'wall s':>10}",
+        "`ctr images pull` (fetched in the ctr process, written over the content API):",
         f"{'(a) via mirror, node store empty':38}{a:>10.2f}",
         f"{'(b) straight, --user (credential)':38}{b:>10.2f}",
         f"{'(c) via mirror, from node store':38}{c:>10.2f}",
@@ -302,6 +375,7 @@ def report(result: Rounds, rss: float, rounds: int) -> str:
                 strict=True,
             )
         ),
+        *cri_rows(cri, (a, b, c), TARGET_FIRST, TARGET_STORED),
     ]
     return "\n".join(rows)
 
@@ -313,10 +387,10 @@ def main(argv: Sequence[str] = ()) -> int:
     node = short_dir("mbench")  # containerd's socket path must stay short
     try:
         with tempfile.TemporaryDirectory(prefix="mirror-bench-", dir=CACHE) as tmp:
-            result, rss = compare(Path(tmp), node, rounds)
+            result, cri, rss = compare(Path(tmp), node, rounds)
     finally:
         remove_tree(node)
-    print(report(result, rss, rounds), flush=True)
+    print(report(result, cri, rss, rounds), flush=True)
     return 0
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
@@ -28,6 +28,7 @@ PROTO = Path(__file__).with_name("cri_api.proto")
 SERVICE = "runtime.v1.ImageService"
 _MESSAGES = (
     "ImageSpec",
+    "AuthConfig",
     "PodSandboxMetadata",
     "PodSandboxConfig",
     "ImageFilter",
@@ -97,6 +98,15 @@ class Pod:
     uid: str = "00000000-0000-4000-8000-000000000001"
 
 
+@dataclass(frozen=True)
+class PullAuth:
+    """The registry credential PullImage carries in `AuthConfig`, as the kubelet sends the
+    username and password of an imagePullSecret's docker config entry."""
+
+    username: str
+    password: str = field(repr=False)
+
+
 class ImageServiceClient:
     """`runtime.v1.ImageService` over a runtime's unix socket, as the kubelet dials it."""
 
@@ -114,15 +124,22 @@ class ImageServiceClient:
     def close(self) -> None:
         self._channel.close()
 
-    def pull(self, image: str, pod: Pod | None = None) -> str:
-        """PullImage with no auth (the node holds no registry credential); the image_ref."""
+    def pull(self, image: str, pod: Pod | None = None, *, auth: PullAuth | None = None) -> str:
+        """PullImage; the image_ref. No `auth`: the node holds no registry credential (the
+        kubelet without an imagePullSecret); with it, `AuthConfig` username and password."""
         pod = pod or Pod()
         metadata = self._new("PodSandboxMetadata", name=pod.name, namespace=pod.namespace,
                              uid=pod.uid)  # fmt: skip
+        credential: dict[str, object] = {}
+        if auth is not None:
+            credential["auth"] = self._new(
+                "AuthConfig", username=auth.username, password=auth.password
+            )
         request = self._new(
             "PullImageRequest",
             image=self._spec(image),
             sandbox_config=self._new("PodSandboxConfig", metadata=metadata),
+            **credential,
         )
         return str(self._call("PullImage", request).image_ref)
 
