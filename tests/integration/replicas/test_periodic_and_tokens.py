@@ -60,6 +60,8 @@ def test_reconciler_runs_on_one_replica_and_moves_when_it_dies(
         return not rows
 
     eventually(rolled_back, "a survivor to roll the PENDING record back", timeout=20)
+    # The pass logs what it rolled back once the whole pass is done, after the delete.
+    eventually(lambda: bool(_holders(replicas, "left-behind")), "the rollback's log line")
     survivors = _holders(replicas)
     assert leader in survivors  # its log is still there
     new = [i for i in survivors if i != leader]
