@@ -13,7 +13,8 @@ from pullbroker_client.cli.common import UsageError
 from pullbroker_client.errors import ClientError
 from pullbroker_client.home import Home
 
-from pullbroker_service.bootstrap.main import run_database_move, run_migration, serve
+from pullbroker_service.bootstrap.main import serve
+from pullbroker_service.bootstrap.migration import run_database_move, run_migration
 from pullbroker_service.config.broker import (
     DEFAULT_LISTEN,
     SECRET_BACKENDS,

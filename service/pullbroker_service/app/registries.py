@@ -1,15 +1,9 @@
 """Registry use cases: create, read, list, update (rename, rotate), delete, test.
 
-Writes that touch both the metadata store and the secret backend are ordered so a failure
-leaves nothing half-done: a new record is written PENDING (no secret reference), then the
-secret is stored, then the record is switched to READY with the reference; any failure
-deletes both.
-
-A rotation first asks the registry whether it takes the new credential (the probe
-TestConnection runs; skipped on request, for a registry that is down): if not, nothing is
-written. Then it stores the new version and switches the reference (etag checked). The
-version it replaced is kept as the record's previous version, for a rollback, until the next
-rotation retires it; a rollback makes it current again and retires the rolled-back one.
+A new record with a credential is written PENDING (no secret reference) and switched to READY
+once its secret is stored; a rotation is tested before it takes effect and keeps the version it
+replaced for a rollback. Those writes, ordered so a failure leaves nothing half-done, are
+app/credential_versions.py's.
 
 Two records of one host may not tie for a repository (app/ambiguity.py): create, and an
 update that changes the globs, are checked early (before a probe) and again by the store,
@@ -31,6 +25,7 @@ import structlog
 
 from pullbroker_service.app.ambiguity import ambiguity_check
 from pullbroker_service.app.audit import AuditSink, audited
+from pullbroker_service.app.credential_versions import CredentialVersions
 from pullbroker_service.app.lifecycle import DeletionRules
 from pullbroker_service.app.lookup import (
     load_credential,
@@ -42,13 +37,13 @@ from pullbroker_service.app.lookup import (
 )
 from pullbroker_service.app.paging import paged
 from pullbroker_service.app.ratelimit import LimitKind, RateLimiter
+from pullbroker_service.app.registry_records import build_record, updated_spec
 from pullbroker_service.domain.audit import Action, Outcome
 from pullbroker_service.domain.errors import (
     BrokerError,
     EtagMismatch,
     FailedPrecondition,
     InvalidArgument,
-    SecretMissing,
 )
 from pullbroker_service.domain.identity import Identity
 from pullbroker_service.domain.kinds import (
@@ -56,7 +51,6 @@ from pullbroker_service.domain.kinds import (
     KindInfo,
     KindSettings,
     RegistrySpec,
-    ValidRegistry,
     check_credential,
     kind_catalogue,
     validate_registry,
@@ -66,20 +60,14 @@ from pullbroker_service.domain.model import (
     Credential,
     RecordState,
     RegistryRecord,
-    SecretRef,
-    credential_to_bytes,
-    credential_username,
 )
 from pullbroker_service.minting.base import ProbeResult
 from pullbroker_service.minting.by_kind import MintersByKind
 from pullbroker_service.minting.cache import TokenCache
 from pullbroker_service.secrets.base import SecretBackend
-from pullbroker_service.store.base import HostCheck, MetadataStore
+from pullbroker_service.store.base import MetadataStore
 
 T = TypeVar("T")
-
-# Probe outcomes that say nothing about the credential: the registry could not be asked.
-_NOT_ASKED = frozenset({"unreachable", "tls_failure", "rate_limited"})
 
 log = structlog.get_logger()
 
@@ -111,6 +99,7 @@ class Registries:
         self._clock = clock
         self._new_id = new_id
         self._settings = kind_settings
+        self._versions = CredentialVersions(store, secrets, minters, cache, clock)
 
     async def create(
         self, caller: Identity, spec: RegistrySpec, credential: Credential | None, test: bool
@@ -127,12 +116,14 @@ class Registries:
         unambiguous(await self._store.find_by_host(valid.host))
         minter = self._minters.for_kind(valid.spec.kind)
         if test:
-            result = await minter.probe(self._build(valid, credential), credential, "")
+            unsaved = build_record(valid, credential, self._clock())
+            result = await minter.probe(unsaved, credential, "")
             if result.outcome != "ok":
                 raise FailedPrecondition(f"the connection test failed: {result.message}")
-        record = self._build(
+        record = build_record(
             valid,
             credential,
+            self._clock(),
             registry_id=self._new_id(),
             creator=caller.name,
             etag=new_etag(),
@@ -140,7 +131,7 @@ class Registries:
         )
         await self._store.create(record, unambiguous)
         if credential is not None:
-            record = await self._attach_secret(record, credential)
+            record = await self._versions.attach_first(record, credential)
         log.info(
             "registry_created",
             registry_id=record.id,
@@ -201,20 +192,14 @@ class Registries:
         repositories: tuple[str, ...] | None,
     ) -> RegistryRecord:
         current = await self._current(name, etag)
-        valid = validate_spec(
-            RegistrySpec(
-                display_name=_or(display_name, current.display_name),
-                kind=current.kind,
-                url=current.url,
-                registry_ca_pem=_or(registry_ca_pem, current.registry_ca_pem),
-                region=current.region,
-                allow_basic_passthrough=_or(
-                    allow_basic_passthrough, current.allow_basic_passthrough
-                ),
-                repositories=_or(repositories, current.repositories),
-            ),
-            self._settings,
-        ).spec
+        wanted = updated_spec(
+            current,
+            display_name=display_name,
+            registry_ca_pem=registry_ca_pem,
+            allow_basic_passthrough=allow_basic_passthrough,
+            repositories=repositories,
+        )
+        valid = validate_spec(wanted, self._settings).spec
         unambiguous = None
         # A rename is checked too: it changes which records of the host a racing create
         # must be compared with, so it takes the host's turn like any checked write.
@@ -226,7 +211,7 @@ class Registries:
         if credential is not None:
             check_credential(current.kind, credential, url=current.url, settings=self._settings)
             if test:
-                await self._test_new_credential(current, credential)
+                await self._versions.require_accepted(current, credential)
         changed = replace(
             current,
             display_name=valid.display_name,
@@ -239,7 +224,7 @@ class Registries:
         if credential is None:
             await self._store.replace(changed, etag, unambiguous)
         else:
-            changed = await self._rotate(current, changed, credential, unambiguous)
+            changed = await self._versions.rotate(current, changed, credential, unambiguous)
         # Settings such as the CA or pass-through change what a minted token may be.
         self._cache.invalidate_registry(current.id)
         log.info(
@@ -260,33 +245,7 @@ class Registries:
 
     async def _rollback(self, caller: Identity, name: str, etag: str) -> RegistryRecord:
         current = await self._current(name, etag)
-        previous = current.previous_secret_ref
-        if previous is None:
-            raise FailedPrecondition(
-                f"registry {current.display_name!r} has no previous credential to roll back "
-                "to: a rotation keeps the credential it replaced until the next rotation, and "
-                "a rollback uses it up"
-            )
-        try:
-            credential = await load_credential(self._secrets, replace(current, secret_ref=previous))
-        except SecretMissing as exc:
-            raise FailedPrecondition(
-                f"the previous credential of registry {current.display_name!r} is no longer "
-                "stored: rotate to a new credential instead"
-            ) from exc
-        rolled = replace(
-            current,
-            secret_ref=previous,
-            previous_secret_ref=None,
-            credential_version=current.credential_version + 1,
-            username=credential_username(credential),
-            update_time=self._clock(),
-            etag=new_etag(),
-        )
-        await self._store.replace(rolled, current.etag)
-        # Tokens minted from the rolled-back credential must not outlive it.
-        self._cache.invalidate_registry(current.id)
-        await self._retire(current.id, current.secret_ref)
+        rolled = await self._versions.roll_back(current)
         log.info(
             "registry_credential_rolled_back",
             registry_id=current.id,
@@ -380,7 +339,8 @@ class Registries:
                 check_credential(record.kind, credential, url=record.url, settings=self._settings)
         else:
             assert spec is not None  # guaranteed by the check above
-            record = self._build(validate_registry(spec, credential, self._settings), credential)
+            valid = validate_registry(spec, credential, self._settings)
+            record = build_record(valid, credential, self._clock())
         minter = self._minters.for_kind(record.kind)
         return await minter.probe(record, credential, repository)
 
@@ -396,32 +356,6 @@ class Registries:
             self._audit, action, caller, label, work, repository=repository, judge=_judge
         )
 
-    async def _attach_secret(
-        self, pending: RegistryRecord, credential: Credential
-    ) -> RegistryRecord:
-        try:
-            ref = await self._secrets.put(pending.id, credential_to_bytes(credential))
-            ready = replace(pending, secret_ref=ref, state=RecordState.READY, etag=new_etag())
-            await self._store.replace(ready, pending.etag)
-        except BaseException:
-            await self._undo_create(pending.id)
-            raise
-        return ready
-
-    async def _undo_create(self, registry_id: str) -> None:
-        try:
-            await self._secrets.delete(registry_id)
-        except BrokerError as exc:
-            log.warning(
-                "create_rollback_failed", registry_id=registry_id, step="secret", error=str(exc)
-            )
-        try:
-            await self._store.delete(registry_id, None)
-        except BrokerError as exc:
-            log.warning(
-                "create_rollback_failed", registry_id=registry_id, step="record", error=str(exc)
-            )
-
     async def _current(self, name: str, etag: str) -> RegistryRecord:
         """The READY record `name`, if `etag` is still its etag."""
         if not etag:
@@ -435,106 +369,9 @@ class Registries:
             )
         return current
 
-    async def _test_new_credential(self, current: RegistryRecord, credential: Credential) -> None:
-        """Ask the registry whether it takes `credential`, as TestConnection does; a refusal
-        (or no answer) is FailedPrecondition, before anything is written."""
-        candidate = replace(current, username=credential_username(credential))
-        result = await self._minters.for_kind(current.kind).probe(candidate, credential, "")
-        if result.outcome == "ok":
-            return
-        advice = (
-            "; if the registry is down, rotate without the test (skip_test)"
-            if result.outcome in _NOT_ASKED
-            else ""
-        )
-        raise FailedPrecondition(
-            f"the new credential was not put in force (registry {current.display_name!r} "
-            f"keeps its current one): {' '.join(result.message.split())}{advice}"
-        )
-
-    async def _rotate(
-        self,
-        current: RegistryRecord,
-        changed: RegistryRecord,
-        credential: Credential,
-        check: HostCheck | None,
-    ) -> RegistryRecord:
-        new_ref = await self._secrets.put(current.id, credential_to_bytes(credential))
-        old = current.secret_ref
-        # The replaced version stays for a rollback, if it lives where rollbacks read from.
-        keep = old if old is not None and old.backend == self._secrets.name else None
-        rotated = replace(
-            changed,
-            secret_ref=new_ref,
-            previous_secret_ref=keep,
-            credential_version=current.credential_version + 1,
-            username=credential_username(credential),
-        )
-        try:
-            await self._store.replace(rotated, current.etag, check)
-        except BaseException:
-            try:
-                await self._secrets.delete_version(new_ref)
-            except BrokerError as exc:
-                log.warning("rotation_rollback_failed", registry_id=current.id, error=str(exc))
-            raise
-        # One step back is kept: the version the previous rotation kept goes now.
-        await self._retire(current.id, current.previous_secret_ref)
-        if keep is None:
-            await self._retire(current.id, old)
-        return rotated
-
-    async def _retire(self, registry_id: str, ref: SecretRef | None) -> None:
-        """Delete a version no record references any more; a failure is logged, and the
-        reconciler removes the stray later."""
-        if ref is None:
-            return
-        try:
-            await self._secrets.delete_version(ref)
-        except BrokerError as exc:
-            log.warning("old_secret_delete_failed", registry_id=registry_id, error=str(exc))
-
-    def _build(
-        self,
-        valid: ValidRegistry,
-        credential: Credential | None,
-        *,
-        registry_id: str = "",
-        creator: str = "",
-        etag: str = "",
-        state: RecordState = RecordState.READY,
-    ) -> RegistryRecord:
-        """A record for a validated spec; with the defaults, an unsaved one for probing."""
-        now = self._clock()
-        spec = valid.spec
-        return RegistryRecord(
-            id=registry_id,
-            display_name=spec.display_name,
-            kind=spec.kind,
-            url=spec.url,
-            host=valid.host,
-            username=credential_username(credential),
-            registry_ca_pem=spec.registry_ca_pem,
-            region=spec.region,
-            allow_basic_passthrough=spec.allow_basic_passthrough,
-            repositories=spec.repositories,
-            credential_version=1 if credential is not None else 0,
-            secret_ref=None,
-            creator=creator,
-            create_time=now,
-            update_time=now,
-            etag=etag,
-            state=state,
-        )
-
 
 def _judge(result: object) -> tuple[Outcome, str]:
     """A connection test that ran but did not pass is a FAILED audit event."""
     if isinstance(result, ProbeResult) and result.outcome != "ok":
         return Outcome.FAILED, f"{result.outcome}: {result.message}"
     return Outcome.ALLOWED, ""
-
-
-def _or(value: T | None, default: T) -> T:
-    """An update field: None means "leave as it is"."""
-    return default if value is None else value

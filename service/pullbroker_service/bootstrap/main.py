@@ -3,28 +3,22 @@
 `start_broker` returns a running broker (tests run it in-process); `serve` is what
 `pullbroker serve` runs: start, write <home>/broker.json, wait for SIGTERM/SIGINT, drain.
 Beside the server, a running broker keeps two background tasks: a check of the secret backend
-(health "pullbroker.secrets") and the reconciler. `run_migration` is `pullbroker secrets
-migrate`: it takes the home folder's lock exclusively, which a running broker holds shared.
-With `metrics_listen` set, a plain-HTTP Prometheus listener serves the broker's metrics
-(infra/metrics.py) on a thread of its own. With `tracing` set, spans go to an OTLP collector
-(bootstrap/tracing.py).
+(health "pullbroker.secrets") and the reconciler. A broker holds the home folder's lock
+shared, and does not start over an unfinished `pullbroker secrets migrate`
+(bootstrap/migration.py). With `metrics_listen` set, a plain-HTTP Prometheus listener serves
+the broker's metrics (infra/metrics.py) on a thread of its own. With `tracing` set, spans go
+to an OTLP collector (bootstrap/tracing.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import json
-import os
 import signal
-from collections import Counter
-from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from pullbroker_client import tracing
-from pullbroker_client.home import Home
 from pullbroker_client.metrics_http import MetricsServer, serve_metrics
 
 from pullbroker_service.api.server import BuiltServer, ServerTls, Services, start_server
@@ -33,8 +27,6 @@ from pullbroker_service.app.audit import AuditSink
 from pullbroker_service.app.audit_forward import TrailForwarder
 from pullbroker_service.app.deployments import Deployments
 from pullbroker_service.app.lifecycle import DeletionRules
-from pullbroker_service.app.migrate import Migration, MigrationReport
-from pullbroker_service.app.move_to_database import DatabaseMove, MoveReport
 from pullbroker_service.app.pod_identity import PodIdentityVerifier
 from pullbroker_service.app.policy_memo import PolicyMemo
 from pullbroker_service.app.policy_source import PolicySource
@@ -48,19 +40,16 @@ from pullbroker_service.app.tokens import TokenIssuer
 from pullbroker_service.bootstrap.backend_watch import first_check, start_background
 from pullbroker_service.bootstrap.broker_home import (
     HomeLock,
-    database_move_record,
-    migration_marker,
     prepare_home,
     remove_broker_json,
     write_broker_json,
 )
+from pullbroker_service.bootstrap.closers import Closer, close_all
 from pullbroker_service.bootstrap.devca import ensure_dev_ca
+from pullbroker_service.bootstrap.migration import check_secret_references
 from pullbroker_service.bootstrap.stores import Stores, open_stores
 from pullbroker_service.bootstrap.tracing import start_tracing
 from pullbroker_service.config.broker import BrokerConfig, ConfigError
-from pullbroker_service.domain.errors import (
-    BackendMismatch,
-)
 from pullbroker_service.domain.hosts import DialPolicy
 from pullbroker_service.domain.kinds import KindSettings
 from pullbroker_service.infra.logging import configure_logging, get_logger
@@ -73,15 +62,6 @@ from pullbroker_service.minting.ecr import EcrConfig, EcrMinter
 from pullbroker_service.minting.google import GoogleConfig, GoogleMinter
 from pullbroker_service.minting.upstream_backoff import UpstreamBackoff
 from pullbroker_service.secrets.factory import GuardedBackend, build_secret_backend
-from pullbroker_service.secrets.sqlite_envelopes import SqliteEnvelopeTable
-from pullbroker_service.store.base import MetadataStore
-from pullbroker_service.store.postgres import PostgresMetadataStore
-from pullbroker_service.store.postgres_deployments import PostgresDeploymentStore
-from pullbroker_service.store.sqlite import SqliteMetadataStore
-from pullbroker_service.store.sqlite_deployments import SqliteDeploymentStore
-
-# Everything start_broker builds is closed, last built first, by one of these.
-Closer = Callable[[], Awaitable[object]]
 
 _log = get_logger("pullbroker_service.bootstrap.main")
 
@@ -172,7 +152,7 @@ async def start_broker(config: BrokerConfig) -> Broker:
             interceptors=tracing.server_interceptors(),
         )
     except BaseException:
-        await _close_all(closers)
+        await close_all(closers)
         raise
     reconciler = Reconciler(
         store, secrets, grace_seconds=config.reconcile_grace_seconds, lock=stores.jobs
@@ -335,128 +315,3 @@ def _stopper(server: MetricsServer) -> Closer:
         await asyncio.to_thread(server.stop)
 
     return stop
-
-
-async def _close_all(closers: list[Closer]) -> None:
-    for close in reversed(closers):
-        with suppress(Exception):
-            await close()
-
-
-async def check_secret_references(home: Home, store: MetadataStore, backend: str) -> None:
-    """Refuse to serve over an unfinished migration, or when every stored credential is in
-    another backend than the configured one (the configuration was not switched)."""
-    marker = migration_marker(home)
-    if marker.exists():
-        command = "--to BACKEND"
-        with suppress(OSError, ValueError):
-            if json.loads(marker.read_text(encoding="utf-8")).get("to") == "database":
-                command = "--to-database"
-        raise BackendMismatch(
-            f"a secrets migration on {home.root} did not finish ({marker.name} is present): "
-            f"run `pullbroker secrets migrate {command}` again to finish it"
-        )
-    counts = await _backend_counts(store)
-    foreign = {name: n for name, n in counts.items() if name != backend}
-    if not foreign:
-        return
-    where = ", ".join(f"{n} in {name}" for name, n in sorted(foreign.items()))
-    if not counts[backend]:
-        raise BackendMismatch(
-            f"every stored credential is in another backend ({where}) but secret_backend is "
-            f"{backend}: set secret_backend to where they are, or move them with "
-            f"`pullbroker secrets migrate --to {backend}`"
-        )
-    _log.error("secret_references_foreign_backend", backend=backend, elsewhere=foreign)
-
-
-async def run_migration(
-    config: BrokerConfig, target: str, progress: Callable[[str], None]
-) -> MigrationReport:
-    """`pullbroker secrets migrate --to TARGET`, with the home locked against brokers."""
-    home = config.home
-    prepare_home(home)
-    configure_logging(log_file=home.logs_dir / "migrate.log", level=config.log_level, stderr=False)
-    lock = HomeLock.acquire(home, exclusive=True)
-    try:
-        stores = await open_stores(config)
-    except BaseException:
-        await lock.release()
-        raise
-    store = stores.metadata
-    backends: dict[str, GuardedBackend] = {}
-    try:
-        names = {config.secrets.backend, target} | set(await _backend_counts(store))
-        for name in sorted(names):
-            backends[name] = build_secret_backend(
-                config.secrets, home, name, envelopes=stores.envelopes
-            )
-        await backends[target].check()  # before the marker: an unreachable target changes nothing
-        marker = migration_marker(home)
-        started = {"to": target, "started": datetime.now(UTC).isoformat(), "pid": os.getpid()}
-        marker.write_text(json.dumps(started) + "\n", encoding="utf-8")
-        report = await Migration(store, backends, backends[target], progress=progress).run()
-        marker.unlink()  # every record was visited: what failed needs a person, not a re-run
-        return report
-    finally:
-        await _close_all([lock.release, stores.close, *(b.close for b in backends.values())])
-
-
-async def run_database_move(config: BrokerConfig) -> MoveReport:
-    """`pullbroker secrets migrate --to-database`: the home's SQLite metadata and local
-    envelopes into the configured PostgreSQL database, with the home locked against brokers.
-    The migration marker stays until the copy is verified, so no broker starts on half of it."""
-    if config.database is None:
-        raise ConfigError("--to-database needs a `database` section in the config file")
-    home = config.home
-    prepare_home(home)
-    configure_logging(log_file=home.logs_dir / "migrate.log", level=config.log_level, stderr=False)
-    lock = HomeLock.acquire(home, exclusive=True)
-    closers: list[Closer] = [lock.release]
-    try:
-        done = database_move_record(home)
-        if done.exists():
-            raise BackendMismatch(
-                f"the metadata of {home.root} was already moved to the database "
-                f"({done.name}): brokers on the database may have changed it since, and a "
-                "second copy would overwrite that with the older SQLite records"
-            )
-        target = await open_stores(config)
-        closers.append(target.close)
-        registries = SqliteMetadataStore(home.metadata_db)
-        deployments = SqliteDeploymentStore(home.metadata_db)
-        closers += [registries.close, deployments.close]
-        envelopes = SqliteEnvelopeTable(home.secrets_db) if home.secrets_db.exists() else None
-        if envelopes is not None:
-            closers.append(envelopes.close)
-        marker = migration_marker(home)
-        started = {"to": "database", "started": datetime.now(UTC).isoformat(), "pid": os.getpid()}
-        marker.write_text(json.dumps(started) + "\n", encoding="utf-8")
-        # config.database is set: open_stores opened the PostgreSQL stores.
-        assert isinstance(target.metadata, PostgresMetadataStore)
-        assert isinstance(target.deployments, PostgresDeploymentStore)
-        move = DatabaseMove(
-            registries,
-            deployments,
-            envelopes,
-            target.metadata,
-            target.deployments,
-            target.envelopes,
-        )
-        report = await move.run()
-        finished = {"finished": datetime.now(UTC).isoformat(), "pid": os.getpid()}
-        done.write_text(json.dumps(finished) + "\n", encoding="utf-8")
-        marker.unlink()
-        return report
-    finally:
-        await _close_all(closers)
-
-
-async def _backend_counts(store: MetadataStore) -> Counter[str]:
-    """How many records reference each secret backend."""
-    counts: Counter[str] = Counter()
-    after: str | None = None
-    while page := await store.list_page(500, after):
-        after = page[-1].id
-        counts.update(r.secret_ref.backend for r in page if r.secret_ref is not None)
-    return counts

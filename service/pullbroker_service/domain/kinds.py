@@ -7,14 +7,7 @@ credential forms it takes (kind_fields.py): validation enforces those declaratio
 The cloud kinds bring their own validators (cloud_kinds.py), which check url, region and
 credential together. Validation is pure: it
 parses, normalises and raises InvalidRegistry with a message naming the field, and never
-performs I/O.
-
-Username conventions of the token-endpoint kinds:
-
-    docker_hub  Docker ID (4-30 lowercase letters and digits), never the e-mail address
-    ghcr        GitHub user name (a PAT with read:packages is the password)
-    quay        user name, robot NAMESPACE+ROBOT, or $oauthtoken / $app for token logins
-    harbor      user name, or robot$NAME / robot$PROJECT+NAME for robot accounts
+performs I/O. The username conventions of the token-endpoint kinds are kind_usernames.py's.
 """
 
 from __future__ import annotations
@@ -51,6 +44,13 @@ from pullbroker_service.domain.kind_fields import (
     CredentialForm,
     FieldSpec,
     url_field,
+)
+from pullbroker_service.domain.kind_usernames import (
+    DOCKER_ID,
+    docker_hub_username,
+    github_username,
+    harbor_username,
+    quay_username,
 )
 from pullbroker_service.domain.model import BasicCredential, Credential, RegistryKind
 from pullbroker_service.domain.repository_globs import validate_repository_globs
@@ -127,78 +127,6 @@ class KindRule:
         return any(form.type is BasicCredential for form in self.credentials)
 
 
-_DOCKER_ID = re.compile(r"^[a-z0-9]{4,30}$")
-_GITHUB_USER = re.compile(r"^[A-Za-z0-9](?:-?[A-Za-z0-9])*(?:\[bot\])?$")
-_GITHUB_USER_MAX = 39
-_QUAY_NAME = re.compile(r"^(?=.{2,255}$)[a-z0-9]+(?:[._-][a-z0-9]+)*$")
-_QUAY_ROBOT = re.compile(r"^[a-z][a-z0-9_]{1,254}$")
-# Quay's token logins: an OAuth application token, an app-specific token.
-_QUAY_TOKEN_USERS = frozenset({"$oauthtoken", "$app"})
-HARBOR_ROBOT_PREFIX = "robot$"
-
-# Messages describe the problem but never repeat the username: a pasted token lands in the
-# username field often enough that echoing it would leak it into errors and logs.
-
-
-def _docker_hub_username(name: str) -> None:
-    if "@" in name:
-        raise InvalidRegistry(
-            "docker_hub username must be your Docker ID, not an e-mail address: access "
-            "tokens are tied to the Docker ID (shown at hub.docker.com under your avatar)"
-        )
-    if not _DOCKER_ID.match(name):
-        raise InvalidRegistry(
-            "docker_hub username is not a Docker ID (4-30 lowercase letters and digits); an "
-            "organization access token uses the organization's name"
-        )
-
-
-def _github_username(name: str) -> None:
-    if "@" in name:
-        raise InvalidRegistry("ghcr username is the GitHub user name, not an e-mail address")
-    if len(name.removesuffix("[bot]")) > _GITHUB_USER_MAX or not _GITHUB_USER.match(name):
-        raise InvalidRegistry(
-            "ghcr username must be a GitHub user name: up to 39 letters, digits and single "
-            "hyphens, not starting or ending with a hyphen"
-        )
-
-
-def _quay_username(name: str) -> None:
-    if name in _QUAY_TOKEN_USERS:
-        return
-    namespace, plus, robot = name.partition("+")
-    if plus:
-        if not (_QUAY_NAME.match(namespace) and _QUAY_ROBOT.match(robot)):
-            raise InvalidRegistry(
-                "quay robot accounts are named NAMESPACE+ROBOT (e.g. acme+puller): a "
-                "lowercase organization or user name, '+', and a robot name that starts "
-                "with a letter and holds lowercase letters, digits and '_'"
-            )
-        return
-    if not _QUAY_NAME.match(name):
-        raise InvalidRegistry(
-            "quay username must be 2-255 lowercase letters and digits, optionally separated "
-            "by '.', '_' or '-'; a robot account is NAMESPACE+ROBOT, an OAuth token logs in "
-            "as $oauthtoken"
-        )
-
-
-def _harbor_username(name: str) -> None:
-    if name.startswith(HARBOR_ROBOT_PREFIX):
-        project, plus, robot = name.removeprefix(HARBOR_ROBOT_PREFIX).rpartition("+")
-        if not robot or (plus and not project):
-            raise InvalidRegistry(
-                "harbor robot accounts are named robot$NAME (system robot) or "
-                "robot$PROJECT+NAME (project robot): the part after robot$ is incomplete"
-            )
-        return
-    if name == "robot" or name.startswith("robot+"):
-        raise InvalidRegistry(
-            "harbor username looks like a robot account whose '$' was lost: robot accounts "
-            "are robot$NAME or robot$PROJECT+NAME; quote the name in your shell ('robot$x')"
-        )
-
-
 def _cloud(
     validate: Callable[[RegistrySpec, Credential | None], ValidatedTarget],
 ) -> CloudValidator:
@@ -249,13 +177,13 @@ _KINDS: dict[RegistryKind, KindRule] = {
                     description="Docker ID (not the e-mail address); an organization access "
                     "token uses the organization's name",
                     example="acmebot",
-                    pattern=_DOCKER_ID.pattern,
+                    pattern=DOCKER_ID.pattern,
                 )
             ).with_field(
                 BASIC.fields[1].but(description="a personal or organization access token")
             ),
         ),
-        username=_docker_hub_username,
+        username=docker_hub_username,
         notes=_BEARER_NOTES,
     ),
     RegistryKind.GHCR: KindRule(
@@ -269,7 +197,7 @@ _KINDS: dict[RegistryKind, KindRule] = {
                 BASIC.fields[1].but(description="a personal access token with read:packages")
             ),
         ),
-        username=_github_username,
+        username=github_username,
         notes=_BEARER_NOTES,
     ),
     RegistryKind.QUAY: KindRule(
@@ -285,7 +213,7 @@ _KINDS: dict[RegistryKind, KindRule] = {
                 )
             ),
         ),
-        username=_quay_username,
+        username=quay_username,
         notes=_BEARER_NOTES,
     ),
     RegistryKind.HARBOR: KindRule(
@@ -300,7 +228,7 @@ _KINDS: dict[RegistryKind, KindRule] = {
                 )
             ),
         ),
-        username=_harbor_username,
+        username=harbor_username,
         notes=_BEARER_NOTES,
     ),
     RegistryKind.ECR: KindRule(

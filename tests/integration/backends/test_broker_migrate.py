@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pullbroker_client.home import Home
 from pullbroker_service.bootstrap.broker_home import migration_marker
-from pullbroker_service.bootstrap.main import run_migration
+from pullbroker_service.bootstrap.migration import run_migration
 from pullbroker_service.cli import main as cli_main
 from pullbroker_service.config.broker import load_config
 from pullbroker_service.domain.errors import BackendMismatch, BackendUnavailable

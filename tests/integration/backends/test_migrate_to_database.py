@@ -16,7 +16,7 @@ from pullbroker_client.broker import basic_credential
 from pullbroker_client.home import Home
 from pullbroker_client.secret import Secret
 from pullbroker_service.bootstrap.broker_home import migration_marker
-from pullbroker_service.bootstrap.main import run_database_move
+from pullbroker_service.bootstrap.migration import run_database_move
 from pullbroker_service.cli import main as cli_main
 from pullbroker_service.config.broker import load_config
 from pullbroker_service.domain.errors import BackendMismatch, BackendUnavailable, MigrationMismatch

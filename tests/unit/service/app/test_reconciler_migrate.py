@@ -14,7 +14,7 @@ from pullbroker_client.secret import Secret
 from pullbroker_service.app.lookup import load_credential
 from pullbroker_service.app.migrate import Migration
 from pullbroker_service.bootstrap.broker_home import HomeLock, migration_marker
-from pullbroker_service.bootstrap.main import check_secret_references, run_migration
+from pullbroker_service.bootstrap.migration import check_secret_references, run_migration
 from pullbroker_service.config.broker import ConfigError, load_config
 from pullbroker_service.domain.errors import BackendMismatch, BackendUnavailable, HomeInUse
 from pullbroker_service.domain.identity import Identity
