@@ -302,8 +302,12 @@ async def _round(
     async def create(i: int) -> None:
         refs[i] = await backend.put(keys["a"][i], VALUE)
 
+    def host(i: int) -> str:
+        # One host per record: records of one host without globs would tie (refused).
+        return f"{keys['b'][i]}.bench.example"
+
     async def broker_create(i: int) -> None:
-        spec = RegistrySpec(keys["b"][i], RegistryKind.GENERIC, "https://reg.bench.example")
+        spec = RegistrySpec(keys["b"][i], RegistryKind.GENERIC, f"https://{host(i)}")
         records[i] = await broker.registries.create(ADMIN, spec, _credential(i), test=False)
 
     def raw_create(i: int) -> None:
@@ -317,7 +321,7 @@ async def _round(
         handles[i] = raw.rotate(keys["r"][i], handles[i])
 
     async def broker_read(i: int) -> None:
-        image = "reg.bench.example/team/app"
+        image = f"{host(i)}/team/app"
         await broker.issuer.issue(NODE, image, records[i].resource_name, True)
 
     async def broker_rotate(i: int) -> None:
