@@ -36,26 +36,22 @@ def mints_for_three_pulls(
 
 
 class TestTokenCacheSettings:
-    def test_default_cache_keeps_both_tokens(
+    @pytest.mark.parametrize(
+        ("cache", "mints"),
+        [
+            pytest.param(TokenCacheConfig(), 2, id="default: the third call is served from memory"),
+            pytest.param(
+                TokenCacheConfig(max_entries=1), 3, id="one entry: the second pushes the first out"
+            ),
+        ],
+    )
+    def test_max_entries_decides_when_a_token_is_minted_again(
         self,
         make_broker: Callable[..., RunningBroker],
         token_registry: TokenAuthRegistry,
         pushed_images: StandardImages,
+        cache: TokenCacheConfig,
+        mints: int,
     ) -> None:
-        """Two repositories, two mints: the third call is served from memory."""
-        mints = mints_for_three_pulls(
-            make_broker, token_registry, pushed_images, TokenCacheConfig()
-        )
-        assert mints == 2
-
-    def test_one_entry_cache_mints_again(
-        self,
-        make_broker: Callable[..., RunningBroker],
-        token_registry: TokenAuthRegistry,
-        pushed_images: StandardImages,
-    ) -> None:
-        """max_entries 1: the second repository pushes the first out, so it is minted anew."""
-        mints = mints_for_three_pulls(
-            make_broker, token_registry, pushed_images, TokenCacheConfig(max_entries=1)
-        )
-        assert mints == 3
+        """app, other, app: two mints when both fit, three when only one does."""
+        assert mints_for_three_pulls(make_broker, token_registry, pushed_images, cache) == mints
