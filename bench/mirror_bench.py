@@ -42,7 +42,6 @@ RSS (VmHWM of its process, read at the end of the run).
 from __future__ import annotations
 
 import json
-import shutil
 import statistics
 import subprocess
 import sys
@@ -61,14 +60,20 @@ from bench.mirror_cri import (
     cri_round,
     cri_rows,
 )
-from bench.pull_bench import CACHE, MIB, build_image_record
+from bench.pull_bench import CACHE, MIB, cached_layout_image
 from tests.harness.broker_process import BrokerProcess
 from tests.harness.certs import TestCA
 from tests.harness.cri import ImageServiceClient, PullAuth
-from tests.harness.images import BuiltImage, build_image, push_image
+from tests.harness.images import BuiltImage, push_image
 from tests.harness.mirror_world import free_port, mirror_config, mirror_daemon
 from tests.harness.registry import TokenAuthRegistry
-from tests.harness.runtimes import Containerd, missing, remove_tree, short_dir
+from tests.harness.runtimes import (
+    Containerd,
+    direct_hosts_toml,
+    missing,
+    remove_tree,
+    short_dir,
+)
 from tests.harness.scrape import scrape
 from tests.harness.sidecar import SidecarDaemon
 from tests.harness.standard import ALICE, PUSHER, add_standard_users
@@ -132,29 +137,15 @@ class Rig:
 
 def cached_image() -> BuiltImage:
     """The benchmark image, built on first use (fixed seed: same bytes every time)."""
-    layout = CACHE / f"mirror-image-{'-'.join(map(str, LAYER_MIB))}"
-    done = layout / ".built"
-    if not done.exists():
-        shutil.rmtree(layout, ignore_errors=True)
-        print(f"building a {sum(LAYER_MIB)} MiB image in {layout} (once)...", flush=True)
-        build_image(layout, TAG, [n * MIB for n in LAYER_MIB], seed=20241106)
-        done.write_text("ok\n")
-    return build_image_record(layout)
+    return cached_layout_image("mirror-image", LAYER_MIB, TAG, seed=20241106)
 
 
 def direct_hosts_dir(folder: Path, registry: TokenAuthRegistry) -> Path:
     """A hosts dir that only tells containerd the registry's CA (no mirror)."""
     ca = folder / "ca.crt"
-    folder.mkdir(parents=True)
+    (folder / registry.host).mkdir(parents=True)
     ca.write_text(registry.ca.pem)
-    host_dir = folder / registry.host
-    host_dir.mkdir()
-    (host_dir / "hosts.toml").write_text(
-        f'server = "https://{registry.host}"\n\n'
-        f'[host."https://{registry.host}"]\n'
-        '  capabilities = ["pull", "resolve"]\n'
-        f'  ca = "{ca}"\n'
-    )
+    (folder / registry.host / "hosts.toml").write_text(direct_hosts_toml(registry.host, ca))
     return folder
 
 

@@ -53,21 +53,29 @@ class Run:
 
 def cached_image() -> BuiltImage:
     """The benchmark image, built on first use (fixed seed: same bytes every time)."""
-    layout = CACHE / f"pull-image-{'-'.join(map(str, LAYER_MIB))}"
+    return cached_layout_image("pull-image", LAYER_MIB, TAG, seed=20240601)
+
+
+def cached_layout_image(
+    prefix: str, layer_mib: Sequence[int], tag: str, *, seed: int
+) -> BuiltImage:
+    """An OCI layout of random layers under CACHE, built once per (prefix, sizes): the same
+    bytes every time for one seed."""
+    layout = CACHE / f"{prefix}-{'-'.join(map(str, layer_mib))}"
     done = layout / ".built"
     if not done.exists():
         shutil.rmtree(layout, ignore_errors=True)
-        print(f"building a {sum(LAYER_MIB)} MiB image in {layout} (once)...", flush=True)
-        build_image(layout, TAG, [n * MIB for n in LAYER_MIB], seed=20240601)
+        print(f"building a {sum(layer_mib)} MiB image in {layout} (once)...", flush=True)
+        build_image(layout, tag, [n * MIB for n in layer_mib], seed=seed)
         done.write_text("ok\n")
-    return build_image_record(layout)
+    return build_image_record(layout, tag)
 
 
-def build_image_record(layout: Path) -> BuiltImage:
+def build_image_record(layout: Path, tag: str) -> BuiltImage:
     """Re-read what the cached layout holds (digest and manifest) without rebuilding."""
     index = json.loads((layout / "index.json").read_text())
     entry = index["manifests"][0]
-    return BuiltImage(layout, TAG, entry["digest"], entry["mediaType"], ())
+    return BuiltImage(layout, tag, entry["digest"], entry["mediaType"], ())
 
 
 # A tiny launcher measures each run: a process started straight from this (large) one

@@ -202,6 +202,19 @@ class Podman:
         self.podman(["system", "reset", "--force"])
 
 
+def direct_hosts_toml(host: str, ca_file: Path) -> str:
+    """A containerd hosts.toml that sends `host`'s pulls straight to the registry, trusting
+    `ca_file`: a node without pullbroker.
+
+    containerd 1.6 cannot decode a hosts.toml without a [host] table ("invalid `host` tree")
+    and then falls back to plain HTTP for a loopback host, so the registry is named twice.
+    """
+    return (
+        f"server = {json.dumps(f'https://{host}')}\n\n[host.{json.dumps(f'https://{host}')}]\n"
+        f'  capabilities = ["pull", "resolve"]\n  ca = {json.dumps(str(ca_file))}\n'
+    )
+
+
 def _wait(ready: object, proc: subprocess.Popen[bytes], log: Path, name: str) -> None:
     assert callable(ready)
     deadline = time.monotonic() + _READY_TIMEOUT

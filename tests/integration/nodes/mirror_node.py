@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.harness.mirror_world import free_port, mirror_config, mirror_daemon
-from tests.harness.runtimes import DOCKERD_HINT, Containerd, missing
+from tests.harness.runtimes import DOCKERD_HINT, Containerd, direct_hosts_toml, missing
 from tests.harness.scrape import Scrape, scrape
 from tests.harness.sidecar import SidecarDaemon
 
@@ -94,12 +94,7 @@ def registry_only(hosts_dir: Path, host: str, ca_pem: str) -> Iterator[None]:
     written = path.read_text()
     ca = hosts_dir / host / "registry-ca.crt"
     ca.write_text(ca_pem)
-    # containerd 1.6 cannot decode a hosts.toml without a [host] table ("invalid `host`
-    # tree") and then falls back to plain HTTP for a loopback host: name the registry twice.
-    path.write_text(
-        f'server = "https://{host}"\n\n[host."https://{host}"]\n'
-        f'  capabilities = ["pull", "resolve"]\n  ca = {json.dumps(str(ca))}\n'
-    )
+    path.write_text(direct_hosts_toml(host, ca))
     try:
         yield
     finally:
