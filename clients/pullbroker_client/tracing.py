@@ -119,16 +119,17 @@ def check_endpoint(url: str) -> str:
     """`url` as an OTLP/HTTP base URL (`http(s)://host[:port][/prefix]`), else ValueError.
 
     No user, password, query or fragment: the URL is logged and shown, so it must not hold a
-    credential (collectors that want one take the standard OTEL_EXPORTER_OTLP_HEADERS).
+    credential (collectors that want one take the standard OTEL_EXPORTER_OTLP_HEADERS). The
+    errors never repeat the value: a refused one may be exactly such a credential.
     """
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
-        raise ValueError(f"{url!r} is not a URL") from None
+        raise ValueError("the OTLP endpoint is not a URL (check its host and port)") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(
-            f"{url!r} must be an http:// or https:// URL of an OTLP/HTTP collector, "
+            "the OTLP endpoint must be an http:// or https:// URL of an OTLP/HTTP collector, "
             "e.g. http://otel-collector:4318"
         )
     if parts.username is not None or parts.password is not None:

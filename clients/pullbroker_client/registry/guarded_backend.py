@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Iterable
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpcore
 import httpx
@@ -96,6 +97,17 @@ class _GuardedTransport(httpx.AsyncHTTPTransport):
             keepalive_expiry=limits.keepalive_expiry,
             network_backend=backend,
         )
+
+
+def no_cookies() -> CookieJar:
+    """A cookie jar that keeps nothing, for every httpx client that talks to registries.
+
+    httpx keeps each Set-Cookie and sends it on later requests; one client serves many
+    records (one per CA bundle), so a session cookie won with one credential would go out
+    with another's requests, and a cookie for a parent domain would follow a cross-origin
+    redirect after Authorization was dropped. Registries need no cookies.
+    """
+    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
 
 
 def guarded_transport(context: ssl.SSLContext, backend: GuardedBackend) -> httpx.AsyncBaseTransport:

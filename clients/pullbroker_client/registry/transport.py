@@ -32,7 +32,11 @@ from pullbroker_client.registry.errors import (
     RegistryTLSError,
     RegistryUnreachable,
 )
-from pullbroker_client.registry.guarded_backend import GuardedBackend, guarded_transport
+from pullbroker_client.registry.guarded_backend import (
+    GuardedBackend,
+    guarded_transport,
+    no_cookies,
+)
 from pullbroker_client.registry.rules import (
     MANIFEST_LIMIT,
     MAX_REDIRECTS,
@@ -165,6 +169,7 @@ class Transport:
         self._client = httpx.AsyncClient(
             transport=guarded_transport(ssl_context(ca_pem), backend),
             trust_env=False,
+            cookies=no_cookies(),
             timeout=httpx.Timeout(timeout),
             follow_redirects=False,
             # Registries serve blobs and manifests as stored; a compressed encoding on top

@@ -14,7 +14,11 @@ from pullbroker_client.registry.addresses import DialPolicy
 from pullbroker_client.registry.auth import TOKEN_BODY_LIMIT, ping
 from pullbroker_client.registry.challenge import Challenge
 from pullbroker_client.registry.errors import clean, error_for_response
-from pullbroker_client.registry.guarded_backend import GuardedBackend, guarded_transport
+from pullbroker_client.registry.guarded_backend import (
+    GuardedBackend,
+    guarded_transport,
+    no_cookies,
+)
 from pullbroker_client.registry.reference import check_repository
 from pullbroker_client.registry.tls import ssl_context
 from pullbroker_client.registry.transport import (
@@ -187,6 +191,7 @@ class CloudHttp:
             http_client = httpx.AsyncClient(
                 transport=guarded_transport(ssl_context(ca_pem or None), backend),
                 trust_env=False,
+                cookies=no_cookies(),
                 follow_redirects=False,
                 timeout=httpx.Timeout(self._timeout),
             )

@@ -105,6 +105,31 @@ class TestTrust:
             ssl_context("-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n")
 
 
+class TestNoCookies:
+    """A registry's Set-Cookie is never kept: one client serves many credentials."""
+
+    async def test_set_cookie_is_not_sent_back(self, serve: Serve, test_ca: TestCA) -> None:
+        """The first answer sets a session cookie (also for the parent domain); neither the
+        next request to that registry nor a redirect to another origin carries it."""
+        storage = serve(_ok)
+        cookies = [("Set-Cookie", "sid=won-with-credential-a; Path=/"),
+                   ("Set-Cookie", "wide=1; Domain=localhost; Path=/")]  # fmt: skip
+        redirect = [("Location", storage.url("localhost") + "/blob")]
+
+        def answer(request: Request) -> Reply:
+            if request.path == "/token":
+                return Reply(200, cookies, b"{}")
+            return Reply(307, redirect)
+
+        registry = serve(answer)
+        async with Transport(ca_pem=test_ca.pem) as transport:
+            await transport.request("GET", registry.url() + "/token", authorization=AUTH)
+            await transport.request("GET", registry.url() + "/v2/a/blobs/x", authorization=AUTH)
+        assert [r.path for r in registry.requests] == ["/token", "/v2/a/blobs/x"]
+        assert all("cookie" not in r.headers for r in [*registry.requests, *storage.requests])
+        assert [r.path for r in storage.requests] == ["/blob"]
+
+
 class TestRedirects:
     """Redirects are followed by hand; Authorization never leaves the first origin."""
 

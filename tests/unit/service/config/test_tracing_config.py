@@ -56,6 +56,10 @@ class TestTracingSettings:
             ("http://user:secret@collector:4318", "OTEL_EXPORTER_OTLP_HEADERS"),
             ("http://collector:4318/?token=x", "query"),
             ("http://collector:99999", "not a URL"),
+            # Refused before the user/password check: still never echoed.
+            ("grpc://u:secret@collector:4317", "http:// or https://"),
+            ("http://u:secret@collector:bad/", "not a URL"),
+            ("http://collector:99999/?token=secret", "not a URL"),
         ],
     )
     def test_bad_endpoint_names_the_flag(self, tmp_path: Path, url: str, why: str) -> None:
