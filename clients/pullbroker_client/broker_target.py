@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import socket
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,14 +38,20 @@ from pullbroker_client import tracing
 from pullbroker_client.broker_errors import REQUEST_ID_KEY
 from pullbroker_client.errors import ConfigurationError
 from pullbroker_client.home import Home
+from pullbroker_client.registry.dial import literal, system_resolve
 from pullbroker_client.tls import TlsFiles, channel_credentials
 
 URI_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:")
 
 # Calls a replica may have half-done are not here: a create retried on another replica
-# would answer ALREADY_EXISTS, an update ABORTED (etag), a delete NOT_FOUND.
+# would answer ALREADY_EXISTS, an update ABORTED (etag), a delete NOT_FOUND. Each method is
+# named (no whole service), so an RPC added later is not retried until someone decides it
+# may be; a unit test checks every name against the services' descriptors.
 RETRYABLE_METHODS: tuple[tuple[str, str | None], ...] = (
-    ("pullbroker.v1.PullService", None),  # IssuePullToken, IssueRegistryLogin
+    ("pullbroker.v1.PullService", "IssuePullToken"),
+    ("pullbroker.v1.PullService", "IssueRegistryLogin"),
+    ("pullbroker.v1.PullService", "ListPullableRegistries"),
+    ("pullbroker.v1.AuditService", "ListAuditEvents"),
     ("pullbroker.v1.RegistryService", "GetRegistry"),
     ("pullbroker.v1.RegistryService", "ListRegistries"),
     ("pullbroker.v1.RegistryService", "ListRegistryKinds"),
@@ -140,17 +145,33 @@ def _bracket(host: str) -> str:
 
 
 def _ip_list(hosts: list[tuple[str, int]], address: str) -> str:
-    """`ipv4:A:P,B:P` (or `ipv6:[A]:P,...`) with every host's addresses, names resolved now."""
+    """`ipv4:A:P,B:P` (or `ipv6:[A]:P,...`) with every host's addresses, names resolved now.
+
+    A host that does not resolve is left out (logged by the caller's channel errors if all
+    fail): one replica missing from DNS must not take the others down with it, which is the
+    case a list of replicas exists for.
+    """
     by_family: dict[int, list[str]] = {4: [], 6: []}
     covered: dict[int, int] = {4: 0, 6: 0}
+    resolved = 0
+    unresolved: list[str] = []
     for host, port in hosts:
         found = _resolve(host, port)
+        if not found:
+            unresolved.append(host)
+            continue
+        resolved += 1
         for version in (4, 6):
             ips = [ip for ip in found if ipaddress.ip_address(ip).version == version]
             by_family[version] += [f"{_bracket(ip)}:{port}" for ip in ips]
             covered[version] += 1 if ips else 0
+    if not resolved:
+        raise ConfigurationError(
+            f"cannot resolve any broker host of {address!r} ({', '.join(unresolved)}): fix "
+            "--broker or broker.json"
+        )
     for version in (4, 6):
-        if covered[version] == len(hosts):
+        if covered[version] == resolved:
             return f"ipv{version}:" + ",".join(dict.fromkeys(by_family[version]))
     raise ConfigurationError(
         f"the broker addresses {address!r} mix IPv4-only and IPv6-only hosts: "
@@ -159,18 +180,14 @@ def _ip_list(hosts: list[tuple[str, int]], address: str) -> str:
 
 
 def _resolve(host: str, port: int) -> list[str]:
+    """The host's addresses; none when it does not resolve."""
+    found = literal(host)
+    if found is not None:
+        return found
     try:
-        return [str(ipaddress.ip_address(host))]
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise ConfigurationError(
-            f"cannot resolve broker host {host!r} ({exc.strerror or exc}): fix --broker or "
-            "broker.json"
-        ) from None
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+        return system_resolve(host)
+    except OSError:
+        return []
 
 
 def secure_channel(address: str, tls: TlsFiles) -> grpc.Channel:

@@ -7,6 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
+from google.protobuf import descriptor_pool
+from grpc_health.v1 import health_pb2
+from pullbroker.v1 import audit_pb2, deployment_pb2, policy_pb2, pull_pb2, registry_pb2
+from pullbroker_client import broker_target
 from pullbroker_client.broker_target import (
     RETRYABLE_METHODS,
     ChannelTarget,
@@ -44,6 +48,21 @@ class TestChannelTarget:
         assert "127.0.0.1:1001" in got.uri
         assert "127.0.0.1:1002" in got.uri
         assert got.authority == "localhost:1001"
+
+    def test_a_host_missing_from_dns_is_left_out(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """One replica gone from DNS does not take the list down: the others are dialled;
+        only when no host resolves is it an error naming them (resolver faked in-process)."""
+
+        def resolve(host: str) -> list[str]:
+            if host.startswith("gone"):
+                raise OSError("Name or service not known")
+            return ["127.0.0.1"]
+
+        monkeypatch.setattr(broker_target, "system_resolve", resolve)
+        got = channel_target("gone.test:1001,alive.test:1002")
+        assert got == ChannelTarget("ipv4:127.0.0.1:1002", "gone.test:1001")
+        with pytest.raises(ConfigurationError, match="cannot resolve any broker host"):
+            channel_target("gone-a.test:1,gone-b.test:2")
 
     def test_mixed_families_are_refused(self) -> None:
         with pytest.raises(ConfigurationError, match="one family"):
@@ -91,7 +110,7 @@ class TestServiceConfig:
         or status report (which a dying replica may have applied) is not."""
         (method_config,) = service_config()["methodConfig"]
         names = method_config["name"]
-        assert {"service": "pullbroker.v1.PullService"} in names
+        assert {"service": "pullbroker.v1.PullService", "method": "IssuePullToken"} in names
         retried = {(n["service"], n.get("method")) for n in names}
         assert retried == set(RETRYABLE_METHODS)
         for write in (
@@ -104,8 +123,25 @@ class TestServiceConfig:
             "ReportDeploymentStatus",
         ):
             assert all(method != write for _, method in retried), write
-        whole_services = {service for service, method in retried if method is None}
-        assert whole_services == {"pullbroker.v1.PullService"}
+        assert all(method is not None for _, method in retried), "name each method"
+
+    def test_every_retried_method_exists(self) -> None:
+        """A renamed RPC would silently stop being retried: each name must be a method of the
+        service's descriptor (the generated pb2 modules register them all)."""
+        assert health_pb2.DESCRIPTOR.services_by_name  # registers grpc.health.v1
+        pool = descriptor_pool.Default()
+        for service, method in RETRYABLE_METHODS:
+            assert method is not None
+            assert pool.FindServiceByName(service).FindMethodByName(method) is not None, method
+
+    def test_every_read_of_the_api_is_retried(self) -> None:
+        """Reads added later must be listed: every List/Get/Watch/Check/Issue RPC is."""
+        retried = set(RETRYABLE_METHODS)
+        for module in (audit_pb2, deployment_pb2, policy_pb2, pull_pb2, registry_pb2):
+            for service in module.DESCRIPTOR.services_by_name.values():
+                for method in service.methods:
+                    if method.name.startswith(("List", "Get", "Watch", "Check", "Issue")):
+                        assert (service.full_name, method.name) in retried, method.full_name
 
 
 class TestHomeAddresses:
