@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable
 from urllib.parse import SplitResult, urlsplit
 
 from pullbroker_client.registry.addresses import (
@@ -16,7 +15,6 @@ from pullbroker_client.registry.addresses import (
     DialPolicy,
     IPAddress,
     address_refusal,
-    parse_address,
 )
 
 from pullbroker_service.domain.errors import InvalidRegistry
@@ -29,7 +27,6 @@ __all__ = [
     "address_refusal",
     "canonical_image_host",
     "check_dialable",
-    "check_resolved",
     "expected_realm_hosts",
     "host_of_url",
     "normalize_registry_url",
@@ -136,18 +133,6 @@ def check_dialable(name: str, field: str, policy: DialPolicy | None = None) -> N
     reason = address_refusal(address, policy)
     if reason:
         raise refused(field, name, name, reason)
-
-
-def check_resolved(name: str, addresses: Iterable[str], field: str, policy: DialPolicy) -> None:
-    """Refuse `name` if any address it resolves to may not be dialled under `policy`.
-
-    Every address counts, not just the first: the connection may use any of them.
-    """
-    for text in addresses:
-        address = parse_address(text)
-        reason = address_refusal(address, policy) if address is not None else ""
-        if reason:
-            raise refused(field, name, text, reason)
 
 
 def refused(field: str, name: str, address: str, reason: str) -> InvalidRegistry:

@@ -9,11 +9,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from pullbroker_client.registry.addresses import checked_addresses
+from pullbroker_client.registry.errors import DialRefused
 from pullbroker_service.domain.errors import InvalidRegistry, UpstreamProtocolError
 from pullbroker_service.domain.hosts import (
     DialPolicy,
     check_dialable,
-    check_resolved,
     normalize_registry_url,
 )
 from pullbroker_service.domain.model import RegistryKind, RegistryRecord
@@ -123,17 +124,17 @@ class FakeResolver:
 
 
 class TestResolvedNames:
-    """A name is judged by every address it resolves to."""
+    """A name is judged by every address it resolves to (the guard every connection uses)."""
 
     def test_every_address_counts(self) -> None:
         """One metadata address among public ones refuses the name."""
-        with pytest.raises(InvalidRegistry, match=r"resolves to 169\.254\.169\.254"):
-            check_resolved("mixed.example", ["8.8.8.8", "169.254.169.254"], "token realm", STRICT)
+        with pytest.raises(DialRefused, match=r"resolves to 169\.254\.169\.254"):
+            checked_addresses("mixed.example", ["8.8.8.8", "169.254.169.254"], STRICT)
 
     def test_ipv6_disguise_counts(self) -> None:
         """An address carrying a metadata IPv4 address through NAT64 refuses the name."""
-        with pytest.raises(InvalidRegistry, match=r"carries IPv4 169\.254\.169\.254"):
-            check_resolved("nat64.example", ["64:ff9b::a9fe:a9fe"], "registry url", PRIVATE_OK)
+        with pytest.raises(DialRefused, match=r"carries IPv4 169\.254\.169\.254"):
+            checked_addresses("nat64.example", ["64:ff9b::a9fe:a9fe"], PRIVATE_OK)
 
 
 def record_for(url: str, ca_pem: str) -> RegistryRecord:
