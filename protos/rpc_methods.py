@@ -49,6 +49,7 @@ class _Param:
     default: str
     assign_after: bool  # oneof members are set only when given
     value: str  # the expression that goes into the message
+    is_message: bool = False  # set with CopyFrom (scalars and enums are assigned)
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,8 @@ class _Types:
             return _Param(name, annotation, "()", False, f"field_mask({name})")
         annotation, default = self._type(field)
         if in_oneof or field.type == _F.TYPE_MESSAGE:
-            return _Param(name, f"{annotation} | None", "None", in_oneof, name)
+            is_message = field.type == _F.TYPE_MESSAGE
+            return _Param(name, f"{annotation} | None", "None", in_oneof, name, is_message)
         return _Param(name, annotation, default, False, name)
 
     def _type(self, field: descriptor_pb2.FieldDescriptorProto) -> tuple[str, str]:
@@ -179,10 +181,10 @@ def _body(rpc: _Rpc, is_async: bool) -> list[str]:
     for p in rpc.params:
         if p.assign_after:
             lines.append(f"        if {p.name} is not None:")
-            if p.annotation.startswith(("str", "bool", "bytes", "int", "float")):
-                lines.append(f"            request.{p.name} = {p.name}")
-            else:
+            if p.is_message:
                 lines.append(f"            request.{p.name}.CopyFrom({p.name})")
+            else:
+                lines.append(f"            request.{p.name} = {p.name}")
     call = f"self.{rpc.stub_attr}.{rpc.name}, request, request_id, timeout"
     if rpc.streaming:
         if is_async:
