@@ -8,6 +8,7 @@ registry announced must both match the bytes received.
 from __future__ import annotations
 
 import hashlib
+import re
 
 from pullbroker_client.registry.document import load_object
 from pullbroker_client.registry.errors import DigestMismatch, RegistryProtocolError
@@ -40,13 +41,27 @@ def digest_mismatch(subject: str, *, expected: str, actual: str) -> DigestMismat
     )
 
 
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_MEDIA_TYPE = re.compile(rf"{_TOKEN}/{_TOKEN}")
+"""type/subtype of RFC 9110 token characters: nothing else is a media type."""
+
+
 def manifest_media_type(content_type: str | None, data: bytes) -> str:
-    """The declared Content-Type, else the document's own mediaType field."""
+    """The declared Content-Type, else the document's own mediaType field; "" when neither
+    is a well-formed media type.
+
+    The value is repeated as a Content-Type (the node's mirror, OCI layouts), and a
+    manifest's mediaType is whatever its pusher wrote: a CR/LF or a space in it would be a
+    header of the pusher's choosing, so only `type/subtype` of token characters passes.
+    """
     declared = (content_type or "").partition(";")[0].strip()
+    declared = declared if _MEDIA_TYPE.fullmatch(declared) else ""
     if declared and declared not in ("application/json", "text/plain"):
         return declared
     try:
         media_type = load_object(data, "the manifest").get("mediaType")
     except RegistryProtocolError:
         return declared  # the caller's parser reports what is wrong with the document
-    return media_type if isinstance(media_type, str) and media_type else declared
+    if isinstance(media_type, str) and _MEDIA_TYPE.fullmatch(media_type):
+        return media_type
+    return declared

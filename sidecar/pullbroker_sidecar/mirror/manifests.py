@@ -78,11 +78,12 @@ class Manifests:
             if stale is None:
                 raise
             return stale
-        descriptor = Descriptor(fetched.media_type, fetched.digest, len(fetched.data))
+        media_type = fetched.media_type or media_type_of(fetched.data)
+        descriptor = Descriptor(media_type, fetched.digest, len(fetched.data))
         await asyncio.to_thread(self._store.put_blob, descriptor, fetched.data)
         if not route.by_digest:
             self._remember(route, fetched.digest)
-        return Manifest(fetched.media_type, fetched.digest, fetched.data)
+        return Manifest(media_type, fetched.digest, fetched.data)
 
     def stored(self, digest: str) -> Manifest | None:
         """A manifest the node store holds (verified), or None."""

@@ -102,9 +102,16 @@ def reason_phrase(status: int, detail: str = "") -> str:
 
 
 def head_bytes(status: int, headers: Mapping[str, str], detail: str = "") -> bytes:
-    """A status line and headers, ready to write; `detail` extends the reason phrase."""
+    """A status line and headers, ready to write; `detail` extends the reason phrase.
+
+    A header value outside printable ASCII is a bug upstream of here (values come from
+    registries' documents): it raises rather than let a CR/LF add a header to the answer.
+    """
     lines = [f"HTTP/1.1 {status} {reason_phrase(status, detail)}"]
-    lines += [f"{name}: {value}" for name, value in headers.items()]
+    for name, value in headers.items():
+        if not all(" " <= c <= "~" for c in f"{name}{value}"):
+            raise ValueError(f"header {name!r} has a character a head may not carry")
+        lines.append(f"{name}: {value}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 

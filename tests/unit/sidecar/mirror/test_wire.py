@@ -108,3 +108,14 @@ class TestReasonPhrase:
 
     def test_blank_detail_keeps_the_standard_phrase(self) -> None:
         assert reason_phrase(429, " \r\n ") == "Too Many Requests"
+
+
+class TestHeaderValues:
+    def test_a_value_with_a_line_break_is_refused(self) -> None:
+        """A CR/LF in a value (a registry document's text) would add a header: refused."""
+        with pytest.raises(ValueError, match="Content-Type"):
+            head_bytes(200, {"Content-Type": "a/b\r\nDocker-Content-Digest: sha256:0"})
+
+    def test_non_ascii_is_refused(self) -> None:
+        with pytest.raises(ValueError, match="Content-Type"):
+            head_bytes(200, {"Content-Type": "a/\u00e9"})
