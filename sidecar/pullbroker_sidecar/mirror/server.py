@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import ipaddress
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,24 +172,41 @@ class MirrorServer:
     async def _admission(self, writer: asyncio.StreamWriter) -> MirrorRefusal | None:
         """None when this connection may be served, else the refusal its requests get."""
         peer, ours = writer.get_extra_info("peername"), writer.get_extra_info("sockname")
-        try:
-            loopback = ipaddress.ip_address(str(peer[0]).split("%", 1)[0]).is_loopback
-        except (ValueError, TypeError, IndexError):
-            loopback = False
-        if not loopback:
-            if self._config.allow_remote:
-                return None
-            return MirrorRefusal(403, "DENIED", "this mirror serves the node's own runtimes only")
+        # Every connection's owner is looked up, whatever its address: a local user reaching
+        # a mirror bound beyond loopback through the node's own address is still local.
         uid = await asyncio.to_thread(socket_owner, tuple(peer), tuple(ours))
-        if uid in self._config.allowed_uids:
+        refusal = admission(peer, uid, self._config.allowed_uids, self._config.allow_remote)
+        if refusal is not None and uid is not None:
+            log.warning("mirror_user_refused", uid=uid)
+        return refusal
+
+
+def admission(
+    peer: object, uid: int | None, allowed_uids: Collection[int], allow_remote: bool
+) -> MirrorRefusal | None:
+    """Who may use the mirror: a local socket's owner only when allowed; a socket with no
+    local owner (another host) only with `allow_remote`; a loopback peer whose owner cannot
+    be found is refused (fail closed)."""
+    if uid is not None:
+        if uid in allowed_uids:
             return None
-        log.warning("mirror_user_refused", uid=uid)
         return MirrorRefusal(
             403,
             "DENIED",
             f"local user {uid} may not use this mirror: it pulls with the node's identity "
             "(allow a runtime's user with --mirror-allow-uid)",
         )
+    if not _is_loopback(peer) and allow_remote:
+        return None
+    return MirrorRefusal(403, "DENIED", "this mirror serves the node's own runtimes only")
+
+
+def _is_loopback(peer: object) -> bool:
+    try:
+        host = str(peer[0]) if isinstance(peer, tuple | list) else ""
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass
