@@ -6,6 +6,7 @@ import http.client
 import json
 import socket
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,12 +22,24 @@ def free_port() -> int:
 
 
 def mirror_daemon(home: Path, folder: Path, name: str, *extra: str) -> tuple[SidecarDaemon, int]:
-    """`pullbroker-sidecar run --mirror 127.0.0.1:PORT` for `home`, started; (daemon, port)."""
+    """`pullbroker-sidecar run --mirror 127.0.0.1:PORT` for `home`, started and its mirror
+    listening; (daemon, port). The daemon answers on its socket before the mirror's port
+    may be open: tests that asked at once were refused now and then."""
     port = free_port()
     daemon = SidecarDaemon(
         home, folder / f"{name}.sock", extra=["--mirror", f"127.0.0.1:{port}", *extra]
     )
-    return daemon.start(), port
+    daemon.start()
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return daemon, port
+        except OSError:
+            if time.monotonic() > deadline:
+                daemon.stop()
+                raise
+            time.sleep(0.05)
 
 
 def mirror_config(*args: str) -> str:

@@ -26,6 +26,7 @@ from pullbroker_client.registry.errors import (
     RegistryError,
     RegistryUnreachable,
 )
+from pullbroker_client.registry.errors import DigestMismatch as RegistryDigestMismatch
 
 from pullbroker_sidecar.errors import (
     DigestMismatch,
@@ -62,6 +63,7 @@ _REGISTRY: dict[type[BaseException], tuple[int, str]] = {
     GrantMismatch: (403, "DENIED"),
     SizeLimitExceeded: (403, "DENIED"),
     DigestMismatch: (502, "DIGEST_INVALID"),
+    RegistryDigestMismatch: (502, "DIGEST_INVALID"),  # a manifest that is not its digest
     ConfigurationError: (503, "UNAVAILABLE"),
     RegistryError: (502, "UNKNOWN"),
 }

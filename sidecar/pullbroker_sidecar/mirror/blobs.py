@@ -144,14 +144,15 @@ async def _send_stored(
 async def _send_growing(download: Download, request: Request, writer: asyncio.StreamWriter) -> bool:
     size = download.descriptor.size
     status, start, end, headers = _ranged(request, download.descriptor.digest, size)
-    await download.ready(start)
-    if download.error is not None:
-        raise download.error  # nothing sent yet: the runtime gets the OCI error
-    writer.write(head_bytes(status, headers))
-    try:
-        await download.stream(writer, start, end)
-    except StreamAborted:
-        writer.transport.abort()  # short of Content-Length: the runtime sees a failed transfer
-        return False
+    with download.reading():
+        await download.ready(start)
+        if download.error is not None:
+            raise download.error  # nothing sent yet: the runtime gets the OCI error
+        writer.write(head_bytes(status, headers))
+        try:
+            await download.stream(writer, start, end)
+        except StreamAborted:
+            writer.transport.abort()  # short of Content-Length: a failed transfer
+            return False
     await writer.drain()
     return True

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO
 
@@ -89,14 +89,26 @@ class Download:
             self._close_fd()
         self._changed_now()
 
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """A request reading this download, from the moment it joins (before `ready`): the
+        file stays open for it even when the download verifies while it waits."""
+        self._readers += 1
+        try:
+            yield
+        finally:
+            self._readers -= 1
+            if self.finished and self._readers == 0:
+                self._close_fd()
+
     async def ready(self, start: int) -> None:
         """Wait until bytes from `start` can be sent, or the download finished."""
         while not (self.finished or self.limit() > start):
             await self._changed.wait()
 
     async def stream(self, writer: asyncio.StreamWriter, start: int, end: int) -> None:
-        """Send bytes `[start, end)` as they arrive; StreamAborted when they cannot all be."""
-        self._readers += 1
+        """Send bytes `[start, end)` as they arrive; StreamAborted when they cannot all be.
+        Called inside `reading()`."""
         file: BinaryIO | None = None
         try:
             position = start
@@ -118,9 +130,6 @@ class Download:
         finally:
             if file is not None:
                 file.close()
-            self._readers -= 1
-            if self.finished and self._readers == 0:
-                self._close_fd()
 
     def _close_fd(self) -> None:
         if self._fd is not None:

@@ -9,6 +9,7 @@ import pytest
 from pullbroker_client.broker import BrokerCallError
 from pullbroker_client.registry.errors import (
     BlobUnknown,
+    DigestMismatch,
     ManifestUnknown,
     RateLimited,
     RegistryProtocolError,
@@ -50,6 +51,9 @@ class TestRegistry:
             (RateLimited("slow"), 429, "TOOMANYREQUESTS"),
             (RegistryProtocolError("5xx", temporary=True), 503, "UNAVAILABLE"),
             (RegistryProtocolError("odd"), 502, "UNKNOWN"),
+            # A manifest that does not hash to its digest (the client's error, not the
+            # sidecar's blob one): DIGEST_INVALID, not UNKNOWN.
+            (DigestMismatch("m", expected="sha256:a", actual="sha256:b"), 502, "DIGEST_INVALID"),
         ],
     )
     def test_mapping(self, exc: Exception, status: int, code: str) -> None:
