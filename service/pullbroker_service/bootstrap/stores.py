@@ -8,14 +8,17 @@ secret backend's envelopes there too (its KEK stays where it is configured).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-
-from pullbroker_client.secret import Secret
 
 from pullbroker_service.config.broker import BrokerConfig
 from pullbroker_service.config.database import DatabaseConfig, database_url
-from pullbroker_service.infra.logging import get_logger, register_secret_values
+from pullbroker_service.config.errors import ConfigError
+from pullbroker_service.domain.secret_forms import derived_forms
+from pullbroker_service.infra.logging import (
+    get_logger,
+    register_secret_value,
+    register_secret_values,
+)
 from pullbroker_service.secrets.envelopes import EnvelopeTable
 from pullbroker_service.store.audit_trail import AuditTrail
 from pullbroker_service.store.base import MetadataStore
@@ -25,7 +28,7 @@ from pullbroker_service.store.job_lock import JobLock, LocalJobLock
 from pullbroker_service.store.postgres import PostgresMetadataStore
 from pullbroker_service.store.postgres_audit import PostgresAuditTrail
 from pullbroker_service.store.postgres_changes import PostgresChangeFeed
-from pullbroker_service.store.postgres_db import PoolSettings, PostgresDatabase
+from pullbroker_service.store.postgres_db import PoolSettings, PostgresDatabase, dsn_password
 from pullbroker_service.store.postgres_deployments import PostgresDeploymentStore
 from pullbroker_service.store.postgres_envelopes import PostgresEnvelopeTable
 from pullbroker_service.store.postgres_job_lock import PostgresJobLock
@@ -34,8 +37,6 @@ from pullbroker_service.store.sqlite import SqliteMetadataStore
 from pullbroker_service.store.sqlite_deployments import SqliteDeploymentStore
 
 _log = get_logger("pullbroker_service.bootstrap.main")
-# The password in a URI (user:PASSWORD@) or in key=value form (password=PASSWORD).
-_PASSWORDS = (re.compile(r"://[^:/@]*:([^@]+)@"), re.compile(r"\bpassword\s*=\s*'?([^'\s]+)"))
 
 
 @dataclass
@@ -99,7 +100,14 @@ def open_database(settings: DatabaseConfig) -> PostgresDatabase:
     """A pool on the configured database; its connection string and password are registered
     for redaction before anything could log them."""
     url = database_url(settings)
-    register_secret_values([url, *_passwords(url)])
+    register_secret_value(url)
+    try:
+        password = dsn_password(url)
+    except ValueError as exc:
+        raise ConfigError(f"the database connection string {exc}") from None
+    if password is not None:
+        # Every form a driver or server message could carry it in, as for credentials.
+        register_secret_values(derived_forms(password))
     pool = PoolSettings(
         min_size=settings.pool_min_size,
         max_size=settings.pool_max_size,
@@ -107,7 +115,3 @@ def open_database(settings: DatabaseConfig) -> PostgresDatabase:
         connect_timeout=settings.connect_timeout_seconds,
     )
     return PostgresDatabase(url, pool)
-
-
-def _passwords(url: Secret) -> list[str]:
-    return [m for pattern in _PASSWORDS for m in pattern.findall(url.reveal()) if len(m) >= 4]

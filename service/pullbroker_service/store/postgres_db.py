@@ -25,6 +25,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 from pullbroker_client.secret import Secret
@@ -144,3 +145,19 @@ def unavailable(name: str, exc: psycopg.Error) -> BackendUnavailable:
         f"{name} did not answer ({type(exc).__name__}{state}): check that the database "
         "is running and reachable; calls succeed again once it answers"
     )
+
+
+def dsn_password(dsn: Secret) -> str | None:
+    """The password a connection string holds, as libpq reads it (URI or key=value, quoted,
+    percent-decoded, `?password=`), or None. ValueError when it is no connection string;
+    the message says nothing of it (libpq's own would quote a fragment, maybe the password).
+    """
+    try:
+        params = conninfo_to_dict(dsn.reveal())
+    except psycopg.Error:
+        raise ValueError(
+            "is not a PostgreSQL connection string libpq can read (it is not shown: it may "
+            "hold a password); e.g. postgresql://user:password@host:5432/dbname"
+        ) from None
+    password = params.get("password")
+    return str(password) if password else None
