@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from pullbroker_service.app.ambiguity import ambiguity_check
 from pullbroker_service.domain.errors import AlreadyExists, EtagMismatch, RegistryNotFound
 from pullbroker_service.domain.model import RecordState, RegistryKind, RegistryRecord, SecretRef
+from pullbroker_service.store.base import HostCheck
 from pullbroker_service.store.sqlite import SCHEMA_VERSION, SqliteMetadataStore
 
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -199,3 +203,30 @@ class TestSchema:
             assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         finally:
             conn.close()
+
+
+class TestHostCheckAcrossProcesses:
+    async def test_two_stores_on_one_file_cannot_both_pass(self, tmp_path: Path) -> None:
+        """Two brokers' stores on one metadata file (each its own connection and thread)
+        create tying records at once; each check dawdles inside its write, so without one
+        write lock over check and insert both would see an empty host. One is stored."""
+        stores = [SqliteMetadataStore(tmp_path / "metadata.db", cache_ttl=0.0) for _ in "ab"]
+
+        def dawdling(new: RegistryRecord) -> HostCheck:
+            inner = ambiguity_check(new.host, new.display_name, new.repositories, new.id)
+
+            def check(records: Sequence[RegistryRecord]) -> None:
+                time.sleep(0.3)  # widen the window between the read and the write
+                inner(records)
+
+            return check
+
+        new = [record("r1", "first"), record("r2", "second")]
+        outcomes = await asyncio.gather(
+            *(s.create(r, dawdling(r)) for s, r in zip(stores, new, strict=True)),
+            return_exceptions=True,
+        )
+        assert sorted(type(o).__name__ for o in outcomes) == ["AmbiguousRegistry", "NoneType"]
+        assert len(await stores[0].find_by_host("reg.example")) == 1
+        for store in stores:
+            await store.close()
