@@ -17,6 +17,7 @@ records written before globs existed; then the request must name the record, as 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -74,6 +75,14 @@ def validate_repository_globs(globs: Iterable[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+@functools.lru_cache(maxsize=4096)
+def _compiled(pattern: str) -> Glob:
+    """One Glob per pattern: every IssuePullToken matches its host's records' globs, and a
+    Glob's regex is built once, not on every call (records are few; their globs repeat)."""
+    return Glob(pattern)
+
+
+@functools.lru_cache(maxsize=4096)
 def specificity(pattern: str) -> Specificity:
     """How specific a glob is (see the module docstring); larger wins."""
     double = pattern.count("**")
@@ -87,7 +96,7 @@ def best_match(globs: Sequence[str], repository: str) -> tuple[Specificity, str]
     without globs matches everything as the catch-all; None: no glob matches."""
     if not globs:
         return CATCH_ALL, ""
-    matching = [(specificity(g), g) for g in globs if Glob(g).matches(repository)]
+    matching = [(specificity(g), g) for g in globs if _compiled(g).matches(repository)]
     return max(matching) if matching else None
 
 
