@@ -49,12 +49,10 @@ class TrailForwarder:
         self._max = max_batches
         self._drain = drain_seconds
         self._task: asyncio.Task[None] | None = None
-        self.lost = 0
 
     def submit(self, events: list[Mapping[str, str]]) -> None:
         if len(self._queue) >= self._max:
             dropped = self._queue.popleft()
-            self.lost += len(dropped)
             log.error("audit_trail_write_failed", events_lost=len(dropped), error="queue full")
         self._queue.append(events)
         if self._task is None or self._task.done():

@@ -37,11 +37,6 @@ CacheKey = tuple[str, int, str]
 
 Clock = Callable[[], datetime]
 
-DEFAULT_MAX_BYTES = TokenCacheConfig.max_bytes
-"""64 MiB: about 30,000 real tokens of 2 KiB, or 1,000 of the largest answer accepted."""
-DEFAULT_MINT_DEADLINE = TokenCacheConfig.mint_deadline_seconds
-"""Seconds a whole mint may take (ping, token request, cloud exchanges): three times the
-per-read timeout, and still under a node's own patience for a pull token."""
 ENTRY_OVERHEAD = 512
 """Bytes counted per entry beside its strings: the key, the entry and MintedToken objects."""
 
@@ -78,8 +73,8 @@ class TokenCache:
         self,
         *,
         max_entries: int = TokenCacheConfig.max_entries,
-        max_bytes: int = DEFAULT_MAX_BYTES,
-        mint_deadline: float = DEFAULT_MINT_DEADLINE,
+        max_bytes: int = TokenCacheConfig.max_bytes,
+        mint_deadline: float = TokenCacheConfig.mint_deadline_seconds,
         clock: Clock = utc_now,
         metrics: BrokerMetrics | None = None,
     ) -> None:

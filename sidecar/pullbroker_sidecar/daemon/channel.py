@@ -31,7 +31,6 @@ from typing import Any, TypeVar
 
 import structlog
 from cryptography import x509
-from pullbroker.v1 import pull_pb2
 from pullbroker_client.broker import (
     AsyncBrokerClient,
     BrokerCallError,
@@ -149,11 +148,6 @@ class BrokerChannel:
                 image, registry, force_refresh, service_account_token=service_account_token
             )
         )
-
-    async def list_pullable_registries(self) -> pull_pb2.ListPullableRegistriesResponse:
-        """ListPullableRegistries (the hosts the node's policy may pull from, for writing
-        runtime mirror configuration), retried with backoff while the broker is unreachable."""
-        return await self._retried(lambda client: client.list_pullable_registries())
 
     async def _retried(self, call: Callable[[AsyncBrokerClient], Awaitable[T]]) -> T:
         give_up = self._clock() + self._deadline

@@ -39,8 +39,6 @@ class Blobs:
         self._metrics = metrics
         self._downloads = downloads
         self._max_blob = max_blob
-        self.from_store = 0
-        self.from_upstream = 0
 
     async def answer(
         self, route: Route, upstream: Upstream, request: Request, writer: asyncio.StreamWriter
@@ -73,7 +71,6 @@ class Blobs:
             if served is not None:
                 return served
         if download is None:
-            self.from_upstream += 1
             download = self._downloads.start(Descriptor(OCTET_STREAM, digest, size), upstream)
             if self._metrics is not None:
                 self._metrics.mirror_blob("upstream", size)
@@ -88,7 +85,6 @@ class Blobs:
         stored = await asyncio.to_thread(self._open_stored, digest)
         if stored is None:
             return None
-        self.from_store += 1
         self._count("store", digest, request)
         with stored:
             return await _send_stored(stored, digest, request, writer)
