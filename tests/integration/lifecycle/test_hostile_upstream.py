@@ -106,12 +106,15 @@ class TestEchoingEndpoint:
             seen.append(issued.value.message)
             probe = admin.test_connection(name=created.name, repository="team/app")
             seen.append(probe.message)
-        assert any(r.path.startswith("/token") for r in hostile.server.requests)
+        asked = [r for r in hostile.server.requests if r.path.startswith("/token")]
+        # The credential was sent (so the echo holds it), and the failure was logged.
+        assert any(r.authorization for r in asked)
         assert issued.value.code is grpc.StatusCode.UNKNOWN
         seen.append(json.dumps(broker.audit_events()))
         seen.append(broker_log.read_text())
         seen.append(capfd.readouterr().err)
         assert "BAD_REQUEST" in seen[1]  # the upstream's answer is still named
+        assert "BAD_REQUEST" in seen[-2]  # and logged
         leaks = [i for i, text in enumerate(seen) if find_in_text(text, canary)]
         assert leaks == [], [seen[i] for i in leaks]
 

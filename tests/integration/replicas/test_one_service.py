@@ -13,6 +13,7 @@ import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 from pullbroker.v1 import deployment_pb2, registry_pb2, registry_pb2_grpc
+from pullbroker_client.broker import BrokerCallError
 from pullbroker_client.tls import channel_credentials
 from pullbroker_service.api.status import CURRENT_ETAG_KEY
 
@@ -45,8 +46,9 @@ def test_create_read_update_on_different_replicas(
         assert updated.etag != created.etag
         assert two.get_registry(created.name) == updated
         assert [r.name for r in two.iter_registries()] == [created.name]
-        with pytest.raises(Exception, match="already exists"):
+        with pytest.raises(BrokerCallError, match="already exists") as taken:
             two.create_registry(generic("team", token_registry), login(token_registry, BOB))
+        assert taken.value.code is grpc.StatusCode.ALREADY_EXISTS
 
 
 def _update_raw(replicas: ReplicaSet, index: int, name: str, etag: str) -> tuple[str, Any]:
