@@ -9,7 +9,6 @@ credentials (or none) answers `{"token": ..., "expires_in": ..., "issued_at": ..
 from __future__ import annotations
 
 import base64
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any
 import httpx
 
 from pullbroker_client import tracing
+from pullbroker_client.jsonlimits import loads_bounded
 from pullbroker_client.registry.challenge import Challenge, parse_www_authenticate
 from pullbroker_client.registry.errors import (
     CredentialRejected,
@@ -201,8 +201,8 @@ def _raise_for_token_status(response: Response, *, anonymous: bool) -> None:
 
 def _parse_token(response: Response, scope: str) -> BearerToken:
     try:
-        document: Any = json.loads(response.content)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        document: Any = loads_bounded(response.content)
+    except ValueError:
         document = None
     token = None
     if isinstance(document, dict):

@@ -27,12 +27,12 @@ only a registry's short `code` and `message` fields, cleaned and truncated.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from typing import Any
 
 from pullbroker_client.errors import ClientError
+from pullbroker_client.jsonlimits import loads_bounded
 
 _MAX_CODE = 64
 _MAX_MESSAGE = 200
@@ -195,8 +195,8 @@ def clean(text: str, limit: int) -> str:
 def parse_error_body(body: bytes) -> list[tuple[str, str]]:
     """The (code, message) pairs of a registry error body, cleaned; [] when it is not one."""
     try:
-        document: Any = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        document: Any = loads_bounded(body)
+    except ValueError:
         return []
     entries = document.get("errors") if isinstance(document, dict) else None
     if not isinstance(entries, list):

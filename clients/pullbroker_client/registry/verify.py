@@ -41,8 +41,8 @@ def digest_mismatch(subject: str, *, expected: str, actual: str) -> DigestMismat
     )
 
 
-_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_MEDIA_TYPE = re.compile(rf"{_TOKEN}/{_TOKEN}")
+_TCHARS = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_MEDIA_TYPE = re.compile(rf"{_TCHARS}/{_TCHARS}")
 """type/subtype of RFC 9110 token characters: nothing else is a media type."""
 
 

@@ -30,14 +30,13 @@ tenant (which goes into its path) is a GUID or a domain name, checked before any
 from __future__ import annotations
 
 import base64
-import binascii
-import json
 import math
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
+from pullbroker_client.jsonlimits import loads_bounded
 from pullbroker_client.registry import errors as registry_errors
 from pullbroker_client.registry.auth import (
     DEFAULT_EXPIRES_IN,
@@ -303,8 +302,8 @@ def _passthrough(registry: RegistryRecord, cred: BasicCredential, repository: st
 
 def _answer(response: Response) -> OAuthAnswer:
     try:
-        document = json.loads(response.content)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        document = loads_bounded(response.content)
+    except ValueError:
         document = {}
     return OAuthAnswer(
         response.status_code,
@@ -361,8 +360,8 @@ def _lifetime(token: Secret) -> timedelta:
         return default
     try:
         payload = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
-        claims = json.loads(payload)
-    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
+        claims = loads_bounded(payload)
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
         return default
     exp = claims.get("exp") if isinstance(claims, dict) else None
     if isinstance(exp, bool) or not isinstance(exp, int | float):

@@ -3,12 +3,12 @@ token realm, with TLS trust always explicit."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import httpx
+from pullbroker_client.jsonlimits import loads_bounded
 from pullbroker_client.registry import errors as registry_errors
 from pullbroker_client.registry.addresses import DialPolicy
 from pullbroker_client.registry.auth import TOKEN_BODY_LIMIT, ping
@@ -119,8 +119,8 @@ class CloudHttp:
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise translate(exc, display_host(target)) from exc
         try:
-            document = json.loads(bytes(body))
-        except (ValueError, UnicodeDecodeError, RecursionError):
+            document = loads_bounded(bytes(body))
+        except ValueError:
             document = {}
         return OAuthAnswer(
             response.status_code,

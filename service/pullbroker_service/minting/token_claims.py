@@ -11,9 +11,9 @@ Opaque tokens (GHCR's) also mean "cannot tell"; their refusal shows at the regis
 from __future__ import annotations
 
 import base64
-import binascii
-import json
 from typing import Any
+
+from pullbroker_client.jsonlimits import loads_bounded
 
 _PULL_ACTIONS = frozenset({"pull", "*"})
 _MAX_TOKEN = 64 * 1024
@@ -44,8 +44,8 @@ def _access_claim(token: str) -> list[Any] | None:
         return None
     try:
         payload = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
-        claims = json.loads(payload)
-    except (binascii.Error, ValueError, RecursionError):
+        claims = loads_bounded(payload)
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
         return None
     if not isinstance(claims, dict):
         return None
