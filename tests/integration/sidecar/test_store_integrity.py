@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,23 @@ def _plant_wrong_file(path: Path) -> None:
     size = path.stat().st_size
     path.unlink()
     path.write_bytes(b"W" * size)
+
+
+def _overwrite_in_place(path: Path) -> None:
+    """Same size, other bytes, same inode, mtime set back: only the ctime shows the write."""
+    before = path.stat()
+    path.chmod(0o644)
+    with path.open("r+b") as fh:
+        fh.write(b"V" * before.st_size)
+    path.chmod(stat.S_IMODE(before.st_mode))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+        before.st_ino,
+        before.st_size,
+        before.st_mtime_ns,
+    )
+    assert not _hashes_to_name(path)
 
 
 def _plant_symlink(path: Path, outside: Path) -> None:
@@ -76,11 +94,15 @@ class TestPoisoning:
     def test_a_wrong_file_and_a_symlink_in_the_store_are_not_trusted(
         self, world: SidecarWorld, tmp_path: Path
     ) -> None:
-        """Planted at digest names in the store: re-downloaded; the symlink's target untouched."""
+        """Written in place or symlinked in the store: re-downloaded; the link's target untouched.
+
+        The write keeps the inode, the size and (set back) the mtime, so only the ctime in
+        the blob's fingerprint can tell it from the file that was verified.
+        """
         app, store, outside = world.images.app, tmp_path / "store", tmp_path / "outside"
         _pull_ok(world, world.via_door(app), tmp_path / "first", "--store", str(store))
         wrong, linked = (_blob(store, d) for d in app.layer_digests)
-        _plant_wrong_file(wrong)
+        _overwrite_in_place(wrong)
         _plant_symlink(linked, outside)
         before = outside.read_bytes()
         dest = tmp_path / "second"

@@ -172,6 +172,12 @@ def _overwrite(path: Path, data: bytes) -> None:
         fh.write(data)
 
 
+def _fingerprint_now(path: Path) -> bytes:
+    """The fingerprint the store writes down for a blob file as it is now."""
+    st = os.lstat(path)
+    return f"{st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns}".encode()
+
+
 class TestTrust:
     def test_a_write_after_commit_is_caught_and_the_blob_dropped(self, tmp_path: Path) -> None:
         """Same size, other bytes, written in place: no longer trusted, removed for a download."""
@@ -180,6 +186,37 @@ class TestTrust:
         _overwrite(store.blob_path(DIGEST), b"Y" * len(BLOB))
         assert not store.has_blob(DESCRIPTOR)
         assert not os.path.lexists(store.blob_path(DIGEST))
+
+    def test_open_blob_refuses_a_blob_written_in_place(self, tmp_path: Path) -> None:
+        """Same inode, same size, other bytes: open_blob refuses it, and it is not stored."""
+        store = ContentStore.open(tmp_path / "store")
+        store.put_blob(DESCRIPTOR, BLOB)
+        inode = store.blob_path(DIGEST).stat().st_ino
+        _overwrite(store.blob_path(DIGEST), b"Y" * len(BLOB))
+        assert store.blob_path(DIGEST).stat().st_ino == inode
+        with pytest.raises(LayoutError, match="changed since it was verified"):
+            store.open_blob(DIGEST)
+        assert store.stored_size(DIGEST) is None
+
+    def test_a_second_link_is_not_trusted_even_with_a_matching_fingerprint(
+        self, tmp_path: Path
+    ) -> None:
+        """Link count 2, fingerprint rewritten to match: refused, then re-made a private copy."""
+        store = ContentStore.open(tmp_path / "store")
+        store.put_blob(DESCRIPTOR, BLOB)
+        path, link = store.blob_path(DIGEST), tmp_path / "destination-link"
+        marker = store.verified_dir / DIGEST.replace(":", "-")
+        assert marker.read_bytes() == _fingerprint_now(path)  # the marker's format, as written
+        os.link(path, link)
+        marker.write_bytes(_fingerprint_now(path))  # matches again: only the link count differs
+        with pytest.raises(LayoutError, match="changed since it was verified"):
+            store.open_blob(DIGEST)
+        assert store.has_blob(DESCRIPTOR)  # hashed again into a fresh inode of its own
+        assert path.stat().st_nlink == 1
+        assert path.stat().st_ino != link.stat().st_ino
+        assert link.read_bytes() == BLOB
+        with store.open_blob(DIGEST) as fh:
+            assert fh.read() == BLOB
 
     def test_a_planted_file_is_not_trusted_by_its_name(self, tmp_path: Path) -> None:
         """A wrong file of the right size at a digest path (no fingerprint) is not a blob."""
