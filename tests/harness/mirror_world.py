@@ -10,15 +10,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.harness.process import free_port
 from tests.harness.runtimes import run
 from tests.harness.sidecar import SidecarDaemon
 
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = ["Answer", "ask", "free_port", "mirror_config", "mirror_daemon"]
 
 
 def mirror_daemon(home: Path, folder: Path, name: str, *extra: str) -> tuple[SidecarDaemon, int]:

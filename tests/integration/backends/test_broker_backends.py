@@ -13,7 +13,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,6 +39,7 @@ from tests.harness.canary import find_in_text, find_in_tree
 from tests.harness.images import OCI_INDEX, OCI_MANIFEST
 from tests.harness.moto_server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, MotoServer
 from tests.harness.openbao import OpenBaoRaft
+from tests.harness.process import eventually
 from tests.harness.registry import TokenAuthRegistry
 from tests.harness.standard import ALICE, BOB, StandardImages
 from tests.integration.backends.conftest import KMS_ALIAS, VaultWorld, write_secret_file
@@ -153,15 +154,6 @@ class InProcessBroker:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(30)
         self._loop.close()
-
-
-def eventually(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    """Wait until `check()` is true (polling), or fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def pause(moto: MotoServer) -> None:

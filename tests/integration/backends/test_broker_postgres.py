@@ -17,6 +17,7 @@ from pullbroker_service.api.server import PULL_SERVICE, STORE_HEALTH
 from tests.harness.broker_config import TEST_SETTINGS
 from tests.harness.canary import find_in_text
 from tests.harness.postgres import PostgresServer
+from tests.harness.process import eventually
 from tests.harness.registry import TokenAuthRegistry
 from tests.harness.standard import ALICE, BOB, StandardImages
 from tests.integration.backends.conftest import write_secret_file
@@ -25,7 +26,6 @@ from tests.integration.backends.test_broker_backends import (
     SERVING,
     InProcessBroker,
     broker_config,
-    eventually,
     generic,
     login,
     manifest_status,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.harness.canary import find_in_text
+from tests.harness.process import free_port
 from tests.harness.runtimes import remove_tree, short_dir
 from tests.harness.scrape import scrape
 from tests.harness.sidecar import SidecarDaemon
@@ -17,16 +17,10 @@ from tests.integration.nodes.world import NodeWorld
 pytestmark = pytest.mark.integration
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def metered_daemon(node_world: NodeWorld) -> Iterator[tuple[SidecarDaemon, str]]:
     folder: Path = short_dir("metrics")
-    port = _free_port()
+    port = free_port()
     sidecar = SidecarDaemon(
         node_world.home, folder / "s.sock", extra=["--metrics-listen", f"127.0.0.1:{port}"]
     )

@@ -13,10 +13,11 @@ from pullbroker_client.broker import basic_credential
 from pullbroker_client.secret import Secret
 
 from tests.harness.canary import find_in_text, new_canary
+from tests.harness.process import eventually
 from tests.harness.registry import TokenAuthRegistry
 from tests.harness.replicas import PULLBROKER, ReplicaSet
 from tests.harness.standard import ALICE
-from tests.integration.backends.test_broker_backends import eventually, generic, login
+from tests.integration.backends.test_broker_backends import generic, login
 
 pytestmark = pytest.mark.integration
 

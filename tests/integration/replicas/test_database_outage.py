@@ -16,10 +16,11 @@ from pullbroker.v1 import deployment_pb2
 from pullbroker_client.broker import BrokerCallError
 
 from tests.harness.postgres import PostgresServer
+from tests.harness.process import eventually
 from tests.harness.registry import TokenAuthRegistry
 from tests.harness.replicas import ReplicaSet
 from tests.harness.standard import ALICE, BOB
-from tests.integration.backends.test_broker_backends import eventually, generic, login
+from tests.integration.backends.test_broker_backends import generic, login
 from tests.integration.lifecycle.node import deployment
 
 pytestmark = pytest.mark.integration

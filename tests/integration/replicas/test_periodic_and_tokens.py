@@ -10,11 +10,12 @@ from collections.abc import Callable
 import pytest
 
 from tests.harness.canary import find_in_text
+from tests.harness.process import eventually
 from tests.harness.registry import TokenAuthRegistry
 from tests.harness.replicas import ReplicaSet
 from tests.harness.standard import ALICE
 from tests.harness.token_server import TokenServer
-from tests.integration.backends.test_broker_backends import eventually, generic, login
+from tests.integration.backends.test_broker_backends import generic, login
 
 pytestmark = pytest.mark.integration
 
