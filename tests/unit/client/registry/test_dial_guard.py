@@ -1,10 +1,11 @@
 """The dial guard inside the Transport: every hop is judged, and the checked address is the
 one connected to. Names here resolve only through an injected resolver: no DNS, and nothing
-is ever sent off this host (refused addresses are refused before any connect)."""
+is ever sent off this host (refused addresses are refused before any connect; LoopbackOnly
+makes any other connect fail the test)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import pytest
 from pullbroker_client.registry.addresses import DialPolicy
@@ -14,9 +15,17 @@ from pullbroker_client.registry.transport import Transport
 
 from tests.harness.certs import TestCA
 from tests.harness.https_server import Reply, Request
+from tests.harness.loopback_only import LoopbackOnly, named_server
 from tests.unit.client.registry.conftest import Serve
 
 LOOPBACK_OK = DialPolicy(allow_loopback=True)
+
+
+@pytest.fixture(autouse=True)
+def loopback_only() -> Iterator[LoopbackOnly]:
+    """A guard that lets a refused address through fails here, before any packet leaves."""
+    with LoopbackOnly() as guard:
+        yield guard
 
 
 class Resolver:
@@ -35,13 +44,14 @@ class Resolver:
         return sets[min(seen, len(sets)) - 1]
 
 
-def redirect_to(location: str) -> Reply:
-    return Reply(302, {"Location": location})
+def redirect_to(location: str, status: int = 302) -> Reply:
+    return Reply(status, {"Location": location})
 
 
 class TestRedirectHops:
     """A redirect to a host with a refused address is not followed; nothing is dialled there."""
 
+    @pytest.mark.parametrize("hops", [1, 2], ids=["first-redirect", "second-redirect"])
     @pytest.mark.parametrize(
         "answers",
         [
@@ -51,20 +61,34 @@ class TestRedirectHops:
         ],
     )
     async def test_refused_before_connect(
-        self, serve: Serve, test_ca: TestCA, answers: list[str]
+        self, serve: Serve, test_ca: TestCA, answers: list[str], hops: int
     ) -> None:
-        """DialRefused names the redirecting host and the refused one; the target saw nothing."""
-        target = serve(lambda _r: Reply(200, body=b"{}"))
-        registry = serve(lambda _r: redirect_to(f"https://evil.test:{target.port}/x?sig=s3cr3t"))
-        resolver = Resolver({"evil.test": [answers]})
-        async with Transport(ca_pem=test_ca.pem, resolve=resolver) as transport:
-            with pytest.raises(DialRefused) as caught:
-                await transport.request("GET", f"{registry.url()}/v2/team/app/tags/list")
-        assert caught.value.via == f"127.0.0.1:{registry.port}"
+        """DialRefused names the redirecting host and the refused one; the target saw nothing.
+
+        With hops=2 the registry first redirects to an allowed host (127.0.0.1), which then
+        redirects to evil.test: the guard judges every hop, not only the first redirect's.
+        The target's certificate names evil.test, so a dial that got through would be
+        served and recorded."""
+        target = named_server(test_ca, "evil.test", lambda _r: Reply(200, body=b"{}")).start()
+        try:
+            refused = f"https://evil.test:{target.port}/x?sig=s3cr3t"
+            hop = serve(lambda _r: redirect_to(refused, 307))
+            first = refused if hops == 1 else f"{hop.url()}/moved"
+            registry = serve(lambda _r: redirect_to(first, 307 if hops == 2 else 302))
+            via = registry if hops == 1 else hop
+            resolver = Resolver({"evil.test": [answers]})
+            async with Transport(ca_pem=test_ca.pem, resolve=resolver) as transport:
+                with pytest.raises(DialRefused) as caught:
+                    await transport.request("GET", f"{registry.url()}/v2/team/app/tags/list")
+        finally:
+            target.stop()
+        assert caught.value.via == f"127.0.0.1:{via.port}"
         assert caught.value.host == "evil.test"
-        assert str(caught.value).startswith(f"127.0.0.1:{registry.port} redirected to evil.test")
+        assert str(caught.value).startswith(f"127.0.0.1:{via.port} redirected to evil.test")
         assert "s3cr3t" not in str(caught.value)
         assert "/x" not in str(caught.value)
+        assert resolver.lookups == ["evil.test"]
+        assert len(hop.requests) == hops - 1  # the chain really went through the allowed hop
         assert target.requests == []
 
     async def test_literal_redirect_target(self, serve: Serve, test_ca: TestCA) -> None:

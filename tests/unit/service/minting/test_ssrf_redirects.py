@@ -3,7 +3,9 @@ request and the probe's tags/list to a host the broker must not dial. The broker
 the hop, and the redirect target (a live server on this host) is never contacted.
 
 `evil.test` resolves, through the injected resolver only, to this host *and* to the metadata
-address: one reachable answer must not let a host with a refused one through.
+address: one reachable answer must not let a host with a refused one through. The target's
+certificate names evil.test, so a dial the guard let through would be served and recorded;
+LoopbackOnly fails any connect off this host.
 """
 
 from __future__ import annotations
@@ -20,20 +22,32 @@ from pullbroker_service.minting.bearer import BearerMinter
 
 from tests.harness.certs import TestCA
 from tests.harness.https_server import HTTPSServer, Reply, Request
+from tests.harness.loopback_only import LoopbackOnly, named_server
 
 LOOPBACK_OK = DialPolicy(allow_loopback=True)
 PASSWORD = "hunter2-long-lived"
 
 
+EVIL = ["127.0.0.1", "169.254.169.254"]
+
+
+@pytest.fixture(autouse=True)
+def loopback_only() -> Iterator[LoopbackOnly]:
+    """A guard that lets a refused address through fails here, before any packet leaves."""
+    with LoopbackOnly() as guard:
+        yield guard
+
+
 class Resolver:
     """registry.test and evil.test, counted; nothing else resolves (no DNS is asked)."""
 
-    def __init__(self) -> None:
+    def __init__(self, evil: list[str] | None = None) -> None:
         self.lookups: list[str] = []
+        self.evil = EVIL if evil is None else evil
 
     async def __call__(self, host: str) -> Sequence[str]:
         self.lookups.append(host)
-        answers = {"registry.test": ["127.0.0.1"], "evil.test": ["127.0.0.1", "169.254.169.254"]}
+        answers = {"registry.test": ["127.0.0.1"], "evil.test": self.evil}
         if host not in answers:
             raise OSError("name does not resolve")
         return answers[host]
@@ -42,7 +56,8 @@ class Resolver:
 @pytest.fixture
 def target(test_ca: TestCA) -> Iterator[HTTPSServer]:
     """The redirect target: answers anything, and must see nothing."""
-    with HTTPSServer(lambda _r: Reply(200, body=b'{"token": "from-evil"}'), test_ca) as server:
+    answer = Reply(200, body=b'{"token": "from-evil"}')
+    with named_server(test_ca, "evil.test", lambda _r: answer) as server:
         yield server
 
 
@@ -55,14 +70,24 @@ def record_for(port: int, ca_pem: str) -> RegistryRecord:
     )  # fmt: skip
 
 
-def hostile(port_of_target: int, redirect_path: str) -> Callable[[Request], Reply]:
-    """A registry with token auth that redirects `redirect_path` to evil.test."""
+def to_evil(port_of_target: int, path: str, status: int = 302) -> Reply:
+    return Reply(
+        status, {"Location": f"https://evil.test:{port_of_target}{path}?X-Amz-Signature=s3cr3t"}
+    )
+
+
+def hostile(
+    port_of_target: int, redirect_path: str, via: str | None = None
+) -> Callable[[Request], Reply]:
+    """A registry with token auth that redirects `redirect_path` to evil.test, or first to
+    `via` (a base URL) when given."""
 
     def handler(request: Request) -> Reply:
         path = request.path.split("?", 1)[0]
         if path == redirect_path:
-            location = f"https://evil.test:{port_of_target}{path}?X-Amz-Signature=s3cr3t"
-            return Reply(302, {"Location": location})
+            if via is not None:
+                return Reply(307, {"Location": f"{via}{path}"})
+            return to_evil(port_of_target, path)
         if path == "/v2/":
             realm = f"https://registry.test:{request.headers['host'].split(':')[1]}/token"
             return Reply(401, {"WWW-Authenticate": f'Bearer realm="{realm}",service="t"'})
@@ -103,6 +128,41 @@ class TestRedirectsAreGuarded:
         assert "s3cr3t" not in message
         assert PASSWORD not in message
         assert "evil.test" in resolver.lookups
+        assert target.requests == []
+
+    @pytest.mark.parametrize(
+        "answers",
+        [
+            EVIL,
+            ["169.254.169.254"],
+            ["64:ff9b::a9fe:a9fe"],  # metadata through NAT64
+        ],
+    )
+    async def test_mint_refuses_second_redirect_of_token_request(
+        self, test_ca: TestCA, target: HTTPSServer, answers: list[str]
+    ) -> None:
+        """/token redirected to an allowed host (127.0.0.1), which redirects to evil.test:
+        the second hop is judged too; the error names it and evil.test sees nothing."""
+        resolver = Resolver(answers)
+        minter = BearerMinter(timeout=5.0, dial_policy=LOOPBACK_OK, resolve=resolver)
+
+        def onward(request: Request) -> Reply:
+            return to_evil(target.port, request.path.split("?", 1)[0], 307)
+
+        with (
+            HTTPSServer(onward, test_ca) as hop,
+            HTTPSServer(hostile(target.port, "/token", via=hop.url()), test_ca) as registry,
+            pytest.raises(UpstreamProtocolError) as caught,
+        ):
+            await _mint(minter, record_for(registry.port, test_ca.pem))
+        message = str(caught.value)
+        assert f"127.0.0.1:{hop.port} redirected to evil.test resolves to" in message
+        assert f"registry.test:{registry.port} redirected" not in message
+        assert "cloud metadata service address" in message
+        assert "s3cr3t" not in message
+        assert PASSWORD not in message
+        assert resolver.lookups.count("evil.test") == 1
+        assert [r.url_path for r in hop.requests] == ["/token"]
         assert target.requests == []
 
     async def test_probe_refuses_redirected_tags_list(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,12 +27,20 @@ from pullbroker_sidecar.pull.manifest import Descriptor
 
 from tests.harness.certs import TestCA
 from tests.harness.https_server import HTTPSServer, Reply
+from tests.harness.loopback_only import LoopbackOnly, named_server
 
 BLOB = b"layer bytes " * 50_000
 DIGEST = "sha256:" + hashlib.sha256(BLOB).hexdigest()
 DESCRIPTOR = Descriptor("application/vnd.oci.image.layer.v1.tar", DIGEST, len(BLOB))
 PATH = f"/v2/team/app/blobs/{DIGEST}"
 TOKEN = Secret("Bearer sidecar-unit-token")
+
+
+@pytest.fixture(autouse=True)
+def loopback_only() -> Iterator[LoopbackOnly]:
+    """A guard that lets a refused address through fails here, before any packet leaves."""
+    with LoopbackOnly() as guard:
+        yield guard
 
 
 def _fetch(server: HTTPSServer, ca: TestCA, layout: OciLayout, read_size: int = 1 << 20) -> None:
@@ -134,6 +143,7 @@ class TestDialGuard:
             ["fe80::1"],
         ],
     )
+    @pytest.mark.parametrize("hops", [1, 2], ids=["first-redirect", "second-redirect"])
     def test_blob_redirect_to_refused_address(
         self,
         server: HTTPSServer,
@@ -141,18 +151,27 @@ class TestDialGuard:
         test_ca: TestCA,
         tmp_path: Path,
         answers: list[str],
+        hops: int,
     ) -> None:
         """The blob is not fetched, the error names the host (not the signed URL), and the
-        redirect target, though listening on this host, sees nothing."""
+        redirect target, though listening on this host, sees nothing.
+
+        With hops=2 the registry first redirects to an allowed host (`other`, 127.0.0.1),
+        which then redirects to storage.test: every hop is judged, not only the first
+        redirect's. The target's certificate names storage.test, so a dial that got through
+        would be served and recorded."""
         lookups: list[str] = []
 
         def resolve(host: str) -> list[str]:
             lookups.append(host)
             return answers
 
-        server.answers[PATH] = Reply(
-            307, headers={"Location": other.url("storage.test") + "/blob?sig=abc"}
-        )
+        target = named_server(test_ca, "storage.test").start()
+        refused = f"https://storage.test:{target.port}/blob?sig=abc"
+        other.answers["/moved"] = Reply(307, headers={"Location": refused})
+        first = refused if hops == 1 else other.url() + "/moved"
+        server.answers[PATH] = Reply(307, headers={"Location": first})
+        via = server if hops == 1 else other
         fetcher = BlobFetcher(server.url(), ssl_context(test_ca.pem), timeout=5, resolve=resolve)
         layout = OciLayout.open(tmp_path / "oci")
         try:
@@ -163,9 +182,12 @@ class TestDialGuard:
                 fetcher.fetch("team/app", DESCRIPTOR, TOKEN, writer, cancel=threading.Event())
         finally:
             fetcher.close()
+            target.stop()
         assert "sig=abc" not in str(caught.value)
+        assert str(caught.value).startswith(f"127.0.0.1:{via.port} redirected to storage.test")
         assert lookups == ["storage.test"]
-        assert other.requests == []
+        assert len(other.requests) == hops - 1  # the chain really went through `other`
+        assert target.requests == []
         assert not layout.has_blob(DESCRIPTOR)
 
     def test_manifest_redirect_to_literal_metadata_address(
