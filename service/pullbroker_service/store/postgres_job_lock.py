@@ -33,6 +33,7 @@ class PostgresJobLock:
         self._lock_id = lock_id
         self._conn: Connection | None = None
         self._holding = False
+        self._told_busy = False
 
     async def held(self) -> bool:
         try:
@@ -48,6 +49,10 @@ class PostgresJobLock:
         self._holding = bool(row and row[0])
         if self._holding:
             log.info("periodic_jobs_lock_acquired", pid=os.getpid())
+            self._told_busy = False
+        elif not self._told_busy:  # once per stretch of waiting, not every interval
+            log.info("periodic_jobs_lock_busy", pid=os.getpid())
+            self._told_busy = True
         return self._holding
 
     async def close(self) -> None:

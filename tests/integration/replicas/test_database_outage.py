@@ -42,6 +42,8 @@ class Traffic:
 
     def __init__(self, replicas: ReplicaSet, image: str) -> None:
         self.calls = 0
+        self.answered: set[int] = set()
+        """Replicas that answered at least once (each then holds the token in memory)."""
         self.phase = "up"
         self.failures: list[str] = []
         self._stop = threading.Event()
@@ -56,6 +58,7 @@ class Traffic:
                 try:
                     node.issue_pull_token(image, registry="team")
                     self.calls += 1
+                    self.answered.add(index)
                 except BrokerCallError as exc:
                     self.failures.append(f"{self.phase} replica {index}: {exc.code.name} {exc}")
                 time.sleep(0.02)
@@ -94,7 +97,12 @@ async def test_postgres_stopped_and_started_under_three_replicas(
 
         watching = asyncio.create_task(watch())
         with Traffic(replicas, image) as traffic:
-            await asyncio.sleep(0.5)  # every replica has minted and cached the token
+            # Every replica has minted and cached the token before the database goes.
+            await asyncio.to_thread(
+                eventually,
+                lambda: len(traffic.answered) == len(replicas),
+                "every replica to answer once",
+            )
             own_postgres.stop()
             traffic.phase = "down"
             try:

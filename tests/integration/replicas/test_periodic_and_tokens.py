@@ -4,7 +4,6 @@ memory (a storm over R replicas costs at most R upstream token requests)."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 
 import pytest
@@ -20,6 +19,7 @@ from tests.integration.backends.test_broker_backends import generic, login
 pytestmark = pytest.mark.integration
 
 LOCK_TAKEN = "periodic_jobs_lock_acquired"
+LOCK_BUSY = "periodic_jobs_lock_busy"
 # A create that wrote its record and then died, long ago: the reconciler rolls it back.
 PENDING_ROW = """
 INSERT INTO registries (id, display_name, kind, url, host, username, registry_ca_pem, region,
@@ -47,7 +47,12 @@ def test_reconciler_runs_on_one_replica_and_moves_when_it_dies(
     and rolls back a PENDING record left behind."""
     replicas = make_replicas(3, reconcile_interval_seconds=0.2, reconcile_grace_seconds=1)
     eventually(lambda: bool(_holders(replicas)), "a replica to take the jobs lock")
-    time.sleep(1.0)  # every replica has checked several times by now
+    # Every other replica asked for the lock and found it taken: the check below is then
+    # about replicas that tried, not ones that had not got round to it.
+    eventually(
+        lambda: len(_holders(replicas, LOCK_BUSY)) >= len(replicas) - 1,
+        "the other replicas to find the lock taken",
+    )
     holders = _holders(replicas)
     assert len(holders) == 1, f"the lock is held by one replica, not {holders}"
     leader = holders[0]
